@@ -1,0 +1,126 @@
+#include "common.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "ttpred/error.hpp"
+
+namespace ttpred::cli {
+
+void Overrides::add_to(CLI::App& app) {
+  app.add_option("--device", device, "Where to compute the Gram matrix")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--lr", lr, "Override optimizer.lr")->check(CLI::PositiveNumber);
+  app.add_option("--momentum", momentum, "Override optimizer.momentum")->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--weight-decay", weight_decay, "Override optimizer.weight_decay")->check(CLI::NonNegativeNumber);
+  app.add_option("--batch-size", batch_size, "Override optimizer.batch_size")->check(CLI::PositiveNumber);
+  app.add_option("--size", size, "Override data.size (N)")->check(CLI::PositiveNumber);
+  app.add_option("--subset", subset, "Override data.subset (N0, samples for the Gram matrix)")
+      ->check(CLI::PositiveNumber);
+  auto* st = app.add_option("--steps", steps, "Override the horizon, in steps")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", epochs, "Override the horizon, in epochs")->check(CLI::PositiveNumber)->excludes(st);
+  auto* e = app.add_option("--epsilon", epsilon, "Target: |L_t - L_T| < EPSILON")->check(CLI::PositiveNumber);
+  auto* l = app.add_option("--target-loss", target_loss, "Target: first t with L_t <= VALUE")
+                ->check(CLI::NonNegativeNumber)
+                ->excludes(e);
+  app.add_option("--target-accuracy", target_accuracy, "Target: first t with training accuracy >= VALUE")
+      ->check(CLI::Range(0.0, 1.0))
+      ->excludes(e)
+      ->excludes(l);
+  app.add_option("--projection", projection, "Gram matrix: auto, exact or countsketch")
+      ->check(CLI::IsMember({"auto", "exact", "countsketch"}));
+  app.add_option("--projection-dim", projection_dim, "D0 for countsketch")->check(CLI::PositiveNumber);
+  app.add_option("--runs", runs, "Simulated SGD runs for the band")->check(CLI::Range(1, 1000));
+  app.add_option("--seed", seed, "Seed for the subset, the projection and the simulated batches")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")
+      ->check(CLI::PositiveNumber);
+}
+
+void Overrides::apply(Spec& s) const {
+  if (!device.empty()) s.device = device;
+  if (lr) s.lr = *lr;
+  if (momentum) s.momentum = *momentum;
+  if (weight_decay) s.weight_decay = *weight_decay;
+  if (batch_size) s.batch_size = *batch_size;
+  if (size) s.data.size = *size;
+  if (subset) s.data.subset = *subset;
+  if (steps) s.steps = *steps, s.epochs = 0;
+  if (epochs) s.epochs = *epochs, s.steps = 0;
+  if (epsilon) s.target = TargetKind::epsilon, s.target_value = *epsilon;
+  if (target_loss) s.target = TargetKind::loss, s.target_value = *target_loss;
+  if (target_accuracy) s.target = TargetKind::accuracy, s.target_value = *target_accuracy;
+  if (!projection.empty()) s.projection = projection;
+  if (projection_dim) s.projection_dim = *projection_dim;
+  if (runs) s.runs = int(*runs);
+  if (seed) s.seed = uint64_t(*seed);
+  if (step_seconds) s.step_seconds = *step_seconds;
+}
+
+namespace {
+bool g_progress_shown = false;
+}
+
+Progress make_progress(const std::string& tool, bool quiet) {
+  if (quiet || !isatty(STDERR_FILENO)) return {};
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [tool, last](const char* phase, int64_t done, int64_t total) {
+    auto t = std::chrono::steady_clock::now();
+    if (done != total && t - *last < std::chrono::milliseconds(100)) return;
+    *last = t;
+    std::fprintf(stderr, "\r%s: %-9s %3d%% (%lld/%lld)\033[K", tool.c_str(), phase,
+                 int(100 * done / std::max<int64_t>(1, total)), (long long)done, (long long)total);
+    std::fflush(stderr);
+    g_progress_shown = true;
+  };
+}
+
+void end_progress() {
+  if (g_progress_shown) std::fprintf(stderr, "\r\033[K");
+  g_progress_shown = false;
+}
+
+int guarded(const std::string& tool, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    end_progress();
+    std::fprintf(stderr, "%s: error: %s\n", tool.c_str(), e.what());
+    return int(e.code());
+  } catch (const std::bad_alloc&) {
+    end_progress();
+    std::fprintf(stderr, "%s: error: out of memory (lower data.subset or use engine.projection: countsketch)\n",
+                 tool.c_str());
+    return int(Exit::internal);
+  } catch (const std::exception& e) {
+    end_progress();
+    std::string what = e.what();
+    std::fprintf(stderr, "%s: internal error: %s\n", tool.c_str(), what.substr(0, what.find('\n')).c_str());
+    return int(Exit::internal);
+  } catch (...) {
+    end_progress();
+    std::fprintf(stderr, "%s: internal error (unknown exception)\n", tool.c_str());
+    return int(Exit::internal);
+  }
+}
+
+int parse(CLI::App& app, int argc, char** argv, const std::string& tool) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "%s: error: %s (see --help)\n", tool.c_str(), e.what());
+    return int(Exit::usage);
+  }
+  return -1;
+}
+
+}  // namespace ttpred::cli

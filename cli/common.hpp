@@ -1,0 +1,34 @@
+// Shared by the ttpred command-line tools: overrides, progress, error reporting.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "ttpred/model.hpp"
+#include "ttpred/spec.hpp"
+
+namespace ttpred::cli {
+
+// Command-line values that override the spec's.
+struct Overrides {
+  std::string device;
+  std::optional<double> lr, momentum, weight_decay, epochs, epsilon, target_loss, target_accuracy, step_seconds;
+  std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed;
+  std::string projection;
+  void add_to(CLI::App& app);
+  void apply(Spec& s) const;  // then validate(s)
+};
+
+// Progress on stderr, only when stderr is a terminal and not --quiet.
+Progress make_progress(const std::string& tool, bool quiet);
+void end_progress();
+
+// Runs body, turning exceptions into "TOOL: error: ..." and the documented exit code.
+int guarded(const std::string& tool, const std::function<int()>& body);
+
+// Parse argv with CLI11: usage errors print one line and give exit code 2.
+// Returns -1 when the program should go on.
+int parse(CLI::App& app, int argc, char** argv, const std::string& tool);
+
+}  // namespace ttpred::cli

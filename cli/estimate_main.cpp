@@ -1,0 +1,53 @@
+// ttpred-estimate: predict the fine-tuning time of a job spec without training.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "common.hpp"
+#include "ttpred/error.hpp"
+#include "ttpred/estimate.hpp"
+
+int main(int argc, char** argv) {
+  using namespace ttpred;
+  const std::string tool = "ttpred-estimate";
+  CLI::App app{
+      "Predict how long fine-tuning a TorchScript model takes, from its linearized dynamics (the empirical NTK), "
+      "without training it.\n\nExit codes: 0 ok, 1 internal error, 2 usage, 3 spec error, 4 input file error, "
+      "5 invalid model or data, 6 device unavailable.",
+      tool};
+  std::string spec_path;
+  bool json = false, quiet = false;
+  int curve_points = 200;
+  cli::Overrides ov;
+  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example");
+  app.add_flag("--json", json, "Print one JSON object (docs/json.md) instead of the table");
+  app.add_flag("-q,--quiet", quiet, "No progress on stderr");
+  app.add_option("--curve-points", curve_points, "Points of the loss curve in the output")
+      ->check(CLI::Range(2, 100000));
+  ov.add_to(app);
+  app.set_version_flag("--version", std::string(TTPRED_VERSION));
+  if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
+
+  return cli::guarded(tool, [&] {
+    if (spec_path.empty()) {
+      spec_path = default_spec_path();
+      if (!quiet) std::fprintf(stderr, "%s: no --spec given: using the embedded default %s\n", tool.c_str(),
+                               spec_path.c_str());
+    }
+    Spec spec = load_spec(spec_path);
+    ov.apply(spec);
+    validate(spec);
+    EstimateOptions opt;
+    opt.progress = cli::make_progress(tool, quiet);
+    opt.curve_points = curve_points;
+    Prediction p = estimate(spec, opt);
+    cli::end_progress();
+    if (json) {
+      std::fputs(to_json(p).c_str(), stdout);
+    } else {
+      std::fputs(to_table(p).c_str(), stdout);
+      for (const auto& w : p.warnings) std::fprintf(stderr, "%s: warning: %s\n", tool.c_str(), w.c_str());
+    }
+    return 0;
+  });
+}

@@ -1,0 +1,146 @@
+// ttpred-finetune: fine-tune the spec's model for real (the ground truth the
+// estimator is measured against) and report the measured T(ε).
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "common.hpp"
+#include "ttpred/data.hpp"
+#include "ttpred/dynamics.hpp"
+#include "ttpred/error.hpp"
+#include "ttpred/finetune.hpp"
+
+int main(int argc, char** argv) {
+  using namespace ttpred;
+  const std::string tool = "ttpred-finetune";
+  CLI::App app{
+      "Fine-tune the spec's TorchScript model with LibTorch, with PyTorch SGD semantics, logging the whole "
+      "training-set loss; reports the measured T(epsilon) and seconds.\n\nExit codes as ttpred-estimate.",
+      tool};
+  std::string spec_path;
+  bool json = false, quiet = false, train_mode = false;
+  int64_t log_every = 1;
+  std::vector<uint64_t> seeds{0};
+  cli::Overrides ov;
+  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded example");
+  app.add_flag("--json", json, "Print one JSON object");
+  app.add_flag("-q,--quiet", quiet, "No progress on stderr");
+  app.add_flag("--train-mode", train_mode, "Train with module.train() (BatchNorm batch statistics, Dropout)");
+  app.add_option("--log-every", log_every, "Evaluate the whole-training-set loss every K steps")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--seeds", seeds, "Seeds; T(eps) is measured on the mean curve over them")->expected(1, 100);
+  ov.add_to(app);
+  app.set_version_flag("--version", std::string(TTPRED_VERSION));
+  if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
+
+  return cli::guarded(tool, [&] {
+    if (spec_path.empty()) spec_path = default_spec_path();
+    Spec s = load_spec(spec_path);
+    ov.apply(s);
+    validate(s);
+    Dataset d = load_dataset(s);
+    const int64_t N = s.data.size > 0 ? s.data.size : d.n;
+    if (N > d.n)
+      s.fail("data.size", fmt::format("({}) exceeds the {} samples in {}: cannot fine-tune on data that is not there",
+                                      N, d.n, d.source));
+    if (s.batch_size > N) s.fail("optimizer.batch_size", fmt::format("({}) exceeds the {} samples", s.batch_size, N));
+    Hyper h;
+    h.lr = s.lr;
+    h.momentum = s.momentum;
+    h.weight_decay = s.weight_decay;
+    h.batch_size = s.batch_size;
+    const int64_t per_epoch = N / s.batch_size;
+    h.steps = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(per_epoch) - 1e-9));
+    std::vector<int64_t> idx(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) idx[size_t(i)] = i;
+    nlohmann::json runs = nlohmann::json::array();
+    std::vector<double> mean_loss, mean_acc;
+    std::vector<int64_t> steps;
+    double secs_train = 0, secs_total = 0;
+    int64_t C = 0;
+    for (uint64_t seed : seeds) {
+      Model model(s.model, s.device);  // fresh pre-trained weights for each seed
+      C = model.num_classes(d);
+      Eigen::MatrixXd y = Eigen::MatrixXd::Zero(N, C);
+      for (int64_t i = 0; i < N; ++i) {
+        if (d.has_labels()) {
+          if (d.y[size_t(i)] >= C)
+            throw Error(Exit::invalid, fmt::format("{}: y: label {} of sample {} is out of range for C={}", d.source,
+                                                   d.y[size_t(i)], i, C));
+          y(i, d.y[size_t(i)]) = 1;
+        } else {
+          if (s.loss == Loss::cross_entropy) s.fail("loss", "cross_entropy needs class ids in y");
+          for (int64_t c = 0; c < C; ++c) y(i, c) = d.targets[size_t(i * C + c)];
+        }
+      }
+      FinetuneOptions fo;
+      fo.seed = seed;
+      fo.log_every = log_every;
+      fo.train_mode = train_mode;
+      fo.progress = cli::make_progress(tool, quiet);
+      FinetuneResult r = finetune(model, d, idx, s.loss, y, h, fo);
+      cli::end_progress();
+      if (mean_loss.empty()) {
+        mean_loss.assign(r.loss.size(), 0.0);
+        mean_acc.assign(r.acc.size(), 0.0);
+        steps = r.step;
+      }
+      for (size_t k = 0; k < r.loss.size(); ++k) {
+        mean_loss[k] += r.loss[k] / double(seeds.size());
+        mean_acc[k] += r.acc[k] / double(seeds.size());
+      }
+      secs_train += r.seconds_train;
+      secs_total += r.seconds_total;
+      runs.push_back({{"seed", seed}, {"final_loss", r.loss.back()}, {"seconds_train", r.seconds_train},
+                      {"steps_measured", r.step[size_t(time_to_epsilon(r.loss, s.target_value))]}});
+    }
+    int64_t k = 0;
+    bool reached = true;
+    if (s.target == TargetKind::epsilon) {
+      k = time_to_epsilon(mean_loss, s.target_value);
+    } else {
+      k = s.target == TargetKind::loss ? first_reaching(mean_loss, s.target_value, true)
+                                       : first_reaching(mean_acc, s.target_value, false);
+      if (k < 0) reached = false, k = int64_t(mean_loss.size()) - 1;
+    }
+    const double step_seconds = secs_train / double(seeds.size()) / double(std::max<int64_t>(1, h.steps));
+    if (json) {
+      nlohmann::json j;
+      j["schema"] = 1;
+      j["spec"] = s.file;
+      j["steps"] = steps[size_t(k)];
+      j["reached"] = reached;
+      j["horizon_steps"] = h.steps;
+      j["steps_per_epoch"] = per_epoch;
+      j["epochs"] = double(steps[size_t(k)]) / double(std::max<int64_t>(1, per_epoch));
+      j["final_loss"] = mean_loss.back();
+      j["final_accuracy"] = mean_acc.back();
+      j["step_seconds"] = step_seconds;
+      j["seconds"] = step_seconds * double(steps[size_t(k)]);
+      j["seconds_train"] = secs_train / double(seeds.size());
+      j["seconds_total"] = secs_total;
+      nlohmann::json curve = nlohmann::json::array(), acc = nlohmann::json::array();
+      for (size_t i = 0; i < steps.size(); ++i) {
+        curve.push_back({steps[i], mean_loss[i]});
+        acc.push_back({steps[i], mean_acc[i]});
+      }
+      j["curve"] = curve;
+      j["accuracy_curve"] = acc;
+      j["runs"] = runs;
+      std::fputs((j.dump(1) + "\n").c_str(), stdout);
+    } else {
+      std::printf("ttpred-finetune: %s\n", s.file.c_str());
+      std::printf("  measured steps     %s\n",
+                  reached ? std::to_string(steps[size_t(k)]).c_str() : "target not reached");
+      std::printf("  loss               %.4f -> %.4f (mean of %zu seed(s))\n", mean_loss.front(), mean_loss.back(),
+                  seeds.size());
+      std::printf("  train accuracy     %.1f%%\n", 100 * mean_acc.back());
+      std::printf("  seconds per step   %.4f\n", step_seconds);
+      std::printf("  training seconds   %.2f (all %.2f with evaluation)\n", secs_train / double(seeds.size()),
+                  secs_total);
+    }
+    return 0;
+  });
+}

@@ -1,0 +1,72 @@
+// Linearized training dynamics in function space (pure Eigen, no LibTorch).
+//
+// With f_lin(x; w) = f(x; w0) + J(x)(w - w0), PyTorch's SGD
+//   v <- m v + (∇L_B(w) + λ w),   w <- w - η v
+// maps, on the n simulated samples, to the exact recurrence
+//   u <- m u + Σ_{i∈B} Θ[:, i] g_i + λ (J w0 + F - F0),   F <- F - η u
+// where F are the n·C outputs, u = J v, g_i = ∂L_B/∂f_i and Θ = J Jᵀ.
+// This is SGD on the linearized model itself (no diffusion approximation);
+// it costs O(M·B·C) per step with M = n·C.
+#pragma once
+#include <Eigen/Dense>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "ttpred/spec.hpp"
+
+namespace ttpred {
+
+struct Problem {
+  Eigen::MatrixXd theta;        // M × M, index i·C + c
+  Eigen::MatrixXd f0;           // n × C outputs at w0
+  Eigen::MatrixXd jw0;          // n × C, J·w0 (used when weight decay > 0)
+  Eigen::MatrixXd y;            // n × C targets: one-hot labels, or float targets (mse)
+  std::vector<int64_t> labels;  // n class ids (argmax of y for float targets)
+  Loss loss = Loss::cross_entropy;
+  int64_t n() const { return f0.rows(); }
+  int64_t classes() const { return f0.cols(); }
+};
+
+struct Hyper {
+  double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
+  int64_t batch_size = 32;  // drawn among the n simulated samples; >= n means full batch
+  int64_t steps = 100;      // horizon T
+};
+
+struct SimOptions {
+  int runs = 16;           // independent SGD runs (1 for full batch)
+  uint64_t seed = 0;
+  int threads = 0;         // 0 = hardware concurrency
+  std::function<void(int64_t done, int64_t total)> progress;  // runs finished
+};
+
+struct Curves {
+  std::vector<int64_t> step;                 // recorded steps (0..T, every `stride`)
+  std::vector<double> loss, acc;             // mean over runs
+  std::vector<std::vector<double>> run_loss, run_acc;
+  int64_t stride = 1;
+};
+
+// Loss and accuracy of outputs F (n × C) against the problem's targets, with
+// nn.CrossEntropyLoss / nn.MSELoss (mean) semantics.
+double loss_of(const Problem& p, const Eigen::MatrixXd& F);
+double accuracy_of(const Problem& p, const Eigen::MatrixXd& F);
+
+Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt);
+
+// The shuffled order of one epoch (DataLoader(shuffle=True)); shared with the
+// reference fine-tuner so both draw the same batches for the same seed.
+std::vector<int64_t> epoch_permutation(std::mt19937_64& rng, int64_t n);
+std::mt19937_64 run_rng(uint64_t seed, int run);
+
+// T(ε) = min{t : |L_t - L_T| < ε}, as an index into `loss` (always found: t = T).
+int64_t time_to_epsilon(const std::vector<double>& loss, double eps);
+// First index with value <= v (`below`) or >= v; -1 when never.
+int64_t first_reaching(const std::vector<double>& values, double v, bool below);
+
+// p-th percentile (0..100) with linear interpolation.
+double percentile(std::vector<double> v, double p);
+
+}  // namespace ttpred

@@ -1,0 +1,47 @@
+// The whole prediction: spec -> model + data -> Θ -> linearized dynamics -> T(ε), seconds.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ttpred/model.hpp"
+#include "ttpred/spec.hpp"
+
+namespace ttpred {
+
+struct Prediction {
+  Spec spec;
+  std::string device;
+  int64_t params = 0, classes = 0;
+  int64_t size = 0, available = 0, subset = 0;  // N, samples in the file, N0
+  int64_t steps_per_epoch = 0, horizon = 0;
+  int64_t steps = 0;          // T(ε) (or the loss/accuracy target)
+  bool reached = true;
+  int64_t steps_lo = 0, steps_hi = 0;
+  double initial_loss = 0, final_loss = 0, final_lo = 0, final_hi = 0, final_accuracy = 0;
+  double step_seconds = 0, step_lo = 0, step_hi = 0;
+  std::string step_source;    // measured | spec
+  double lr_stability = 0;    // η_eff·λ_max / 2 of the linearized full-batch map (> 1: unstable)
+  std::vector<int64_t> curve_step;
+  std::vector<double> curve_loss, curve_lo, curve_hi, curve_acc;
+  std::string gram_method;
+  int64_t gram_dim = 0, gram_rows = 0;
+  std::vector<std::pair<std::string, double>> timing;  // phase -> seconds, in order
+  std::vector<std::string> warnings;
+};
+
+struct EstimateOptions {
+  Progress progress;   // may be empty
+  int curve_points = 200;
+};
+
+// Default number of samples for Θ: min(N, max(16, 2500 / C)).
+int64_t default_subset(int64_t n, int64_t classes);
+
+Prediction estimate(const Spec& spec, const EstimateOptions& opt = {});
+
+std::string to_json(const Prediction& p);   // docs/json.md
+std::string to_table(const Prediction& p);  // the human summary
+
+}  // namespace ttpred

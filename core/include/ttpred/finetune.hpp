@@ -1,0 +1,40 @@
+// Real fine-tuning with LibTorch (the ground truth) and step-time calibration.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ttpred/data.hpp"
+#include "ttpred/dynamics.hpp"
+#include "ttpred/model.hpp"
+#include "ttpred/spec.hpp"
+
+namespace ttpred {
+
+struct FinetuneOptions {
+  uint64_t seed = 0;
+  int64_t log_every = 1;     // evaluate the whole-training-set loss every k steps
+  bool train_mode = false;   // module.train() (BatchNorm batch stats, Dropout on); default eval()
+  Progress progress;
+};
+
+struct FinetuneResult {
+  std::vector<int64_t> step;
+  std::vector<double> loss, acc;  // whole training set, at `step`
+  double seconds_total = 0, seconds_train = 0;  // all / SGD steps only (no evaluation)
+  int64_t steps = 0;
+};
+
+// Trains `model` (in place) on samples idx of d for h.steps SGD steps with PyTorch
+// semantics: torch.optim.SGD(lr, momentum, weight_decay), batches of B drawn
+// without replacement, reshuffled each epoch, drop_last; mean CE or MSE loss.
+// The batch order for a seed equals the simulator's run 0 (epoch_permutation).
+FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_t>& idx, Loss loss,
+                        const Eigen::MatrixXd& targets, const Hyper& h, const FinetuneOptions& opt);
+
+// Seconds per real SGD step at batch size B on the model's device (k timed
+// steps after one warm-up; the weights are restored afterwards).
+std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
+                                   double lr, double momentum, double weight_decay, int64_t batch_size, int k,
+                                   uint64_t seed);
+
+}  // namespace ttpred

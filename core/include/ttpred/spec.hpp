@@ -1,0 +1,69 @@
+// The job spec: what fine-tuning run to predict (YAML, see docs/spec.md).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ttpred {
+
+enum class Loss { cross_entropy, mse };
+enum class TargetKind { epsilon, loss, accuracy };
+
+const char* to_string(Loss l);
+const char* to_string(TargetKind k);
+
+struct DataSpec {
+  std::string path;                  // torch.save'd {"x", "y"}
+  std::string images, labels;        // or a pair of IDX files (.gz or raw)
+  std::vector<int64_t> classes;      // keep these labels, remapped to 0..K-1
+  bool normalize = false;            // (x - mean) / std after scaling IDX to [0,1]
+  double mean = 0.0, std = 1.0;
+  int64_t size = 0;                  // N; 0 = all samples in the file
+  int64_t subset = 0;                // N0; 0 = default (min(N, 500))
+};
+
+struct Spec {
+  std::string file;                  // absolute path of the spec ("" when built in code)
+  std::string dir;                   // directory that relative paths are resolved against
+  std::string model;
+  DataSpec data;
+  Loss loss = Loss::cross_entropy;
+  double lr = 0.0;
+  double momentum = 0.0;
+  double weight_decay = 0.0;
+  int64_t batch_size = 0;
+  int64_t steps = 0;                 // horizon T in steps ...
+  double epochs = 0.0;               // ... or in epochs
+  TargetKind target = TargetKind::epsilon;
+  double target_value = 0.0;
+  // engine
+  std::string device = "auto";       // auto | cpu | cuda
+  std::string projection = "auto";   // auto | exact | countsketch
+  int64_t projection_dim = 0;        // D0 for countsketch (0 = default)
+  int runs = 0;                      // simulated SGD runs (0 = default)
+  uint64_t seed = 0;
+  // hardware
+  double step_seconds = 0.0;         // > 0: take it instead of timing real steps
+  int calibrate_steps = 0;           // 0 = default
+
+  // YAML line of each key that was read ("optimizer.lr" -> 12), for messages.
+  std::map<std::string, int> lines;
+
+  std::string resolve(const std::string& path) const;  // relative to `dir`
+  int line_of(const std::string& key) const;
+  // Error(Exit::spec) naming file, line and key.
+  [[noreturn]] void fail(const std::string& key, const std::string& message) const;
+};
+
+// Parse and check a spec file. Throws Error(spec|input).
+Spec load_spec(const std::string& path);
+// Parse from a string (for tests); `file` names it in messages, `dir` resolves paths.
+Spec parse_spec(const std::string& yaml, const std::string& file, const std::string& dir);
+// Check values that do not need the data (lr > 0, ...). Called by load_spec and again
+// after command-line overrides.
+void validate(const Spec& spec);
+// The embedded default spec shipped with ttpred (source tree or installed copy).
+std::string default_spec_path();
+
+}  // namespace ttpred

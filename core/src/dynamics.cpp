@@ -1,0 +1,191 @@
+#include "ttpred/dynamics.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <mutex>
+#include <thread>
+
+namespace ttpred {
+
+std::mt19937_64 run_rng(uint64_t seed, int run) {
+  std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(run), 0x7470u};
+  return std::mt19937_64(seq);
+}
+
+std::vector<int64_t> epoch_permutation(std::mt19937_64& rng, int64_t n) {
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[size_t(i)] = i;
+  // Fisher-Yates with our own draws (std::shuffle's algorithm is unspecified).
+  for (int64_t i = n - 1; i > 0; --i) {
+    int64_t j = int64_t(rng() % uint64_t(i + 1));
+    std::swap(perm[size_t(i)], perm[size_t(j)]);
+  }
+  return perm;
+}
+
+namespace {
+
+// ∂ℓ_i/∂f_i (unscaled): softmax - onehot, or 2 (f - y) / C.
+void sample_grad(const Problem& p, const double* f, int64_t i, double* g) {
+  const int64_t C = p.classes();
+  if (p.loss == Loss::cross_entropy) {
+    double mx = f[0];
+    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, f[c]);
+    double z = 0;
+    for (int64_t c = 0; c < C; ++c) z += (g[c] = std::exp(f[c] - mx));
+    for (int64_t c = 0; c < C; ++c) g[c] = g[c] / z - p.y(i, c);
+  } else {
+    for (int64_t c = 0; c < C; ++c) g[c] = 2.0 * (f[c] - p.y(i, c)) / double(C);
+  }
+}
+
+double loss_flat(const Problem& p, const Eigen::VectorXd& F) {
+  const int64_t n = p.n(), C = p.classes();
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* f = F.data() + i * C;
+    if (p.loss == Loss::cross_entropy) {
+      double mx = f[0];
+      for (int64_t c = 1; c < C; ++c) mx = std::max(mx, f[c]);
+      double z = 0, dot = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        z += std::exp(f[c] - mx);
+        dot += p.y(i, c) * f[c];
+      }
+      s += mx + std::log(z) - dot;  // y is a one-hot row (or a probability row)
+    } else {
+      for (int64_t c = 0; c < C; ++c) s += (f[c] - p.y(i, c)) * (f[c] - p.y(i, c));
+    }
+  }
+  return p.loss == Loss::cross_entropy ? s / double(n) : s / double(n * C);
+}
+
+double acc_flat(const Problem& p, const Eigen::VectorXd& F) {
+  const int64_t n = p.n(), C = p.classes();
+  int64_t ok = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* f = F.data() + i * C;
+    ok += int64_t(std::max_element(f, f + C) - f) == p.labels[size_t(i)];
+  }
+  return double(ok) / double(n);
+}
+
+Eigen::VectorXd flatten(const Eigen::MatrixXd& m) {
+  Eigen::VectorXd v(m.size());
+  for (Eigen::Index i = 0; i < m.rows(); ++i)
+    for (Eigen::Index c = 0; c < m.cols(); ++c) v(i * m.cols() + c) = m(i, c);
+  return v;
+}
+
+void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t stride, std::vector<double>& L,
+             std::vector<double>& A) {
+  const int64_t n = p.n(), C = p.classes(), M = n * C;
+  const bool full = h.batch_size >= n;
+  const int64_t B = full ? n : h.batch_size;
+  const int64_t per_epoch = full ? 1 : n / B;
+  const Eigen::VectorXd F0 = flatten(p.f0);
+  const Eigen::VectorXd W0 = flatten(p.jw0);
+  Eigen::VectorXd F = F0, u = Eigen::VectorXd::Zero(M), G(M), gb(B * C);
+  Eigen::MatrixXd cols(M, B * C);
+  std::mt19937_64 rng = run_rng(seed, run);
+  std::vector<int64_t> perm;
+  L.clear();
+  A.clear();
+  L.push_back(loss_flat(p, F));
+  A.push_back(acc_flat(p, F));
+  for (int64_t t = 0; t < h.steps; ++t) {
+    const int64_t k = t % per_epoch;
+    if (full) {
+      for (int64_t i = 0; i < n; ++i) sample_grad(p, F.data() + i * C, i, G.data() + i * C);
+      G = p.theta * (G / double(n)).eval();
+    } else {
+      if (k == 0) perm = epoch_permutation(rng, n);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t i = perm[size_t(k * B + b)];
+        sample_grad(p, F.data() + i * C, i, gb.data() + b * C);
+        cols.middleCols(b * C, C) = p.theta.middleCols(i * C, C);
+      }
+      G.noalias() = cols * (gb / double(B));
+    }
+    if (h.weight_decay > 0) G += h.weight_decay * (W0 + F - F0);
+    u = h.momentum * u + G;
+    F -= h.lr * u;
+    if ((t + 1) % stride == 0 || t + 1 == h.steps) {
+      L.push_back(loss_flat(p, F));
+      A.push_back(acc_flat(p, F));
+    }
+    if (!std::isfinite(L.back())) {  // diverged: keep the curve at +inf
+      while (int64_t(L.size()) < (h.steps + stride - 1) / stride + 1) {
+        L.push_back(INFINITY);
+        A.push_back(A.back());
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+double loss_of(const Problem& p, const Eigen::MatrixXd& F) { return loss_flat(p, flatten(F)); }
+double accuracy_of(const Problem& p, const Eigen::MatrixXd& F) { return acc_flat(p, flatten(F)); }
+
+Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt) {
+  Curves cv;
+  cv.stride = std::max<int64_t>(1, (h.steps + 19999) / 20000);  // at most ~20k recorded points
+  for (int64_t t = 0; t <= h.steps; t += cv.stride) cv.step.push_back(t);
+  if (cv.step.back() != h.steps) cv.step.push_back(h.steps);
+  const int runs = h.batch_size >= p.n() ? 1 : std::max(1, opt.runs);
+  cv.run_loss.resize(size_t(runs));
+  cv.run_acc.resize(size_t(runs));
+  int threads = opt.threads > 0 ? opt.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  threads = std::min(threads, runs);
+  std::atomic<int> next{0}, done{0};
+  std::mutex mu;
+  auto worker = [&] {
+    for (int r; (r = next++) < runs;) {
+      one_run(p, h, r, opt.seed, cv.stride, cv.run_loss[size_t(r)], cv.run_acc[size_t(r)]);
+      int d = ++done;
+      if (opt.progress) {
+        std::lock_guard<std::mutex> lock(mu);
+        opt.progress(d, runs);
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int k = 1; k < threads; ++k) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  const size_t m = cv.step.size();
+  cv.loss.assign(m, 0.0);
+  cv.acc.assign(m, 0.0);
+  for (int r = 0; r < runs; ++r)
+    for (size_t j = 0; j < m; ++j) {
+      cv.loss[j] += cv.run_loss[size_t(r)][j] / runs;
+      cv.acc[j] += cv.run_acc[size_t(r)][j] / runs;
+    }
+  return cv;
+}
+
+int64_t time_to_epsilon(const std::vector<double>& loss, double eps) {
+  const double last = loss.back();
+  for (size_t t = 0; t < loss.size(); ++t)
+    if (std::fabs(loss[t] - last) < eps) return int64_t(t);
+  return int64_t(loss.size()) - 1;  // only reached when L_T is not finite
+}
+
+int64_t first_reaching(const std::vector<double>& values, double v, bool below) {
+  for (size_t t = 0; t < values.size(); ++t)
+    if (below ? values[t] <= v : values[t] >= v) return int64_t(t);
+  return -1;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const double pos = p / 100.0 * double(v.size() - 1);
+  const size_t lo = size_t(std::floor(pos)), hi = std::min(v.size() - 1, lo + 1);
+  return v[lo] + (pos - double(lo)) * (v[hi] - v[lo]);
+}
+
+}  // namespace ttpred

@@ -1,0 +1,118 @@
+#include "ttpred/finetune.hpp"
+
+#include <chrono>
+
+#include "model_impl.hpp"
+#include "ttpred/dynamics.hpp"
+
+namespace ttpred {
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+torch::Tensor targets_of(const Eigen::MatrixXd& y, const std::vector<int64_t>& rows, torch::Device dev) {
+  torch::Tensor t = torch::empty({int64_t(rows.size()), int64_t(y.cols())}, torch::kFloat);
+  auto a = t.accessor<float, 2>();
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (Eigen::Index c = 0; c < y.cols(); ++c) a[int64_t(r)][c] = float(y(rows[r], c));
+  return t.to(dev);
+}
+
+torch::Tensor loss_fn(Loss loss, const torch::Tensor& out, const torch::Tensor& target) {
+  if (loss == Loss::cross_entropy)  // target rows are one-hot: same as class-index CE
+    return -(torch::log_softmax(out.to(torch::kFloat), 1) * target).sum(1).mean();
+  return torch::mse_loss(out.to(torch::kFloat), target);
+}
+
+}  // namespace
+
+FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_t>& idx, Loss loss,
+                        const Eigen::MatrixXd& targets, const Hyper& h, const FinetuneOptions& opt) {
+  Model::Impl& m = model.impl();
+  if (opt.train_mode) m.module.train();
+  torch::optim::SGD sgd(m.params, torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
+  const int64_t n = int64_t(idx.size());
+  const bool full = h.batch_size >= n;
+  const int64_t B = full ? n : h.batch_size, per_epoch = full ? 1 : n / B;
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) all[size_t(i)] = i;
+  // Whole training set, for evaluation (in chunks).
+  auto evaluate = [&](FinetuneResult& r, int64_t t) {
+    torch::NoGradGuard ng;
+    double s = 0;
+    int64_t ok = 0;
+    const int64_t chunk = 512;
+    for (int64_t a = 0; a < n; a += chunk) {
+      std::vector<int64_t> rows(all.begin() + a, all.begin() + std::min(n, a + chunk));
+      std::vector<int64_t> src(rows.size());
+      for (size_t k = 0; k < rows.size(); ++k) src[k] = idx[size_t(rows[k])];
+      torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
+      torch::Tensor tg = targets_of(targets, rows, m.device);
+      s += loss_fn(loss, out, tg).item<double>() * double(rows.size());
+      ok += (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
+    }
+    r.step.push_back(t);
+    r.loss.push_back(s / double(n));
+    r.acc.push_back(double(ok) / double(n));
+  };
+  FinetuneResult r;
+  const double t_start = now();
+  double train = 0;
+  evaluate(r, 0);
+  std::mt19937_64 rng = run_rng(opt.seed, 0);
+  std::vector<int64_t> perm = all;
+  for (int64_t t = 0; t < h.steps; ++t) {
+    const int64_t k = t % per_epoch;
+    if (!full && k == 0) perm = epoch_permutation(rng, n);
+    std::vector<int64_t> rows(perm.begin() + k * B, perm.begin() + (k + 1) * B), src(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) src[size_t(b)] = idx[size_t(rows[size_t(b)])];
+    const double t0 = now();
+    sgd.zero_grad();
+    torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
+    loss_fn(loss, out, targets_of(targets, rows, m.device)).backward();
+    sgd.step();
+    if (m.device.is_cuda()) torch::cuda::synchronize();
+    train += now() - t0;
+    if ((t + 1) % opt.log_every == 0 || t + 1 == h.steps) evaluate(r, t + 1);
+    if (opt.progress) opt.progress("finetune", t + 1, h.steps);
+  }
+  m.module.eval();
+  r.steps = h.steps;
+  r.seconds_train = train;
+  r.seconds_total = now() - t_start;
+  return r;
+}
+
+std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
+                                   double lr, double momentum, double weight_decay, int64_t batch_size, int k,
+                                   uint64_t seed) {
+  Model::Impl& m = model.impl();
+  std::vector<torch::Tensor> saved;
+  for (auto& p : m.params) saved.push_back(p.detach().clone());
+  torch::optim::SGD sgd(m.params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(weight_decay));
+  const int64_t n = std::min<int64_t>(d.n, targets.rows());
+  const int64_t B = std::min(batch_size, n);
+  std::mt19937_64 rng = run_rng(seed, 7);
+  std::vector<double> secs;
+  for (int s = 0; s < k + 1; ++s) {
+    std::vector<int64_t> perm = epoch_permutation(rng, n);
+    std::vector<int64_t> rows(perm.begin(), perm.begin() + B);
+    const double t0 = now();
+    sgd.zero_grad();
+    torch::Tensor out = run_forward(m, gather_x(d, rows, m.device, m.dtype));
+    loss_fn(loss, out, targets_of(targets, rows, m.device)).backward();
+    sgd.step();
+    if (m.device.is_cuda()) torch::cuda::synchronize();
+    if (s > 0) secs.push_back(now() - t0);  // the first step warms caches and allocators
+  }
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < saved.size(); ++i) m.params[i].copy_(saved[i]);
+  for (auto& p : m.params)
+    if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+  return secs;
+}
+
+}  // namespace ttpred

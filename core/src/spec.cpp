@@ -1,0 +1,308 @@
+#include "ttpred/spec.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "ttpred/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace ttpred {
+
+const char* to_string(Loss l) { return l == Loss::mse ? "mse" : "cross_entropy"; }
+const char* to_string(TargetKind k) {
+  switch (k) {
+    case TargetKind::loss: return "loss";
+    case TargetKind::accuracy: return "accuracy";
+    default: return "epsilon";
+  }
+}
+
+std::string Spec::resolve(const std::string& p) const {
+  if (p.empty() || fs::path(p).is_absolute() || dir.empty()) return p;
+  return (fs::path(dir) / p).lexically_normal().string();
+}
+
+int Spec::line_of(const std::string& key) const {
+  auto it = lines.find(key);
+  return it == lines.end() ? 0 : it->second;
+}
+
+void Spec::fail(const std::string& key, const std::string& message) const {
+  throw Error(Exit::spec, located(file, line_of(key), key, message));
+}
+
+namespace {
+
+// Reads one YAML mapping, remembering lines and refusing unknown keys.
+class Reader {
+ public:
+  Reader(Spec& spec, const YAML::Node& node, std::string prefix)
+      : spec_(spec), node_(node), prefix_(std::move(prefix)) {}
+
+  void allow(std::initializer_list<const char*> keys) {
+    std::set<std::string> ok(keys.begin(), keys.end());
+    for (const auto& kv : node_) {
+      std::string k = kv.first.Scalar();
+      std::string full = prefix_ + k;
+      spec_.lines[full] = kv.first.Mark().line + 1;
+      if (!ok.count(k)) {
+        std::string list;
+        for (const auto& a : keys) list += std::string(list.empty() ? "" : ", ") + a;
+        spec_.fail(full, "unknown key (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  bool has(const char* k) const { return node_[k].IsDefined() && !node_[k].IsNull(); }
+  std::string key(const char* k) const { return prefix_ + k; }
+
+  YAML::Node map(const char* k) const {
+    YAML::Node n = node_[k];
+    if (!n.IsMap()) spec_.fail(key(k), "must be a mapping");
+    return n;
+  }
+
+  template <class T>
+  T get(const char* k, const char* what) const {
+    YAML::Node n = node_[k];
+    if (!n.IsScalar()) spec_.fail(key(k), std::string("must be ") + what);
+    try {
+      return n.as<T>();
+    } catch (const YAML::Exception&) {
+      spec_.fail(key(k), std::string("must be ") + what + " (got '" + n.Scalar() + "')");
+    }
+  }
+  double number(const char* k) const {
+    double v = get<double>(k, "a number");
+    if (!std::isfinite(v)) spec_.fail(key(k), "must be finite");
+    return v;
+  }
+  int64_t integer(const char* k) const {
+    YAML::Node n = node_[k];
+    // yaml-cpp accepts "3.5" as int64 by truncation in some versions: check the text.
+    if (n.IsScalar() && n.Scalar().find_first_of(".eE") != std::string::npos &&
+        n.Scalar().rfind("0x", 0) != 0)
+      spec_.fail(key(k), "must be an integer (got '" + n.Scalar() + "')");
+    return get<int64_t>(k, "an integer");
+  }
+  std::string string(const char* k) const { return get<std::string>(k, "a string"); }
+
+  Spec& spec_;
+  YAML::Node node_;
+  std::string prefix_;
+};
+
+}  // namespace
+
+Spec parse_spec(const std::string& text, const std::string& file, const std::string& dir) {
+  Spec s;
+  s.file = file;
+  s.dir = dir;
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw Error(Exit::spec, located(file, e.mark.line + 1, "", "YAML syntax error: " + e.msg));
+  }
+  if (!root.IsMap()) throw Error(Exit::spec, located(file, 0, "", "the spec must be a YAML mapping"));
+
+  Reader top(s, root, "");
+  top.allow({"model", "data", "loss", "optimizer", "training", "target", "engine", "hardware",
+             "name", "description"});
+  if (!top.has("model")) s.fail("model", "missing (path of a TorchScript model)");
+  s.model = s.resolve(top.string("model"));
+  if (!top.has("data")) s.fail("data", "missing");
+  {
+    Reader d(s, top.map("data"), "data.");
+    d.allow({"path", "images", "labels", "classes", "normalize", "size", "subset"});
+    if (d.has("path")) s.data.path = s.resolve(d.string("path"));
+    if (d.has("images")) s.data.images = s.resolve(d.string("images"));
+    if (d.has("labels")) s.data.labels = s.resolve(d.string("labels"));
+    if (s.data.path.empty() == (s.data.images.empty() && s.data.labels.empty()))
+      s.fail("data", "give either 'path' (a torch.save'd dict) or 'images' and 'labels' (IDX files)");
+    if (s.data.path.empty() && (s.data.images.empty() || s.data.labels.empty()))
+      s.fail(s.data.images.empty() ? "data.images" : "data.labels",
+             "missing: IDX data needs both 'images' and 'labels'");
+    if (d.has("classes")) {
+      YAML::Node c = d.node_["classes"];
+      if (!c.IsSequence() || c.size() == 0) s.fail("data.classes", "must be a non-empty list of class ids");
+      std::set<int64_t> seen;
+      for (const auto& v : c) {
+        int64_t id;
+        try {
+          id = v.as<int64_t>();
+        } catch (const YAML::Exception&) {
+          s.fail("data.classes", "must be integers (got '" + v.Scalar() + "')");
+        }
+        if (id < 0 || !seen.insert(id).second)
+          s.fail("data.classes", "class ids must be distinct and >= 0 (got " + std::to_string(id) + ")");
+        s.data.classes.push_back(id);
+      }
+    }
+    if (d.has("normalize")) {
+      YAML::Node n = d.node_["normalize"];
+      if (!n.IsSequence() || n.size() != 2) s.fail("data.normalize", "must be [mean, std]");
+      try {
+        s.data.mean = n[0].as<double>();
+        s.data.std = n[1].as<double>();
+      } catch (const YAML::Exception&) {
+        s.fail("data.normalize", "must be two numbers [mean, std]");
+      }
+      if (!(s.data.std > 0) || !std::isfinite(s.data.mean))
+        s.fail("data.normalize", "std must be > 0 and mean finite");
+      s.data.normalize = true;
+    }
+    if (d.has("size")) s.data.size = d.integer("size");
+    if (d.has("subset")) s.data.subset = d.integer("subset");
+    if (d.has("size") && s.data.size <= 0) s.fail("data.size", "must be > 0");
+    if (d.has("subset") && s.data.subset <= 0) s.fail("data.subset", "must be > 0");
+  }
+  if (top.has("loss")) {
+    std::string l = top.string("loss");
+    if (l == "cross_entropy" || l == "crossentropy" || l == "ce")
+      s.loss = Loss::cross_entropy;
+    else if (l == "mse")
+      s.loss = Loss::mse;
+    else
+      s.fail("loss", "must be cross_entropy or mse (got '" + l + "')");
+  }
+  if (!top.has("optimizer")) s.fail("optimizer", "missing (lr, batch_size, momentum, weight_decay)");
+  {
+    Reader o(s, top.map("optimizer"), "optimizer.");
+    o.allow({"lr", "momentum", "batch_size", "weight_decay", "type"});
+    if (o.has("type") && o.string("type") != "sgd")
+      s.fail("optimizer.type", "only 'sgd' (torch.optim.SGD) is supported");
+    if (!o.has("lr")) s.fail("optimizer.lr", "missing");
+    s.lr = o.number("lr");
+    if (o.has("momentum")) s.momentum = o.number("momentum");
+    if (!o.has("batch_size")) s.fail("optimizer.batch_size", "missing");
+    s.batch_size = o.integer("batch_size");
+    if (o.has("weight_decay")) s.weight_decay = o.number("weight_decay");
+  }
+  if (!top.has("training")) s.fail("training", "missing (steps or epochs)");
+  {
+    Reader t(s, top.map("training"), "training.");
+    t.allow({"steps", "epochs"});
+    if (t.has("steps") == t.has("epochs")) s.fail("training", "give exactly one of 'steps' or 'epochs'");
+    if (t.has("steps")) s.steps = t.integer("steps");
+    if (t.has("epochs")) s.epochs = t.number("epochs");
+  }
+  if (top.has("target")) {
+    Reader t(s, top.map("target"), "target.");
+    t.allow({"epsilon", "loss", "accuracy"});
+    int n = t.has("epsilon") + t.has("loss") + t.has("accuracy");
+    if (n != 1) s.fail("target", "give exactly one of 'epsilon', 'loss' or 'accuracy'");
+    if (t.has("epsilon")) {
+      s.target = TargetKind::epsilon;
+      s.target_value = t.number("epsilon");
+    } else if (t.has("loss")) {
+      s.target = TargetKind::loss;
+      s.target_value = t.number("loss");
+    } else {
+      s.target = TargetKind::accuracy;
+      s.target_value = t.number("accuracy");
+    }
+  } else {
+    s.target = TargetKind::epsilon;
+    s.target_value = 0.01;
+  }
+  if (top.has("engine")) {
+    Reader e(s, top.map("engine"), "engine.");
+    e.allow({"device", "projection", "projection_dim", "runs", "seed"});
+    if (e.has("device")) s.device = e.string("device");
+    if (e.has("projection")) s.projection = e.string("projection");
+    if (e.has("projection_dim")) s.projection_dim = e.integer("projection_dim");
+    if (e.has("runs")) s.runs = static_cast<int>(e.integer("runs"));
+    if (e.has("seed")) {
+      int64_t seed = e.integer("seed");
+      if (seed < 0) s.fail("engine.seed", "must be >= 0");
+      s.seed = static_cast<uint64_t>(seed);
+    }
+  }
+  if (top.has("hardware")) {
+    Reader h(s, top.map("hardware"), "hardware.");
+    h.allow({"step_seconds", "calibrate_steps"});
+    if (h.has("step_seconds")) {
+      s.step_seconds = h.number("step_seconds");
+      if (!(s.step_seconds > 0)) s.fail("hardware.step_seconds", "must be > 0");
+    }
+    if (h.has("calibrate_steps")) s.calibrate_steps = static_cast<int>(h.integer("calibrate_steps"));
+  }
+  validate(s);
+  return s;
+}
+
+void validate(const Spec& s) {
+  auto bad = [&](const std::string& key, const std::string& msg) { s.fail(key, msg); };
+  auto num = [](double v) {
+    std::ostringstream o;
+    o << v;
+    return o.str();
+  };
+  if (!(s.lr > 0) || !std::isfinite(s.lr)) bad("optimizer.lr", "must be > 0 (got " + num(s.lr) + ")");
+  if (!(s.momentum >= 0 && s.momentum < 1))
+    bad("optimizer.momentum", "must be in [0, 1) (got " + num(s.momentum) + ")");
+  if (!(s.weight_decay >= 0) || !std::isfinite(s.weight_decay))
+    bad("optimizer.weight_decay", "must be >= 0 (got " + num(s.weight_decay) + ")");
+  if (s.batch_size <= 0)
+    bad("optimizer.batch_size", "must be > 0 (got " + std::to_string(s.batch_size) + ")");
+  if (s.steps < 0 || (s.steps == 0 && !(s.epochs > 0)))
+    bad(s.steps ? "training.steps" : "training.epochs", "the horizon must be > 0");
+  if (s.steps > 100000000) bad("training.steps", "is implausibly large (> 1e8)");
+  if (s.data.size < 0) bad("data.size", "must be > 0");
+  if (s.data.subset < 0) bad("data.subset", "must be > 0");
+  if (s.data.size > 0 && s.data.subset > s.data.size)
+    bad("data.subset", "(" + std::to_string(s.data.subset) + ") exceeds data.size (" +
+                           std::to_string(s.data.size) + ")");
+  if (s.data.size > 0 && s.batch_size > s.data.size)
+    bad("optimizer.batch_size", "(" + std::to_string(s.batch_size) + ") exceeds data.size (" +
+                                    std::to_string(s.data.size) + ")");
+  switch (s.target) {
+    case TargetKind::epsilon:
+      if (!(s.target_value > 0)) bad("target.epsilon", "must be > 0 (got " + num(s.target_value) + ")");
+      break;
+    case TargetKind::loss:
+      if (!(s.target_value >= 0)) bad("target.loss", "must be >= 0");
+      break;
+    case TargetKind::accuracy:
+      if (!(s.target_value > 0 && s.target_value <= 1))
+        bad("target.accuracy", "must be in (0, 1] (got " + num(s.target_value) + ")");
+      break;
+  }
+  if (s.device != "auto" && s.device != "cpu" && s.device != "cuda")
+    bad("engine.device", "must be auto, cpu or cuda (got '" + s.device + "')");
+  if (s.projection != "auto" && s.projection != "exact" && s.projection != "countsketch")
+    bad("engine.projection", "must be auto, exact or countsketch (got '" + s.projection + "')");
+  if (s.projection_dim < 0) bad("engine.projection_dim", "must be > 0");
+  if (s.runs < 0 || s.runs > 1000) bad("engine.runs", "must be in 1..1000");
+  if (s.calibrate_steps < 0 || s.calibrate_steps > 1000) bad("hardware.calibrate_steps", "must be in 0..1000");
+}
+
+Spec load_spec(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(Exit::input, path + ": no such file");
+  if (fs::is_directory(path, ec)) throw Error(Exit::input, path + ": is a directory, not a spec file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(Exit::input, path + ": cannot open for reading");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  fs::path abs = fs::absolute(path).lexically_normal();
+  return parse_spec(ss.str(), path, abs.parent_path().string());
+}
+
+std::string default_spec_path() {
+  for (const char* base : {TTPRED_SOURCE_DATADIR, TTPRED_INSTALL_DATADIR}) {
+    fs::path p = fs::path(base) / "default" / "spec.yaml";
+    std::error_code ec;
+    if (fs::exists(p, ec)) return p.string();
+  }
+  return (fs::path(TTPRED_INSTALL_DATADIR) / "default" / "spec.yaml").string();
+}
+
+}  // namespace ttpred
