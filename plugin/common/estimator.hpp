@@ -1,0 +1,41 @@
+// ttpred Slurm integration: plugstack.conf arguments of the SPANK plugin and
+// running ttpred-estimate with a timeout. Pure C++/POSIX, no Slurm headers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ttpred::slurm {
+
+#ifndef TTPRED_DEFAULT_ESTIMATOR
+#define TTPRED_DEFAULT_ESTIMATOR "/usr/local/bin/ttpred-estimate"
+#endif
+
+struct SpankArgs {
+  std::string estimator = TTPRED_DEFAULT_ESTIMATOR;
+  double timeout_seconds = 60;
+  std::string device = "auto";  // auto | cpu | cuda
+  std::vector<std::string> problems;  // unknown/invalid arguments (ignored, logged)
+};
+
+// plugstack.conf arguments: estimator=PATH timeout=SECONDS device=auto|cpu|cuda
+SpankArgs parse_spank_args(int argc, const char* const* argv);
+
+struct RunResult {
+  enum class Status { ok, failed, timeout, exec_error } status = Status::exec_error;
+  int exit_code = -1;  // exit status, or 128+signal
+  std::string out;     // stdout (truncated at max_output)
+  std::string err;     // stderr (last bytes only)
+  std::string error;   // what went wrong, one line
+};
+
+// Runs argv[0] (a path, not searched in PATH) with stdin from /dev/null in its own
+// process group; kills the group (SIGTERM, then SIGKILL 1 s later) after
+// timeout_seconds. Uses poll/waitpid only (no alarm, no signal handlers).
+RunResult run_with_timeout(const std::vector<std::string>& argv, double timeout_seconds,
+                           std::size_t max_output = 16u << 20);
+
+// Last non-empty line of s, trimmed to at most `max` chars.
+std::string last_line(const std::string& s, std::size_t max = 300);
+
+}  // namespace ttpred::slurm

@@ -1,0 +1,367 @@
+#include "policy.hpp"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+namespace ttpred::slurm {
+
+namespace {
+
+struct Ctx {
+  std::string path;
+};
+
+int line_of(const YAML::Node& n, int fallback) {
+  if (!n.IsDefined()) return fallback;
+  int l = n.Mark().line;
+  return l >= 0 ? l + 1 : fallback;
+}
+
+[[noreturn]] void fail(const Ctx& c, int line, const std::string& key, const std::string& msg) {
+  throw PolicyError(c.path + ":" + std::to_string(line) + ": " + key + ": " + msg);
+}
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsScalar()) return "'" + n.Scalar() + "'";
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+void check_keys(const Ctx& c, const YAML::Node& map, const std::string& where,
+                const std::set<std::string>& allowed) {
+  for (const auto& kv : map) {
+    const std::string k = kv.first.IsScalar() ? kv.first.Scalar() : std::string("?");
+    if (!allowed.count(k)) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      fail(c, line_of(kv.first, 0), where.empty() ? k : where + "." + k,
+           "unknown key (expected one of: " + list + ")");
+    }
+  }
+}
+
+YAML::Node expect_map(const Ctx& c, const YAML::Node& n, const std::string& key) {
+  if (!n.IsMap()) fail(c, line_of(n, 0), key, "expected a mapping, got " + describe(n));
+  return n;
+}
+
+double get_number(const Ctx& c, const YAML::Node& n, const std::string& key, double min,
+                  double max) {
+  std::optional<double> v;
+  if (n.IsScalar()) v = parse_number(n.Scalar());
+  if (!v || *v < min || *v > max) {
+    std::ostringstream os;
+    os << "expected a number in [" << min << ", " << max << "], got " << describe(n);
+    fail(c, line_of(n, 0), key, os.str());
+  }
+  return *v;
+}
+
+bool get_bool(const Ctx& c, const YAML::Node& n, const std::string& key) {
+  if (n.IsScalar()) {
+    std::string s = n.Scalar();
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    if (s == "true" || s == "yes" || s == "on") return true;
+    if (s == "false" || s == "no" || s == "off") return false;
+  }
+  fail(c, line_of(n, 0), key, "expected true or false, got " + describe(n));
+}
+
+std::vector<std::string> get_patterns(const Ctx& c, const YAML::Node& n, const std::string& key) {
+  std::vector<std::string> out;
+  if (n.IsScalar()) {
+    out.push_back(n.Scalar());
+  } else if (n.IsSequence()) {
+    for (const auto& e : n) {
+      if (!e.IsScalar()) fail(c, line_of(e, line_of(n, 0)), key, "expected a string, got " + describe(e));
+      out.push_back(e.Scalar());
+    }
+    if (out.empty()) fail(c, line_of(n, 0), key, "empty list (omit the key to match anything)");
+  } else {
+    fail(c, line_of(n, 0), key, "expected a string or a list of strings, got " + describe(n));
+  }
+  return out;
+}
+
+// Parses the body shared by `defaults` and each rule into r.
+void parse_body(const Ctx& c, const YAML::Node& n, const std::string& where, Rule& r) {
+  if (auto tl = n["time_limit"]) {
+    const std::string k = where + ".time_limit";
+    expect_map(c, tl, k);
+    check_keys(c, tl, k,
+               {"basis", "use_band", "safety_factor", "margin_minutes", "min_minutes", "max_minutes"});
+    if (auto b = tl["basis"]) {
+      std::string s = b.IsScalar() ? b.Scalar() : "";
+      if (s == "horizon") r.time_limit.basis = Basis::horizon;
+      else if (s == "converge") r.time_limit.basis = Basis::converge;
+      else fail(c, line_of(b, 0), k + ".basis", "expected horizon or converge, got " + describe(b));
+    }
+    if (auto b = tl["use_band"]) {
+      std::string s = b.IsScalar() ? b.Scalar() : "";
+      if (s == "upper") r.time_limit.use_band = BandUse::upper;
+      else if (s == "none" || s == "point") r.time_limit.use_band = BandUse::none;
+      else fail(c, line_of(b, 0), k + ".use_band", "expected upper or none, got " + describe(b));
+    }
+    if (auto v = tl["safety_factor"]) r.time_limit.safety_factor = get_number(c, v, k + ".safety_factor", 1, 100);
+    if (auto v = tl["margin_minutes"]) r.time_limit.margin_minutes = get_number(c, v, k + ".margin_minutes", 0, 525600);
+    const double kMaxMin = 365.0 * 24 * 60;
+    if (auto v = tl["min_minutes"]) r.time_limit.min_minutes = static_cast<std::uint32_t>(get_number(c, v, k + ".min_minutes", 1, kMaxMin));
+    if (auto v = tl["max_minutes"]) r.time_limit.max_minutes = static_cast<std::uint32_t>(get_number(c, v, k + ".max_minutes", 1, kMaxMin));
+    if (r.time_limit.min_minutes > r.time_limit.max_minutes)
+      fail(c, line_of(tl, 0), k, "min_minutes is above max_minutes");
+  }
+  if (auto v = n["set_time_limit"]) r.set_time_limit = get_bool(c, v, where + ".set_time_limit");
+  if (auto w = n["warn"]) {
+    const std::string k = where + ".warn";
+    if (w.IsScalar()) {
+      bool on = get_bool(c, w, k);
+      r.warn.under = on;
+      if (!on) r.warn.over_factor = 0;
+    } else {
+      expect_map(c, w, k);
+      check_keys(c, w, k, {"under", "over_factor"});
+      if (auto v = w["under"]) r.warn.under = get_bool(c, v, k + ".under");
+      if (auto v = w["over_factor"]) {
+        r.warn.over_factor = get_number(c, v, k + ".over_factor", 0, 1e6);
+        if (r.warn.over_factor > 0 && r.warn.over_factor < 1)
+          fail(c, line_of(v, 0), k + ".over_factor", "must be 0 (off) or >= 1");
+      }
+    }
+  }
+  if (auto rj = n["reject"]) {
+    const std::string k = where + ".reject";
+    if (rj.IsScalar()) {
+      if (get_bool(c, rj, k)) fail(c, line_of(rj, 0), k, "use a mapping {under, over_factor, above_minutes} to enable rejection");
+      r.reject = RejectRule{};
+    } else {
+      expect_map(c, rj, k);
+      check_keys(c, rj, k, {"under", "over_factor", "above_minutes"});
+      if (auto v = rj["under"]) r.reject.under = get_bool(c, v, k + ".under");
+      if (auto v = rj["over_factor"]) {
+        r.reject.over_factor = get_number(c, v, k + ".over_factor", 0, 1e6);
+        if (r.reject.over_factor > 0 && r.reject.over_factor < 1)
+          fail(c, line_of(v, 0), k + ".over_factor", "must be 0 (off) or >= 1");
+      }
+      if (auto v = rj["above_minutes"]) r.reject.above_minutes = get_number(c, v, k + ".above_minutes", 0, 1e9);
+    }
+  }
+}
+
+bool matches_any(const std::vector<std::string>& patterns, const std::vector<std::string>& values) {
+  if (patterns.empty()) return true;
+  for (const auto& v : values)
+    for (const auto& p : patterns)
+      if (fnmatch(p.c_str(), v.c_str(), 0) == 0) return true;
+  return false;
+}
+
+std::string minutes_str(double minutes) {
+  if (std::isinf(minutes)) return "UNLIMITED";
+  return format_duration(minutes * 60.0);
+}
+
+}  // namespace
+
+Policy parse_policy(const std::string& yaml_text, const std::string& path) {
+  Ctx c{path};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw PolicyError(path + ":" + std::to_string(e.mark.line + 1) + ": (syntax): " + e.msg);
+  }
+  Policy pol;
+  pol.path = path;
+  if (!root.IsDefined() || root.IsNull()) return pol;  // empty file: no rules
+  expect_map(c, root, "(top level)");
+  check_keys(c, root, "", {"version", "limits", "defaults", "rules"});
+  if (auto v = root["version"]) {
+    if (!v.IsScalar() || v.Scalar() != "1") fail(c, line_of(v, 1), "version", "only version 1 is supported, got " + describe(v));
+  }
+  if (auto l = root["limits"]) {
+    expect_map(c, l, "limits");
+    check_keys(c, l, "limits", {"max_seconds"});
+    if (auto v = l["max_seconds"]) pol.limits.max_seconds = get_number(c, v, "limits.max_seconds", 1, 1e10);
+  }
+  Rule base;
+  if (auto d = root["defaults"]) {
+    expect_map(c, d, "defaults");
+    check_keys(c, d, "defaults", {"time_limit", "set_time_limit", "warn", "reject"});
+    parse_body(c, d, "defaults", base);
+  }
+  if (auto rules = root["rules"]) {
+    if (!rules.IsSequence()) fail(c, line_of(rules, 1), "rules", "expected a list of rules, got " + describe(rules));
+    std::size_t i = 0;
+    for (const auto& rn : rules) {
+      const std::string where = "rules[" + std::to_string(i) + "]";
+      expect_map(c, rn, where);
+      check_keys(c, rn, where, {"name", "match", "time_limit", "set_time_limit", "warn", "reject"});
+      Rule r = base;
+      r.line = line_of(rn, 0);
+      r.name = "rule " + std::to_string(i + 1);
+      if (auto n = rn["name"]) {
+        if (!n.IsScalar()) fail(c, line_of(n, r.line), where + ".name", "expected a string, got " + describe(n));
+        r.name = n.Scalar();
+      }
+      if (auto m = rn["match"]) {
+        const std::string k = where + ".match";
+        expect_map(c, m, k);
+        check_keys(c, m, k, {"partition", "account", "user", "qos"});
+        if (auto v = m["partition"]) r.match.partition = get_patterns(c, v, k + ".partition");
+        if (auto v = m["account"]) r.match.account = get_patterns(c, v, k + ".account");
+        if (auto v = m["user"]) r.match.user = get_patterns(c, v, k + ".user");
+        if (auto v = m["qos"]) r.match.qos = get_patterns(c, v, k + ".qos");
+      }
+      parse_body(c, rn, where, r);
+      pol.rules.push_back(std::move(r));
+      ++i;
+    }
+  }
+  return pol;
+}
+
+Policy load_policy_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw PolicyError(path + ":0: (file): cannot open policy file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw PolicyError(path + ":0: (file): read error");
+  return parse_policy(ss.str(), path);
+}
+
+std::string policy_path(const char* env_value, const char* slurm_conf_path) {
+  if (env_value && *env_value) return env_value;
+  if (slurm_conf_path && *slurm_conf_path) {
+    std::string s(slurm_conf_path);
+    auto slash = s.rfind('/');
+    if (slash != std::string::npos) return s.substr(0, slash + 1) + "ttpred.yaml";
+  }
+  return kDefaultPolicyPath;
+}
+
+std::vector<std::string> split_list(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == sep) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+const Rule* match_rule(const Policy& policy, const JobView& job) {
+  for (const auto& r : policy.rules) {
+    if (!matches_any(r.match.partition, job.partitions)) continue;
+    if (!matches_any(r.match.account, {job.account})) continue;
+    if (!matches_any(r.match.user, {job.user})) continue;
+    if (!matches_any(r.match.qos, {job.qos})) continue;
+    return &r;
+  }
+  return nullptr;
+}
+
+double basis_point_seconds(const TimeLimitRule& r, const Prediction& p) {
+  return r.basis == Basis::horizon ? p.horizon_seconds : p.seconds;
+}
+
+double basis_limit_seconds(const TimeLimitRule& r, const Prediction& p) {
+  if (r.use_band == BandUse::none) return basis_point_seconds(r, p);
+  return r.basis == Basis::horizon ? p.horizon_hi : p.seconds_hi;
+}
+
+std::uint32_t compute_time_limit_minutes(const TimeLimitRule& r, const Prediction& p) {
+  double sec = basis_limit_seconds(r, p) * r.safety_factor + r.margin_minutes * 60.0;
+  double minutes = std::ceil(sec / 60.0 - 1e-9);
+  if (!std::isfinite(minutes) || minutes > r.max_minutes) minutes = r.max_minutes;
+  if (minutes < r.min_minutes) minutes = r.min_minutes;
+  if (minutes < 1) minutes = 1;
+  return static_cast<std::uint32_t>(minutes);
+}
+
+Decision decide(const Policy& policy, const JobView& job, const Prediction& p) {
+  Decision d;
+  d.rule = match_rule(policy, job);
+  if (!d.rule) {
+    d.log = "no rule matches: job unchanged";
+    return d;
+  }
+  const Rule& r = *d.rule;
+  const bool horizon = r.time_limit.basis == Basis::horizon;
+  const char* basis = horizon ? "horizon" : "converge";
+  const double point = basis_point_seconds(r.time_limit, p);
+  const double upper = basis_limit_seconds(r.time_limit, p);
+  const double lo = r.time_limit.basis == Basis::horizon ? p.horizon_lo : p.seconds_lo;
+  const double hi = r.time_limit.basis == Basis::horizon ? p.horizon_hi : p.seconds_hi;
+  const std::uint32_t suggested = compute_time_limit_minutes(r.time_limit, p);
+  const std::string pred = std::string(horizon ? "predicted run time of the full training horizon "
+                                               : "predicted time to converge ") +
+                           format_duration(point) +
+                           " (5-95%: " + format_duration(lo) + "-" + format_duration(hi) + ")";
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "rule '%s': %s=%.6g s, band %.6g-%.6g s, suggested %u min",
+                r.name.c_str(), basis, point, lo, hi, suggested);
+  d.log = buf;
+
+  // Reject checks first.
+  if (r.reject.above_minutes > 0 && point > r.reject.above_minutes * 60.0) {
+    d.reject = true;
+    d.user_messages.push_back("ttpred: job rejected: " + pred + " exceeds the " +
+                              minutes_str(r.reject.above_minutes) + " allowed by policy rule '" +
+                              r.name + "'");
+  }
+  if (job.time_limit_minutes) {
+    const double lim_s = *job.time_limit_minutes * 60.0;
+    const std::string lim = minutes_str(*job.time_limit_minutes);
+    const bool under = lim_s < point;
+    const bool over_rej = r.reject.over_factor > 0 && lim_s > r.reject.over_factor * upper;
+    const bool over_warn = r.warn.over_factor > 0 && lim_s > r.warn.over_factor * upper;
+    if (under && r.reject.under) {
+      d.reject = true;
+      d.user_messages.push_back("ttpred: job rejected: your time limit " + lim + " is below the " +
+                                pred + "; use --time=" + std::to_string(suggested) +
+                                " or more (policy rule '" + r.name + "')");
+    } else if (over_rej) {
+      std::snprintf(buf, sizeof buf, "%g", r.reject.over_factor);
+      d.user_messages.push_back("ttpred: job rejected: your time limit " + lim + " is more than " +
+                                buf + "x the " + pred + "; use --time=" + std::to_string(suggested) +
+                                " (policy rule '" + r.name + "')");
+      d.reject = true;
+    } else if (!d.reject) {
+      if (under && r.warn.under) {
+        d.user_messages.push_back("ttpred: warning: your time limit " + lim + " is below the " +
+                                  pred + ": the job will likely be killed before it finishes; "
+                                  "suggested --time=" + std::to_string(suggested));
+      } else if (over_warn) {
+        std::snprintf(buf, sizeof buf, "%g", r.warn.over_factor);
+        d.user_messages.push_back("ttpred: warning: your time limit " + lim + " is more than " +
+                                  buf + "x the " + pred + "; a tighter limit such as --time=" +
+                                  std::to_string(suggested) + " lets backfill start the job sooner");
+      }
+    }
+    d.log += ", user limit " + lim;
+  } else if (!d.reject && r.set_time_limit) {
+    d.set_time_limit = suggested;
+    d.user_messages.push_back("ttpred: time limit set to " + std::to_string(suggested) + " min (" +
+                              pred + ")");
+    d.log += ", time limit set";
+  }
+  if (d.reject) d.log += ", rejected";
+  return d;
+}
+
+}  // namespace ttpred::slurm

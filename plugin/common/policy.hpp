@@ -1,0 +1,101 @@
+// ttpred Slurm integration: the admin policy (YAML) and the decision it takes for
+// one job. Pure C++ (yaml-cpp, no Slurm headers), unit-tested in
+// tests/slurm/test_policy.cpp. Reference: docs/admin-guide.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "prediction.hpp"
+
+namespace ttpred::slurm {
+
+inline constexpr const char* kDefaultPolicyPath = "/etc/slurm/ttpred.yaml";
+inline constexpr const char* kPolicyEnvVar = "TTPRED_POLICY";
+
+// One line: "FILE:LINE: KEY: message".
+struct PolicyError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class Basis { horizon, converge };
+enum class BandUse { upper, none };
+
+struct TimeLimitRule {
+  Basis basis = Basis::horizon;
+  BandUse use_band = BandUse::upper;
+  double safety_factor = 1.2;
+  double margin_minutes = 5;
+  std::uint32_t min_minutes = 1;
+  std::uint32_t max_minutes = 7 * 24 * 60;
+};
+
+struct WarnRule {
+  bool under = true;       // limit below the predicted time
+  double over_factor = 4;  // limit above factor x predicted (upper band); 0 = off
+};
+
+struct RejectRule {
+  bool under = false;
+  double over_factor = 0;    // 0 = off
+  double above_minutes = 0;  // reject when the prediction exceeds this; 0 = off
+};
+
+struct Match {  // each list: glob patterns (fnmatch); empty = any
+  std::vector<std::string> partition, account, user, qos;
+};
+
+struct Rule {
+  std::string name;
+  int line = 0;
+  Match match;
+  TimeLimitRule time_limit;
+  bool set_time_limit = true;
+  WarnRule warn;
+  RejectRule reject;
+};
+
+struct Policy {
+  std::string path;
+  EnvLimits limits;
+  std::vector<Rule> rules;  // first match wins
+};
+
+Policy parse_policy(const std::string& yaml_text, const std::string& path);
+Policy load_policy_file(const std::string& path);  // throws PolicyError
+
+// Which policy file to load: $TTPRED_POLICY, else ttpred.yaml next to slurm.conf,
+// else /etc/slurm/ttpred.yaml.
+std::string policy_path(const char* env_value, const char* slurm_conf_path);
+
+struct JobView {
+  std::vector<std::string> partitions;  // requested (or the default partition)
+  std::string account, user, qos;
+  std::optional<double> time_limit_minutes;  // nullopt: none given; +inf: UNLIMITED
+};
+
+std::vector<std::string> split_list(const std::string& s, char sep = ',');
+
+const Rule* match_rule(const Policy& policy, const JobView& job);
+
+// Predicted seconds a rule is about: the basis' point estimate, and the value the
+// time limit is computed from (upper band when use_band: upper).
+double basis_point_seconds(const TimeLimitRule& r, const Prediction& p);
+double basis_limit_seconds(const TimeLimitRule& r, const Prediction& p);
+// ceil((basis_limit_seconds * safety_factor + margin) / 60), clamped.
+std::uint32_t compute_time_limit_minutes(const TimeLimitRule& r, const Prediction& p);
+
+struct Decision {
+  const Rule* rule = nullptr;  // nullptr: no rule matched, job untouched
+  std::optional<std::uint32_t> set_time_limit;
+  bool reject = false;
+  std::vector<std::string> user_messages;  // each starts with "ttpred: "
+  std::string log;                         // one line for slurmctld's log
+};
+
+Decision decide(const Policy& policy, const JobView& job, const Prediction& p);
+
+}  // namespace ttpred::slurm

@@ -1,0 +1,82 @@
+// ttpred Slurm integration: the prediction handed from the SPANK plugin (sbatch,
+// runs ttpred-estimate) to the job_submit plugin (slurmctld) through the job
+// control environment (job_desc->spank_job_env).
+//
+// Pure C++: no Slurm headers, unit-tested in tests/slurm/test_policy.cpp.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ttpred::slurm {
+
+// Names of the job control environment variables (without the SPANK_ prefix that
+// Slurm prepends; parse_env accepts both spellings).
+inline constexpr const char* kEnvSeconds = "TTPRED_SECONDS";
+inline constexpr const char* kEnvSecondsLo = "TTPRED_SECONDS_LO";
+inline constexpr const char* kEnvSecondsHi = "TTPRED_SECONDS_HI";
+inline constexpr const char* kEnvHorizonSeconds = "TTPRED_HORIZON_SECONDS";
+inline constexpr const char* kEnvHorizonSecondsLo = "TTPRED_HORIZON_SECONDS_LO";
+inline constexpr const char* kEnvHorizonSecondsHi = "TTPRED_HORIZON_SECONDS_HI";
+inline constexpr const char* kEnvSteps = "TTPRED_STEPS";
+inline constexpr const char* kEnvHorizonSteps = "TTPRED_HORIZON_STEPS";
+inline constexpr const char* kEnvStepSeconds = "TTPRED_STEP_SECONDS";
+
+// A prediction in seconds. Bands are [lo, hi]; when absent they equal the point.
+struct Prediction {
+  double seconds = 0;           // wall-clock to converge, T(eps)
+  double seconds_lo = 0, seconds_hi = 0;
+  double horizon_seconds = 0;   // wall-clock of the whole horizon
+  double horizon_lo = 0, horizon_hi = 0;
+  double step_seconds = 0;      // 0 = unknown
+  std::int64_t steps = -1;      // -1 = unknown
+  std::int64_t horizon_steps = -1;
+  std::vector<std::string> warnings;  // estimator warnings (SPANK side only)
+};
+
+struct JsonError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Parses `ttpred-estimate --json` output (docs/json.md, schema 1). Throws JsonError
+// with a one-line reason when it is not a JSON object or required fields
+// (seconds, horizon_seconds) are missing, non-numeric, negative or non-finite.
+Prediction prediction_from_json(const std::string& text);
+
+// The NAME=VALUE pairs the SPANK plugin sets with spank_job_control_setenv.
+std::vector<std::pair<std::string, std::string>> prediction_to_env(const Prediction& p);
+
+// Validation of untrusted values (any libslurm client can set spank_job_env).
+struct EnvLimits {
+  double max_seconds = 31536000.0;  // 1 year: anything above is absurd
+  double max_steps = 1e12;
+};
+
+struct EnvParse {
+  bool present = false;                  // at least one TTPRED_* variable was seen
+  std::optional<Prediction> prediction;  // set when the values are usable
+  std::vector<std::string> problems;     // one line each, for the log
+};
+
+// Reads TTPRED_* (or SPANK_TTPRED_*) entries from a NAME=VALUE array. A value that
+// is non-numeric, negative, NaN/Inf, longer than 64 chars or above the limits is
+// ignored (and reported in `problems`); bands are fixed up so lo <= point <= hi.
+// The prediction is usable when horizon_seconds or seconds is valid (a missing
+// one is taken from the other).
+EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& limits = {});
+
+// Strict number parsing: the whole string must be a finite decimal number.
+std::optional<double> parse_number(const std::string& s);
+
+// "1h02m03s"-style human duration, for messages.
+std::string format_duration(double seconds);
+
+// The one-line summary shown to the user by sbatch.
+std::string summary_line(const Prediction& p);
+
+}  // namespace ttpred::slurm

@@ -1,0 +1,227 @@
+#!/bin/bash
+# Throwaway single-node Slurm cluster on localhost with the ttpred plugins, for
+# the tests (tests/slurm) and the README demo. Needs root and the Debian packages
+# slurmctld slurmd slurm-client munge. Nothing outside DIR is touched: private
+# munged (own key and socket), private ports, state, spool and log files.
+#
+#   scripts/local-cluster.sh start  DIR   # create DIR, start munged/slurmctld/slurmd
+#   scripts/local-cluster.sh status DIR
+#   scripts/local-cluster.sh stop   DIR   # cancel jobs, stop the daemons (DIR is kept)
+#
+# Then point the Slurm commands at it:   export SLURM_CONF=DIR/slurm.conf
+#
+# Environment read by `start` (all optional):
+#   TTPRED_PLUGIN_DIR        dir holding spank_ttpred.so and job_submit_ttpred.so
+#                            (default: first of build/plugin, /tmp/build-plugin)
+#   TTPRED_ESTIMATOR         estimator the SPANK plugin runs
+#                            (default: build/cli/ttpred-estimate, else PATH)
+#   TTPRED_ESTIMATOR_TIMEOUT seconds (default 120)
+#   TTPRED_DEVICE            auto | cpu | cuda (default auto)
+#   TTPRED_POLICY_FILE       copied to DIR/ttpred.yaml, the policy slurmctld loads
+#                            (next to slurm.conf); default configs/policies/default.yaml
+#   TTPRED_PARTITIONS        partition names, the first is the default (default "debug")
+#   TTPRED_PORT              slurmctld port, slurmd uses PORT+1 (default: a free one)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+SBIN=/usr/sbin
+export PATH="$SBIN:/usr/bin:/bin:$PATH"
+
+die() { echo "local-cluster: error: $*" >&2; exit 1; }
+log() { echo "local-cluster: $*" >&2; }
+
+usage() { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$2
+
+pid_of() { # pidfile -> pid if the process is alive
+  local f=$1 p
+  [ -s "$f" ] || return 1
+  p=$(cat "$f" 2>/dev/null) || return 1
+  [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null && echo "$p"
+}
+
+stop_pidfile() { # pidfile name
+  local f=$1 name=$2 p i
+  p=$(pid_of "$f") || return 0
+  kill -TERM "$p" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$p" 2>/dev/null || { log "stopped $name ($p)"; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$p" 2>/dev/null || true
+  log "killed $name ($p)"
+}
+
+free_port() {
+  local p i
+  for i in $(seq 1 50); do
+    p=$(( 20000 + (RANDOM % 20000) ))
+    if ! ss -Htln 2>/dev/null | awk '{print $4}' | grep -Eq "[:.]($p|$((p+1)))\$"; then
+      echo "$p"; return 0
+    fi
+  done
+  die "no free port found"
+}
+
+first_existing() { local f; for f in "$@"; do [ -e "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+
+start() {
+  [ "$(id -u)" = 0 ] || die "must run as root (slurmctld/slurmd run as root here)"
+  for b in munged slurmctld slurmd; do [ -x "$SBIN/$b" ] || die "$SBIN/$b missing (apt-get install munge slurmctld slurmd)"; done
+  command -v scontrol >/dev/null || die "scontrol missing (apt-get install slurm-client)"
+  if [ -e "$dir/slurm.conf" ] && pid_of "$dir/slurmctld.pid" >/dev/null; then
+    die "a cluster is already running in $dir (stop it first)"
+  fi
+  local plugdir est timeout device policy parts port host cpus slurm_plugdir
+  plugdir=${TTPRED_PLUGIN_DIR:-$(first_existing "$repo/build/plugin" /tmp/build-plugin || true)}
+  [ -n "$plugdir" ] && [ -e "$plugdir/job_submit_ttpred.so" ] && [ -e "$plugdir/spank_ttpred.so" ] \
+    || die "plugins not found in '${plugdir}' (build them, or set TTPRED_PLUGIN_DIR)"
+  plugdir=$(cd "$plugdir" && pwd)
+  est=${TTPRED_ESTIMATOR:-$(first_existing "$repo/build/cli/ttpred-estimate" || command -v ttpred-estimate || echo /usr/local/bin/ttpred-estimate)}
+  timeout=${TTPRED_ESTIMATOR_TIMEOUT:-120}
+  device=${TTPRED_DEVICE:-auto}
+  policy=${TTPRED_POLICY_FILE:-$repo/configs/policies/default.yaml}
+  [ -r "$policy" ] || die "policy $policy not readable"
+  parts=${TTPRED_PARTITIONS:-debug}
+  port=${TTPRED_PORT:-$(free_port)}
+  host=$(hostname -s)
+  cpus=$(nproc)
+  slurm_plugdir=$(first_existing /usr/lib/x86_64-linux-gnu/slurm-wlm /usr/lib64/slurm /usr/lib/slurm) \
+    || die "Slurm's plugin directory not found"
+
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  chmod 0755 "$dir"  # munged (user munge) must reach its directory
+  mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
+  [ ${#dir} -lt 80 ] || die "DIR path too long for the munge socket: $dir"
+
+  # munged: private key, socket, pid and log, running as user munge.
+  chown munge:munge "$dir/munge"
+  chmod 0755 "$dir/munge"
+  if [ ! -s "$dir/munge/munge.key" ]; then
+    dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
+  fi
+  chown munge:munge "$dir/munge/munge.key"
+  chmod 0400 "$dir/munge/munge.key"
+  local sock="$dir/munge/munge.socket.2"
+  runuser -u munge -- "$SBIN/munged" --socket="$sock" --key-file="$dir/munge/munge.key" \
+    --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
+    --seed-file="$dir/munge/munged.seed" \
+    || die "munged failed to start: $(tail -n 3 "$dir/munge/munged.log" 2>/dev/null)"
+  ln -sf "$dir/munge/munged.pid" "$dir/munged.pid"
+
+  cat > "$dir/plugstack.conf" <<EOF
+# ttpred SPANK plugin (optional: a plugin that fails to load must not break sbatch)
+optional $plugdir/spank_ttpred.so estimator=$est timeout=$timeout device=$device
+EOF
+  cp "$policy" "$dir/ttpred.yaml"
+
+  local p first=1 partlines=""
+  for p in $parts; do
+    if [ $first = 1 ]; then
+      partlines+="PartitionName=$p Nodes=ALL Default=YES MaxTime=INFINITE State=UP"$'\n'
+      first=0
+    else
+      partlines+="PartitionName=$p Nodes=ALL MaxTime=INFINITE State=UP"$'\n'
+    fi
+  done
+  cat > "$dir/slurm.conf" <<EOF
+# Generated by scripts/local-cluster.sh: throwaway ttpred test cluster.
+ClusterName=ttpred
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$sock
+CredType=cred/munge
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+ReturnToService=2
+MailProg=/bin/true
+MinJobAge=60
+PluginDir=$plugdir:$slurm_plugdir
+JobSubmitPlugins=ttpred
+PlugStackConfig=$dir/plugstack.conf
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=1000 State=UNKNOWN
+$partlines
+EOF
+
+  # No TTPRED_POLICY: slurmctld then loads ttpred.yaml next to slurm.conf.
+  env -u TTPRED_POLICY "$SBIN/slurmctld" -f "$dir/slurm.conf" -i \
+    || die "slurmctld failed: $(tail -n 5 "$dir/log/slurmctld.log" 2>/dev/null)"
+  "$SBIN/slurmd" -f "$dir/slurm.conf" \
+    || die "slurmd failed: $(tail -n 5 "$dir/log/slurmd.log" 2>/dev/null)"
+
+  export SLURM_CONF="$dir/slurm.conf"
+  local i state=""
+  for i in $(seq 1 150); do
+    state=$(sinfo -h -N -o %t 2>/dev/null | head -n1 || true)
+    [ "$state" = idle ] && break
+    sleep 0.2
+  done
+  if [ "$state" != idle ]; then
+    log "cluster not ready (node state '$state'); last log lines:"
+    tail -n 15 "$dir/log/slurmctld.log" "$dir/log/slurmd.log" >&2 || true
+    exit 1
+  fi
+  log "cluster up in $dir (slurmctld port $port, node $host, partitions: $parts)"
+  log "estimator: $est (timeout ${timeout}s), policy: $dir/ttpred.yaml"
+  echo "export SLURM_CONF=$dir/slurm.conf"
+}
+
+stop() {
+  [ -d "$dir" ] || { log "$dir does not exist"; return 0; }
+  if pid_of "$dir/slurmctld.pid" >/dev/null; then
+    local ids
+    ids=$(SLURM_CONF="$dir/slurm.conf" timeout 10 squeue -h -o %i 2>/dev/null || true)
+    if [ -n "$ids" ]; then
+      # shellcheck disable=SC2086
+      SLURM_CONF="$dir/slurm.conf" timeout 20 scancel $ids 2>/dev/null || true
+      sleep 1
+    fi
+  fi
+  stop_pidfile "$dir/slurmd.pid" slurmd
+  stop_pidfile "$dir/slurmctld.pid" slurmctld
+  stop_pidfile "$dir/munge/munged.pid" munged
+}
+
+status() {
+  local rc=0 name f p
+  for name in munged slurmctld slurmd; do
+    f="$dir/$name.pid"
+    [ $name = munged ] && f="$dir/munge/munged.pid"
+    if p=$(pid_of "$f"); then echo "$name: running (pid $p)"; else echo "$name: stopped"; rc=3; fi
+  done
+  if [ $rc = 0 ]; then
+    SLURM_CONF="$dir/slurm.conf" scontrol ping || rc=3
+    SLURM_CONF="$dir/slurm.conf" sinfo || true
+  fi
+  return $rc
+}
+
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) usage ;;
+esac

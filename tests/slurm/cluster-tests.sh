@@ -1,0 +1,355 @@
+#!/bin/bash
+# Cluster tests of the ttpred Slurm integration, one ctest test per subcommand
+# (registered in tests/slurm/CMakeLists.txt, label `slurm`):
+#   setup | cleanup                  fixture: scripts/local-cluster.sh start|stop
+#   plugins_loaded time_limit_fake sbatch_directive converge_account warn reject
+#   estimator_fails estimator_hangs forged_env broken_policy real_estimator stress
+# Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
+# estimator in this build).
+#
+# Environment (set by CMake): TTPRED_REPO, TTPRED_TEST_SRC, TTPRED_CLUSTER_STATE
+# (file holding the cluster dir), TTPRED_PLUGIN_DIR, TTPRED_FORGE (libslurm
+# client), TTPRED_REAL_ESTIMATOR, TTPRED_REAL_SPEC.
+set -uo pipefail
+
+: "${TTPRED_REPO:?}" "${TTPRED_TEST_SRC:?}" "${TTPRED_CLUSTER_STATE:?}"
+export PATH="/usr/sbin:/usr/bin:/bin:$PATH"
+SPECS="$TTPRED_TEST_SRC/specs"
+FAKE="$TTPRED_TEST_SRC/fake-estimator.sh"
+FAKE_TIMEOUT=5          # plugstack.conf timeout= for the fake estimator
+PARTITIONS="debug warnp rejectp"
+
+skip() { echo "SKIP: $*"; exit 77; }
+pass() { echo "PASS: $*"; }
+fail() {
+  echo "FAIL: $*"
+  if [ -n "${dir:-}" ]; then
+    echo "--- last slurmctld log lines ---"; tail -n 20 "$dir/log/slurmctld.log" 2>/dev/null
+  fi
+  exit 1
+}
+
+load_cluster() {
+  [ -s "$TTPRED_CLUSTER_STATE" ] || skip "no cluster (slurm.cluster_setup skipped or failed)"
+  dir=$(cat "$TTPRED_CLUSTER_STATE")
+  export SLURM_CONF="$dir/slurm.conf"
+  work="$dir/work/$1"
+  mkdir -p "$work"
+  cd "$work" || fail "cd $work"
+}
+
+# submit ARGS...: runs sbatch; sets rc, jobid, out (stdout file), err (stderr file),
+# elapsed (seconds). Jobs are held unless the caller passes --no-hold first.
+n_sub=0
+submit() {
+  local hold=--hold
+  if [ "${1:-}" = --no-hold ]; then hold=""; shift; fi
+  n_sub=$((n_sub + 1))
+  out="$work/sbatch.$n_sub.out"; err="$work/sbatch.$n_sub.err"
+  local t0 t1
+  t0=$(date +%s.%N)
+  sbatch $hold -o /dev/null "$@" >"$out" 2>"$err"
+  rc=$?
+  t1=$(date +%s.%N)
+  elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  jobid=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' "$out")
+  echo "\$ sbatch $* -> rc=$rc job=${jobid:-none} (${elapsed}s)"
+  sed 's/^/  | /' "$err"
+}
+
+limit_of() { scontrol show job -o "$1" | grep -o 'TimeLimit=[^ ]*' | cut -d= -f2; }
+
+# Slurm's display of a limit in minutes: MM:SS / HH:MM:SS / D-HH:MM:SS.
+fmt_minutes() {
+  local m=$1
+  if [ "$m" -ge 1440 ]; then printf '%d-%02d:%02d:00' $((m / 1440)) $((m % 1440 / 60)) $((m % 60))
+  else printf '%02d:%02d:00' $((m / 60)) $((m % 60)); fi
+}
+
+expect_submitted() { [ "$rc" = 0 ] && [ -n "$jobid" ] || fail "$1: submission failed (rc=$rc)"; }
+expect_limit() { # jobid expected what
+  local got; got=$(limit_of "$1")
+  [ "$got" = "$2" ] || fail "$3: TimeLimit=$got, expected $2"
+  echo "  TimeLimit=$got as expected ($3)"
+}
+expect_err() { grep -qF -- "$1" "$err" || fail "sbatch stderr lacks: $1"; }
+expect_no_err() { ! grep -qF -- "$1" "$err" || fail "sbatch stderr unexpectedly has: $1"; }
+ctld_log_has() { grep -qF -- "$1" "$dir/log/slurmctld.log"; }
+ctld_pid() { cat "$dir/slurmctld.pid"; }
+# The policy is reloaded at the first ttpred job submitted at least one second
+# after the reconfigure (slurm_conf.last_update has a one-second resolution).
+reconfigure() { scontrol reconfigure || fail "scontrol reconfigure failed"; sleep 1.1; }
+ctld_alive() { kill -0 "$(ctld_pid)" 2>/dev/null && scontrol ping | grep -q UP; }
+
+# ---------------------------------------------------------------------------
+t_setup() {
+  [ "$(id -u)" = 0 ] || skip "needs root (starts munged, slurmctld, slurmd)"
+  for b in /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/bin/sbatch; do
+    [ -x "$b" ] || skip "$b not installed"
+  done
+  if [ -s "$TTPRED_CLUSTER_STATE" ]; then  # leftover from an interrupted run
+    "$TTPRED_REPO/scripts/local-cluster.sh" stop "$(cat "$TTPRED_CLUSTER_STATE")" || true
+  fi
+  dir=$(mktemp -d /tmp/ttpred-slurm.XXXXXX) || fail mktemp
+  echo "$dir" > "$TTPRED_CLUSTER_STATE"
+  TTPRED_ESTIMATOR="$FAKE" TTPRED_ESTIMATOR_TIMEOUT=$FAKE_TIMEOUT TTPRED_DEVICE=cpu \
+  TTPRED_POLICY_FILE="$TTPRED_TEST_SRC/policies/test.yaml" TTPRED_PARTITIONS="$PARTITIONS" \
+    "$TTPRED_REPO/scripts/local-cluster.sh" start "$dir" || fail "cluster did not start"
+  pass "cluster up in $dir"
+}
+
+t_cleanup() {
+  [ -s "$TTPRED_CLUSTER_STATE" ] || skip "no cluster"
+  dir=$(cat "$TTPRED_CLUSTER_STATE")
+  local alive=1
+  kill -0 "$(cat "$dir/slurmctld.pid" 2>/dev/null)" 2>/dev/null || alive=0
+  "$TTPRED_REPO/scripts/local-cluster.sh" stop "$dir"
+  mkdir -p "$(dirname "$TTPRED_CLUSTER_STATE")/cluster-logs"
+  cp "$dir"/log/*.log "$dir/munge/munged.log" "$(dirname "$TTPRED_CLUSTER_STATE")/cluster-logs/" 2>/dev/null
+  rm -f "$TTPRED_CLUSTER_STATE"
+  rm -rf "$dir"
+  [ $alive = 1 ] || fail "slurmctld had died before cleanup (logs in $(dirname "$TTPRED_CLUSTER_STATE")/cluster-logs)"
+  pass "cluster stopped, logs kept in $(dirname "$TTPRED_CLUSTER_STATE")/cluster-logs"
+}
+
+t_plugins_loaded() {
+  load_cluster plugins_loaded
+  ctld_log_has "job_submit/ttpred: loaded policy $dir/ttpred.yaml (4 rules)" \
+    || fail "slurmctld did not load job_submit/ttpred with the policy next to slurm.conf"
+  sbatch --help 2>&1 | grep -q -- '--ttpred=SPEC' || fail "sbatch --help does not list --ttpred"
+  pass "job_submit/ttpred loaded by slurmctld, --ttpred registered in sbatch"
+}
+
+t_time_limit_fake() {
+  load_cluster time_limit_fake
+  # fake prediction: horizon band hi 3400 s -> ceil((3400 * 1.2 + 120) / 60) = 70 min
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "fake estimator"
+  expect_limit "$jobid" "$(fmt_minutes 70)" "policy from the prediction"
+  expect_err "sbatch: ttpred: converges in 1200 steps, 20m00s (5-95%: 16m40s-25m00s); full horizon 3000 steps, 50m00s"
+  expect_err "sbatch: ttpred: estimator warning: fake warning for tests"
+  expect_err "sbatch: ttpred: time limit set to 70 min"
+  # a user limit within range is kept, silently
+  submit -t 60 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "user limit"
+  expect_limit "$jobid" "01:00:00" "user limit kept"
+  expect_no_err "ttpred: warning"
+  # no --ttpred: untouched
+  submit --wrap 'sleep 1'
+  expect_submitted "plain job"
+  expect_limit "$jobid" "UNLIMITED" "job without --ttpred untouched"
+  pass "time limit set from the prediction"
+}
+
+t_sbatch_directive() {
+  load_cluster sbatch_directive
+  cat > job.sh <<EOF
+#!/bin/bash
+#SBATCH --ttpred=$SPECS/ok.yaml
+#SBATCH -o $work/job.out
+env | grep '^TTPRED_' | sort
+EOF
+  submit --no-hold -o "$work/job.out" job.sh
+  expect_submitted "#SBATCH --ttpred"
+  expect_limit "$jobid" "01:10:00" "#SBATCH --ttpred"
+  expect_err "sbatch: ttpred: time limit set to 70 min"
+  local i
+  for i in $(seq 1 60); do
+    grep -q TTPRED_HORIZON_SECONDS "$work/job.out" 2>/dev/null && break
+    sleep 0.5
+  done
+  grep -qx 'TTPRED_HORIZON_SECONDS=3000' "$work/job.out" \
+    || fail "the batch job does not see TTPRED_HORIZON_SECONDS=3000: $(cat "$work/job.out" 2>&1)"
+  pass "#SBATCH --ttpred works; the job sees TTPRED_* in its environment"
+}
+
+t_converge_account() {
+  load_cluster converge_account
+  # rule converge-account: converge point 1200 s x 1.5 + 0 = 30 min
+  submit -A conv-lab --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "account conv-lab"
+  expect_limit "$jobid" "00:30:00" "rule matched on account (basis converge)"
+  expect_err "predicted time to converge 20m00s"
+  pass "account match and converge basis"
+}
+
+t_warn() {
+  load_cluster warn
+  submit -p warnp -t 10 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "warn under"
+  expect_limit "$jobid" "00:10:00" "user limit kept"
+  expect_err "sbatch: ttpred: warning: your time limit 10m00s is below the predicted run time of the full training horizon 50m00s (5-95%: 46m40s-56m40s)"
+  expect_err "suggested --time=70"
+  submit -p warnp -t 1000 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "warn over"
+  expect_err "sbatch: ttpred: warning: your time limit 16h40m00s is more than 4x the predicted"
+  submit -p warnp --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "warn rule without set_time_limit"
+  expect_limit "$jobid" "UNLIMITED" "set_time_limit: false"
+  pass "warnings below and far above the prediction"
+}
+
+t_reject() {
+  load_cluster reject
+  submit -p rejectp -t 10 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  [ "$rc" != 0 ] && [ -z "$jobid" ] || fail "limit below the prediction was not rejected"
+  expect_err "sbatch: error: ttpred: job rejected: your time limit 10m00s is below the predicted"
+  submit -p rejectp -t 1000 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  [ "$rc" != 0 ] || fail "limit 10x above the prediction was not rejected"
+  expect_err "is more than 10x the predicted"
+  submit -p rejectp --ttpred="$SPECS/long.yaml" --wrap 'sleep 1'
+  [ "$rc" != 0 ] || fail "prediction above the cap was not rejected"
+  expect_err "exceeds the 5h00m00s allowed by policy rule 'reject-partition'"
+  submit -p rejectp -t 60 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "reasonable limit in rejectp"
+  expect_limit "$jobid" "01:00:00" "accepted"
+  pass "rejections with the reason"
+}
+
+t_estimator_fails() {
+  load_cluster estimator_fails
+  local spec
+  for spec in fail garbage partial missing; do
+    submit --ttpred="$SPECS/$spec.yaml" --wrap 'sleep 1'
+    expect_submitted "estimator $spec"
+    expect_err "sbatch: error: ttpred: warning: no time prediction"
+    expect_err "submitting the job without it"
+    expect_limit "$jobid" "UNLIMITED" "no prediction, job untouched"
+  done
+  expect_err "spec: cannot read the spec file"
+  pass "failing estimator: warning, job submitted unchanged"
+}
+
+t_estimator_hangs() {
+  load_cluster estimator_hangs
+  submit --ttpred="$SPECS/hang.yaml" --wrap 'sleep 1'
+  expect_submitted "hanging estimator"
+  expect_err "ttpred: warning: no time prediction (estimator timed out after $FAKE_TIMEOUT s)"
+  awk -v e="$elapsed" -v t=$FAKE_TIMEOUT 'BEGIN{exit !(e < t + 4)}' \
+    || fail "sbatch took ${elapsed}s with timeout=${FAKE_TIMEOUT}s"
+  expect_limit "$jobid" "UNLIMITED" "no prediction"
+  sleep 0.3
+  if ps -eo args | grep -v grep | grep -qF "$SPECS/hang.yaml"; then
+    fail "the hanging estimator was not killed"
+  fi
+  pass "hanging estimator killed after ${FAKE_TIMEOUT}s, sbatch returned in ${elapsed}s"
+}
+
+t_forged_env() {
+  load_cluster forged_env
+  [ -n "${TTPRED_FORGE:-}" ] && [ -x "$TTPRED_FORGE" ] || skip "ttpred_forge_submit not built"
+  local o
+  o=$("$TTPRED_FORGE" -H TTPRED_HORIZON_SECONDS=nan TTPRED_SECONDS=-5) || fail "forged submit failed: $o"
+  echo "$o"
+  jobid=$(echo "$o" | sed -n 's/^job //p')
+  expect_limit "$jobid" UNLIMITED "NaN/negative ignored"
+  o=$("$TTPRED_FORGE" -H 'SPANK_TTPRED_HORIZON_SECONDS=$(reboot)' TTPRED_SECONDS_HI=1e400) || fail "$o"
+  jobid=$(echo "$o" | sed -n 's/^job //p')
+  expect_limit "$jobid" UNLIMITED "garbage ignored"
+  o=$("$TTPRED_FORGE" -H TTPRED_HORIZON_SECONDS=1e9) || fail "$o"
+  jobid=$(echo "$o" | sed -n 's/^job //p')
+  expect_limit "$jobid" UNLIMITED "absurd value (above limits.max_seconds) ignored"
+  # a plausible forged value is used, but the policy's max_minutes still caps it
+  o=$("$TTPRED_FORGE" -H TTPRED_HORIZON_SECONDS=800000) || fail "$o"
+  jobid=$(echo "$o" | sed -n 's/^job //p')
+  expect_limit "$jobid" "$(fmt_minutes 1440)" "clamped to max_minutes"
+  sleep 0.2
+  ctld_log_has "job_submit/ttpred: uid 0 job 'ttpred-forged': invalid prediction value: TTPRED_HORIZON_SECONDS='nan' is not a finite number: ignored" \
+    || fail "NaN not logged"
+  ctld_log_has "TTPRED_SECONDS='-5' is negative: ignored" || fail "negative not logged"
+  ctld_log_has "TTPRED_HORIZON_SECONDS='1e9' is above the limit 864000: ignored" || fail "absurd not logged"
+  ctld_alive || fail "slurmctld not responding"
+  pass "forged spank_job_env values ignored or clamped, and logged"
+}
+
+t_broken_policy() {
+  load_cluster broken_policy
+  cp "$dir/ttpred.yaml" "$work/good.yaml"
+  trap 'cp "$work/good.yaml" "$dir/ttpred.yaml"; scontrol reconfigure >/dev/null 2>&1; sleep 1.1' EXIT
+  printf 'version: 1\nrules:\n  - name: broken\n    time_limit:\n      safety_factor: lots\n' > "$dir/ttpred.yaml"
+  reconfigure
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "broken policy"
+  expect_limit "$jobid" UNLIMITED "broken policy: job passes unchanged"
+  ctld_alive || fail "slurmctld died after reconfigure with a broken policy"
+  ctld_log_has "error: job_submit/ttpred: policy error: $dir/ttpred.yaml:5: rules[0].time_limit.safety_factor: expected a number in [1, 100], got 'lots'" \
+    || fail "no one-line policy error naming file, line and key"
+  printf 'rules: [\n' > "$dir/ttpred.yaml"
+  reconfigure
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "YAML syntax error"
+  expect_limit "$jobid" UNLIMITED "syntax error: job passes"
+  rm -f "$dir/ttpred.yaml"
+  reconfigure
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "missing policy"
+  expect_limit "$jobid" UNLIMITED "missing policy: job passes"
+  ctld_log_has "$dir/ttpred.yaml:0: (file): cannot open policy file" || fail "missing file not logged"
+  cp "$work/good.yaml" "$dir/ttpred.yaml"
+  reconfigure
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_limit "$jobid" "01:10:00" "policy restored after reconfigure"
+  trap - EXIT
+  ctld_alive || fail "slurmctld not responding"
+  pass "broken/missing policy: slurmctld up, jobs pass, fixed policy reloaded"
+}
+
+t_real_estimator() {
+  load_cluster real_estimator
+  local est="${TTPRED_REAL_ESTIMATOR:-}" spec="${TTPRED_REAL_SPEC:-}"
+  [ -n "$est" ] && [ -x "$est" ] || skip "real ttpred-estimate not built here ('$est')"
+  [ -r "$spec" ] || skip "spec $spec missing"
+  local plugdir
+  plugdir=$(sed -n 's/^optional \([^ ]*\)\/spank_ttpred.so.*/\1/p' "$dir/plugstack.conf")
+  echo "optional $plugdir/spank_ttpred.so estimator=$est timeout=300 device=auto" > "$dir/plugstack-real.conf"
+  sed "s|^PlugStackConfig=.*|PlugStackConfig=$dir/plugstack-real.conf|" "$dir/slurm.conf" > "$dir/slurm-real.conf"
+  SLURM_CONF="$dir/slurm-real.conf" TTPRED_SAVE_JSON="$work/prediction.json" \
+    submit --ttpred="$spec" --wrap 'sleep 1'
+  expect_submitted "real estimator"
+  expect_err "sbatch: ttpred: converges in"
+  [ -s "$work/prediction.json" ] || fail "TTPRED_SAVE_JSON not written"
+  # Policy rule everything-else: horizon, upper band, x1.2 + 2 min, in [1, 1440].
+  local hi expected
+  hi=$(jq -r '(.horizon_seconds_band[1] // .horizon_seconds) | tostring' "$work/prediction.json")
+  expected=$(awk -v s="$hi" 'BEGIN { m = (s * 1.2 + 120) / 60 - 1e-9; c = int(m); if (c < m) c++;
+                                    if (c < 1) c = 1; if (c > 1440) c = 1440; print c }')
+  echo "  horizon_seconds upper band = $hi s -> expected $expected min"
+  expect_limit "$jobid" "$(fmt_minutes "$expected")" "real estimator + embedded spec"
+  expect_err "sbatch: ttpred: time limit set to $expected min"
+  pass "real estimator end to end: TimeLimit $expected min"
+}
+
+t_stress() {
+  load_cluster stress
+  local rss0 rss1 n=500 t0 t1 i
+  [ -n "${TTPRED_FORGE:-}" ] && [ -x "$TTPRED_FORGE" ] || skip "ttpred_forge_submit not built"
+  "$TTPRED_FORGE" -n 20 -H TTPRED_HORIZON_SECONDS=600 TTPRED_HORIZON_SECONDS_HI=700 >/dev/null || fail "warm-up"
+  rss0=$(awk '/VmRSS/{print $2}' "/proc/$(ctld_pid)/status")
+  t0=$(date +%s.%N)
+  "$TTPRED_FORGE" -n $n -H TTPRED_HORIZON_SECONDS=600 TTPRED_HORIZON_SECONDS_HI=700 \
+    TTPRED_SECONDS=300 TTPRED_HORIZON_SECONDS_LO=500 > "$work/forge.out" || fail "forged submissions failed"
+  t1=$(date +%s.%N)
+  [ "$(grep -c '^job ' "$work/forge.out")" = $n ] || fail "not all $n jobs submitted"
+  grep -c 'time limit set to 16 min' "$work/forge.out" | grep -qx $n || fail "not every job got its limit"
+  for i in $(seq 1 30); do   # through sbatch + SPANK + fake estimator as well
+    sbatch --hold -o /dev/null --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1' >/dev/null 2>&1 || fail "sbatch $i failed"
+  done
+  scancel -u root 2>/dev/null
+  sleep 1
+  rss1=$(awk '/VmRSS/{print $2}' "/proc/$(ctld_pid)/status")
+  local tp0 tp1
+  tp0=$(date +%s.%N); scontrol ping | grep -q UP || fail "slurmctld not responding"; tp1=$(date +%s.%N)
+  echo "  $n libslurm submissions in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s; 30 sbatch --ttpred"
+  echo "  slurmctld RSS: ${rss0} kB -> ${rss1} kB ($(( (rss1 - rss0) )) kB for $((n + 30)) jobs); ping $(awk -v a="$tp0" -v b="$tp1" 'BEGIN{printf "%.2f", b-a}')s"
+  [ $((rss1 - rss0)) -lt 32768 ] || fail "slurmctld RSS grew by more than 32 MB"
+  awk -v a="$tp0" -v b="$tp1" 'BEGIN{exit !(b - a < 2)}' || fail "slurmctld slow to answer"
+  pass "stress: $((n + 30)) submissions, controller responsive"
+}
+
+case "${1:-}" in
+  setup) t_setup ;;
+  cleanup) t_cleanup ;;
+  plugins_loaded|time_limit_fake|sbatch_directive|converge_account|warn|reject|estimator_fails|\
+  estimator_hangs|forged_env|broken_policy|real_estimator|stress) "t_$1" ;;
+  *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
+esac

@@ -1,0 +1,98 @@
+// The whole pipeline (estimate()) on small real models: consistency of the
+// prediction, targets, bands, subsets, and the JSON report.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "ttpred/error.hpp"
+#include "ttpred/estimate.hpp"
+
+using namespace ttpred;
+
+namespace {
+
+Spec small_spec(const std::string& extra_target = "target:\n  epsilon: 0.01\n") {
+  const std::string dir = TEST_MODELS;
+  std::string y = "model: mlp.pt\n"
+                  "data:\n  path: vec_train.pt\n"
+                  "loss: cross_entropy\n"
+                  "optimizer:\n  lr: 0.1\n  momentum: 0.9\n  batch_size: 8\n"
+                  "training:\n  epochs: 5\n" +
+                  extra_target +
+                  "engine:\n  runs: 6\n  seed: 1\n"
+                  "hardware:\n  step_seconds: 0.25\n";
+  return parse_spec(y, "small.yaml", dir);
+}
+
+}  // namespace
+
+TEST_CASE("estimate on a small MLP: a consistent prediction") {
+  Prediction p = estimate(small_spec());
+  CHECK(p.classes == 3);
+  CHECK(p.size == 64);
+  CHECK(p.subset == 64);
+  CHECK(p.steps_per_epoch == 8);
+  CHECK(p.horizon == 40);
+  CHECK(p.steps >= 0);
+  CHECK(p.steps <= p.horizon);
+  CHECK(p.steps_lo <= p.steps);
+  CHECK(p.steps <= p.steps_hi);
+  CHECK(p.reached);
+  CHECK(p.final_loss < p.initial_loss);
+  CHECK(p.final_lo <= p.final_hi);
+  CHECK(p.step_source == "spec");
+  CHECK(p.step_seconds == 0.25);
+  CHECK(p.curve_step.front() == 0);
+  CHECK(p.curve_step.back() == 40);
+  CHECK(p.curve_loss.front() == doctest::Approx(p.initial_loss));
+  CHECK(p.gram_method == "exact");
+  // Deterministic for a seed.
+  Prediction q = estimate(small_spec());
+  CHECK(q.steps == p.steps);
+  CHECK(q.curve_loss == p.curve_loss);
+
+  auto j = nlohmann::json::parse(to_json(p));
+  CHECK(j["schema"] == 1);
+  CHECK(j["steps"] == p.steps);
+  CHECK(j["seconds"].get<double>() == doctest::Approx(0.25 * double(p.steps)));
+  CHECK(j["horizon_seconds"].get<double>() == doctest::Approx(10.0));
+  CHECK(j["curve"].size() == p.curve_step.size());
+  CHECK(to_table(p).find("wall-clock") != std::string::npos);
+}
+
+TEST_CASE("loss and accuracy targets, reached or not") {
+  Prediction a = estimate(small_spec("target:\n  accuracy: 0.5\n"));
+  CHECK(a.reached);
+  CHECK(a.steps < a.horizon);
+  Prediction b = estimate(small_spec("target:\n  loss: 0.0\n"));
+  CHECK_FALSE(b.reached);
+  CHECK(b.steps == b.horizon);
+  bool warned = false;
+  for (const auto& w : b.warnings) warned |= w.find("not reached") != std::string::npos;
+  CHECK(warned);
+}
+
+TEST_CASE("a subset of the data, and a dataset larger than the file") {
+  Spec s = small_spec();
+  s.data.subset = 24;
+  s.data.size = 200;
+  Prediction p = estimate(s);
+  CHECK(p.subset == 24);
+  CHECK(p.size == 200);
+  CHECK(p.available == 64);
+  CHECK(p.steps_per_epoch == 25);
+  CHECK(p.horizon == 125);
+  CHECK(p.gram_rows == 72);
+  CHECK(p.warnings.size() >= 2);
+  s.data.subset = 100;  // more than the file holds
+  CHECK_THROWS_AS(estimate(s), Error);
+}
+
+TEST_CASE("full batch: one deterministic run, a point band") {
+  Spec s = small_spec();
+  s.batch_size = 64;
+  Prediction p = estimate(s);
+  CHECK(p.steps_per_epoch == 1);
+  CHECK(p.steps_lo == p.steps);
+  CHECK(p.steps_hi == p.steps);
+}

@@ -1,0 +1,112 @@
+// A model linear in its parameters (fixed random features + a linear head):
+// its linearization is exact, so SGD on it, run for real with LibTorch, must
+// follow the predicted curve (same seed = same batches).
+#include <doctest/doctest.h>
+
+#include "ttpred/data.hpp"
+#include "ttpred/dynamics.hpp"
+#include "ttpred/finetune.hpp"
+#include "ttpred/model.hpp"
+
+using namespace ttpred;
+
+namespace {
+
+struct Case {
+  const char* data;
+  Loss loss;
+  double lr, momentum, wd;
+  int64_t batch;
+};
+
+void run_case(const Case& k) {
+  CAPTURE(k.data);
+  CAPTURE(k.momentum);
+  CAPTURE(k.wd);
+  CAPTURE(k.batch);
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/" + k.data);
+  Model m(dir + "/linear_rf.pt", "cpu");
+  const int64_t n = d.n, C = m.num_classes(d);
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < n; ++i) idx.push_back(i);
+
+  Problem p;
+  p.loss = k.loss;
+  p.y = Eigen::MatrixXd::Zero(n, C);
+  for (int64_t i = 0; i < n; ++i) {
+    if (d.has_labels()) {
+      p.y(i, d.y[size_t(i)]) = 1;
+      p.labels.push_back(d.y[size_t(i)]);
+    } else {
+      for (int64_t c = 0; c < C; ++c) p.y(i, c) = d.targets[size_t(i * C + c)];
+      Eigen::Index am;
+      p.y.row(i).maxCoeff(&am);
+      p.labels.push_back(am);
+    }
+  }
+  GramOptions go;
+  go.projection = "exact";
+  Gram g = compute_gram(m, d, idx, go);
+  p.theta = g.theta;
+  p.f0 = g.f0;
+  p.jw0 = g.jw0;
+  Hyper h;
+  h.lr = k.lr;
+  h.momentum = k.momentum;
+  h.weight_decay = k.wd;
+  h.batch_size = k.batch;
+  h.steps = 60;
+  SimOptions so;
+  so.runs = 1;
+  so.seed = 11;
+  Curves pred = simulate(p, h, so);
+
+  FinetuneOptions fo;
+  fo.seed = 11;  // run 0 of the simulator draws the same batches
+  FinetuneResult real = finetune(m, d, idx, k.loss, p.y, h, fo);
+  REQUIRE(real.loss.size() == pred.loss.size());
+  for (size_t t = 0; t < real.loss.size(); ++t) {
+    CAPTURE(t);
+    CHECK(pred.loss[t] == doctest::Approx(real.loss[t]).epsilon(2e-3));
+  }
+  CHECK(real.loss.back() < real.loss.front());
+  CHECK(time_to_epsilon(pred.loss, 0.01) == time_to_epsilon(real.loss, 0.01));
+}
+
+}  // namespace
+
+TEST_CASE("linear-in-parameters model: predicted = real SGD, cross-entropy") {
+  run_case({"vec_train.pt", Loss::cross_entropy, 0.5, 0.0, 0.0, 8});
+  run_case({"vec_train.pt", Loss::cross_entropy, 0.1, 0.9, 0.0, 8});
+  run_case({"vec_train.pt", Loss::cross_entropy, 0.1, 0.9, 0.01, 16});
+}
+
+TEST_CASE("linear-in-parameters model: predicted = real SGD, MSE with float targets") {
+  run_case({"vec_mse.pt", Loss::mse, 0.2, 0.0, 0.0, 8});
+  run_case({"vec_mse.pt", Loss::mse, 0.05, 0.9, 0.001, 16});
+  run_case({"vec_mse.pt", Loss::mse, 0.2, 0.0, 0.0, 64});  // full batch
+}
+
+TEST_CASE("a nonlinear model: the linearization matches real SGD early on") {
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/vec_train.pt");
+  Model m(dir + "/mlp.pt", "cpu");
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
+  Problem p;
+  p.loss = Loss::cross_entropy;
+  p.y = Eigen::MatrixXd::Zero(d.n, 3);
+  for (int64_t i = 0; i < d.n; ++i) p.y(i, d.y[size_t(i)]) = 1, p.labels.push_back(d.y[size_t(i)]);
+  Gram g = compute_gram(m, d, idx, GramOptions{});
+  p.theta = g.theta, p.f0 = g.f0, p.jw0 = g.jw0;
+  Hyper h;
+  h.lr = 0.05;
+  h.batch_size = 16;
+  h.steps = 5;
+  SimOptions so;
+  so.runs = 1;
+  Curves pred = simulate(p, h, so);
+  FinetuneResult real = finetune(m, d, idx, p.loss, p.y, h, FinetuneOptions{});
+  CHECK(pred.loss.back() == doctest::Approx(real.loss.back()).epsilon(0.02));
+}
