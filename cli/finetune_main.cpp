@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -109,7 +110,7 @@ int main(int argc, char** argv) {
     if (json) {
       nlohmann::json j;
       j["schema"] = 1;
-      j["spec"] = s.file;
+      j["spec"] = std::filesystem::absolute(s.file).lexically_normal().string();
       j["steps"] = steps[size_t(k)];
       j["reached"] = reached;
       j["horizon_steps"] = h.steps;

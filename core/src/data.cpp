@@ -52,11 +52,14 @@ std::vector<int64_t> idx_header(const std::vector<unsigned char>& b, const std::
   if (ndim < 1 || b.size() < 4 + 4 * size_t(ndim)) throw Error(Exit::input, path + ": truncated IDX header");
   std::vector<int64_t> dims;
   size_t total = 1;
+  offset = 4 + 4 * size_t(ndim);
   for (int i = 0; i < ndim; ++i) {
     dims.push_back(be32(b, 4 + 4 * i));
+    // Refuse sizes beyond the bytes present before multiplying further (no overflow).
+    if (dims.back() != 0 && total > (b.size() - offset) / size_t(dims.back()))
+      throw Error(Exit::input, path + ": truncated IDX data (the header's dimensions need more bytes than the file has)");
     total *= size_t(dims.back());
   }
-  offset = 4 + 4 * size_t(ndim);
   if (b.size() < offset + total)
     throw Error(Exit::input, path + ": truncated IDX data (" + std::to_string(b.size() - offset) +
                                  " bytes, header says " + std::to_string(total) + ")");

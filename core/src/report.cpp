@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "ttpred/estimate.hpp"
@@ -26,7 +27,7 @@ std::string to_json(const Prediction& p) {
   json j;
   j["schema"] = 1;
   j["ttpred_version"] = TTPRED_VERSION;
-  j["spec"] = s.file;
+  j["spec"] = s.file.empty() ? s.file : std::filesystem::absolute(s.file).lexically_normal().string();
   j["device"] = p.device;
   j["model"] = {{"path", s.model}, {"parameters", p.params}, {"classes", p.classes}};
   j["data"] = {{"source", s.data.path.empty() ? s.data.images : s.data.path},

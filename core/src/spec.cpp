@@ -46,11 +46,12 @@ class Reader {
       : spec_(spec), node_(node), prefix_(std::move(prefix)) {}
 
   void allow(std::initializer_list<const char*> keys) {
-    std::set<std::string> ok(keys.begin(), keys.end());
+    std::set<std::string> ok(keys.begin(), keys.end()), seen;
     for (const auto& kv : node_) {
       std::string k = kv.first.Scalar();
       std::string full = prefix_ + k;
       spec_.lines[full] = kv.first.Mark().line + 1;
+      if (!seen.insert(k).second) spec_.fail(full, "duplicate key");
       if (!ok.count(k)) {
         std::string list;
         for (const auto& a : keys) list += std::string(list.empty() ? "" : ", ") + a;
@@ -90,6 +91,13 @@ class Reader {
         n.Scalar().rfind("0x", 0) != 0)
       spec_.fail(key(k), "must be an integer (got '" + n.Scalar() + "')");
     return get<int64_t>(k, "an integer");
+  }
+  int64_t integer_in(const char* k, int64_t lo, int64_t hi) const {
+    int64_t v = integer(k);
+    if (v < lo || v > hi)
+      spec_.fail(key(k), "must be in " + std::to_string(lo) + ".." + std::to_string(hi) + " (got " +
+                             std::to_string(v) + ")");
+    return v;
   }
   std::string string(const char* k) const { return get<std::string>(k, "a string"); }
 
@@ -218,7 +226,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     if (e.has("device")) s.device = e.string("device");
     if (e.has("projection")) s.projection = e.string("projection");
     if (e.has("projection_dim")) s.projection_dim = e.integer("projection_dim");
-    if (e.has("runs")) s.runs = static_cast<int>(e.integer("runs"));
+    if (e.has("runs")) s.runs = static_cast<int>(e.integer_in("runs", 1, 1000));
     if (e.has("seed")) {
       int64_t seed = e.integer("seed");
       if (seed < 0) s.fail("engine.seed", "must be >= 0");
@@ -232,7 +240,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
       s.step_seconds = h.number("step_seconds");
       if (!(s.step_seconds > 0)) s.fail("hardware.step_seconds", "must be > 0");
     }
-    if (h.has("calibrate_steps")) s.calibrate_steps = static_cast<int>(h.integer("calibrate_steps"));
+    if (h.has("calibrate_steps")) s.calibrate_steps = static_cast<int>(h.integer_in("calibrate_steps", 0, 1000));
   }
   validate(s);
   return s;
@@ -253,7 +261,8 @@ void validate(const Spec& s) {
   if (s.batch_size <= 0)
     bad("optimizer.batch_size", "must be > 0 (got " + std::to_string(s.batch_size) + ")");
   if (s.steps < 0 || (s.steps == 0 && !(s.epochs > 0)))
-    bad(s.steps ? "training.steps" : "training.epochs", "the horizon must be > 0");
+    bad(s.lines.count("training.epochs") && !s.lines.count("training.steps") ? "training.epochs" : "training.steps",
+        "the horizon must be > 0");
   if (s.steps > 100000000) bad("training.steps", "is implausibly large (> 1e8)");
   if (s.data.size < 0) bad("data.size", "must be > 0");
   if (s.data.subset < 0) bad("data.subset", "must be > 0");

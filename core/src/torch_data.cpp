@@ -23,7 +23,8 @@ Dataset read_torch_dict(const std::string& path) {
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
-    throw Error(Exit::input, path + ": not a torch.save'd file: " + what);
+    throw Error(Exit::input, path + ": cannot read as a torch.save'd dict (zip format of torch >= 1.6; "
+                                 "LibTorch cannot read a dict with a single key): " + what);
   }
   if (!v.isGenericDict())
     throw Error(Exit::input, path + ": expected a dict {\"x\": tensor, \"y\": tensor}, got " + v.tagKind());

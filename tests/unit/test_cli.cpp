@@ -331,10 +331,10 @@ TEST_CASE("estimate: the small job runs, and overrides apply") {
   CHECK(has(b.err, "optimizer.batch_size"));
 }
 
-// BUG: docs/json.md says `spec` is the absolute path of the spec file, but
+// Regression (fixed): docs/json.md says `spec` is the absolute path of the spec file, but
 // load_spec() (core/src/spec.cpp) keeps the path as typed in Spec::file, and
 // to_json() (core/src/report.cpp) prints it as is: `--spec spec.yaml` gives "spec.yaml".
-TEST_CASE("estimate --json: spec is an absolute path with a relative --spec" * doctest::may_fail()) {
+TEST_CASE("estimate --json: spec is an absolute path with a relative --spec") {
   TempDir t;
   t.write("spec.yaml", small_spec());
   Result r = estimate({"--spec", "spec.yaml", "--json"}, t.path.string());

@@ -411,9 +411,9 @@ TEST_CASE("horizon: exactly one of steps and epochs") {
   check_spec_error(replace_line(kBase, 13, "  {}"), 12, "training");
 }
 
-// BUG: spec.cpp validate(): `bad(s.steps ? "training.steps" : "training.epochs", ...)`
+// Regression (fixed): spec.cpp validate(): `bad(s.steps ? "training.steps" : "training.epochs", ...)`
 // names training.epochs (with no line) when the spec says `steps: 0`.
-TEST_CASE("steps: 0 names training.steps and its line" * doctest::may_fail()) {
+TEST_CASE("steps: 0 names training.steps and its line") {
   check_spec_error(replace_line(kBase, 13, "  steps: 0"), 13, "training.steps");
 }
 
@@ -463,10 +463,10 @@ TEST_CASE("validate re-checks after overrides") {
   CHECK_THROWS_AS(ttpred::validate(s), Error);
 }
 
-// BUG: spec.cpp parse_spec(): `s.runs = static_cast<int>(e.integer("runs"))` truncates
+// Regression (fixed): spec.cpp parse_spec(): `s.runs = static_cast<int>(e.integer("runs"))` truncates
 // before the 1..1000 range check, so runs: 4294967298 (2^32 + 2) is accepted as 2.
 // Same for hardware.calibrate_steps.
-TEST_CASE("engine.runs beyond int range is refused" * doctest::may_fail()) {
+TEST_CASE("engine.runs beyond int range is refused") {
   check_spec_error(kBase + "engine:\n  runs: 4294967298\n", 17, "engine.runs");
   check_spec_error(kBase + "hardware:\n  calibrate_steps: 4294967299\n", 17, "hardware.calibrate_steps");
 }
@@ -486,4 +486,8 @@ TEST_CASE("the embedded default spec loads") {
   CHECK(fs::path(s.model).is_absolute());
   CHECK(fs::exists(s.model));
   CHECK(fs::exists(ttpred::default_spec_path()));
+}
+
+TEST_CASE("a duplicate key is an error naming its second line") {
+  check_spec_error(replace_line(kBase, 8, "  lr: 0.2"), 8, "optimizer.lr");
 }

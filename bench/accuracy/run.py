@@ -1,0 +1,316 @@
+#!/usr/bin/python3
+"""Accuracy benchmark of ttpred: predicted vs measured fine-tuning time.
+
+Usage:
+  /usr/bin/python3 bench/accuracy/run.py [--reduced] [--out DIR]
+      [--estimate BIN] [--finetune BIN] [--scenarios DIR] [--only SUBSTR]
+
+For every scenario built by make_scenarios.py (into OUT/scenarios unless
+--scenarios names a prebuilt directory), runs
+  ttpred-estimate --spec S --json --quiet
+  ttpred-finetune --spec S --json --quiet --seeds 0 1 2 --log-every K
+(K = max(1, horizon // 100)), times both processes, prints a table and the
+summary (median / 95th percentile of |relative error| of T(eps), share within
+20 %, median cost ratio), and writes OUT/results.json and OUT/curves.png.
+
+The cost ratio is the prediction's wall-clock (the whole ttpred-estimate
+process) over one seed's fine-tuning of the whole horizon (`seconds_train` of
+ttpred-finetune: training steps only, no loss evaluations).
+
+Exit status: 0 whatever the accuracy; 1 if the pipeline breaks (a binary
+fails, its JSON is unparsable or lacks a field).
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SEEDS = ["0", "1", "2"]
+
+EST_FIELDS = ["steps", "steps_band", "seconds", "step_seconds", "horizon_steps",
+              "initial_loss", "final_loss", "curve", "curve_band", "warnings",
+              "timing", "gram"]
+FT_FIELDS = ["steps", "seconds", "step_seconds", "seconds_train", "curve",
+             "final_loss", "horizon_steps", "runs"]
+
+
+class PipelineError(Exception):
+    pass
+
+
+def child_env():
+    env = dict(os.environ)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"   # avoids spinning OpenMP threads on a shared host
+    return env
+
+
+def run_json(cmd, fields, what):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=child_env(), universal_newlines=True)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        raise PipelineError("%s failed (exit %d): %s\n%s" % (
+            what, p.returncode, " ".join(cmd), p.stderr.strip()[-2000:]))
+    try:
+        out = json.loads(p.stdout)
+    except ValueError as e:
+        raise PipelineError("%s: unparsable JSON (%s): %s" % (what, e, " ".join(cmd)))
+    missing = [f for f in fields if f not in out]
+    if missing:
+        raise PipelineError("%s: JSON lacks %s: %s" % (what, missing, " ".join(cmd)))
+    return out, wall
+
+
+def finite(v):
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def t_eps(curve, eps):
+    """First logged step with |L_t - L_T| < eps on a [[t, L], ...] curve."""
+    pts = [(t, l) for t, l in curve if finite(l)]
+    if not pts or len(pts) < len(curve):
+        return None
+    lt = curve[-1][1]
+    for t, l in pts:
+        if abs(l - lt) < eps:
+            return t
+    return None
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = (len(xs) - 1) * q / 100.0
+    lo, hi = int(math.floor(k)), int(math.ceil(k))
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def fmt(v, spec):
+    return format(v, spec) if finite(v) else "nan"
+
+
+def run_scenario(sc, a):
+    spec = sc["spec"]
+    horizon = sc["steps"]
+    k = max(1, horizon // 100)
+    est, est_wall = run_json([a.estimate, "--spec", spec, "--json", "--quiet"],
+                             EST_FIELDS, "ttpred-estimate")
+    ft, ft_wall = run_json([a.finetune, "--spec", spec, "--json", "--quiet",
+                            "--seeds"] + SEEDS + ["--log-every", str(k)],
+                           FT_FIELDS, "ttpred-finetune")
+    if est["horizon_steps"] != horizon or ft["horizon_steps"] != horizon:
+        raise PipelineError("%s: horizon mismatch: spec %d, estimate %s, finetune %s"
+                            % (sc["name"], horizon, est["horizon_steps"],
+                               ft["horizon_steps"]))
+    ps, ms = est["steps"], ft["steps"]
+    rel = (ps - ms) / max(ms, 1)
+    rel_s = ((est["seconds"] - ft["seconds"]) / ft["seconds"]
+             if finite(ft["seconds"]) and ft["seconds"] > 0 else float("nan"))
+    lo, hi = est["steps_band"]
+    # Cross-checks of the binaries' own T(eps) against their curves.
+    notes = []
+    eps = sc["epsilon"]
+    mt = t_eps(ft["curve"], eps)
+    if mt is not None and mt != ms:
+        notes.append("finetune steps %d != T(eps) of its curve %d" % (ms, mt))
+    if mt is None:
+        notes.append("measured curve has non-finite values")
+    meas_range = (ft["curve"][0][1] - ft["final_loss"]) if finite(ft["final_loss"]) else float("nan")
+    return {
+        "name": sc["name"], "arch": sc["arch"], "loss": sc["loss"], "lr": sc["lr"],
+        "momentum": sc["momentum"], "batch_size": sc["batch_size"],
+        "weight_decay": sc["weight_decay"], "horizon_steps": horizon, "N": sc["N"],
+        "epsilon": eps, "L0": sc["L0"], "log_every": k,
+        "pred_steps": ps, "pred_steps_band": [lo, hi], "meas_steps": ms,
+        "rel_error": rel, "abs_rel_error": abs(rel),
+        "meas_in_band": bool(lo <= ms <= hi),
+        "pred_seconds": est["seconds"], "meas_seconds": ft["seconds"],
+        "rel_error_seconds": rel_s,
+        "pred_step_seconds": est["step_seconds"], "meas_step_seconds": ft["step_seconds"],
+        "pred_initial_loss": est["initial_loss"], "pred_final_loss": est["final_loss"],
+        "meas_final_loss": ft["final_loss"], "meas_loss_range": meas_range,
+        "eps_over_range": eps / meas_range if finite(meas_range) and meas_range > 0 else float("nan"),
+        "lr_stability": est.get("lr_stability"),
+        "gram": est["gram"], "warnings": est["warnings"],
+        "estimate_timing": est["timing"],
+        "cost_prediction_s": est_wall, "cost_finetune_one_seed_s": ft["seconds_train"],
+        "cost_ratio": est_wall / ft["seconds_train"] if ft["seconds_train"] > 0 else float("nan"),
+        "finetune_process_s": ft_wall, "finetune_runs": ft["runs"],
+        "notes": notes,
+        "pred_curve": est["curve"], "pred_curve_band": est["curve_band"],
+        "meas_curve": ft["curve"],
+    }
+
+
+HEADER = ("%-26s %6s %6s %8s %9s %9s %8s %8s %7s %6s" % (
+    "scenario", "pred", "meas", "rel.err", "pred s", "meas s", "pred c.", "ft c.",
+    "ratio", "lrstab"))
+
+
+def row(r):
+    return "%-26s %6d %6d %+7.1f%% %9s %9s %8.2f %8.2f %7.2f %6s%s" % (
+        r["name"][:26], r["pred_steps"], r["meas_steps"], 100 * r["rel_error"],
+        fmt(r["pred_seconds"], ".3f"), fmt(r["meas_seconds"], ".3f"),
+        r["cost_prediction_s"], r["cost_finetune_one_seed_s"], r["cost_ratio"],
+        fmt(r["lr_stability"], ".2f") if r["lr_stability"] is not None else "-",
+        "" if r["meas_in_band"] else "  (out of band)")
+
+
+def summary(results):
+    errs = [r["abs_rel_error"] for r in results]
+    errs_s = [abs(r["rel_error_seconds"]) for r in results if finite(r["rel_error_seconds"])]
+    ratios = [r["cost_ratio"] for r in results if finite(r["cost_ratio"])]
+    return {
+        "scenarios": len(results),
+        "median_abs_rel_error": percentile(errs, 50),
+        "p95_abs_rel_error": percentile(errs, 95),
+        "share_within_20pct": sum(e <= 0.2 for e in errs) / len(errs) if errs else float("nan"),
+        "share_in_band": sum(r["meas_in_band"] for r in results) / len(results) if results else float("nan"),
+        "median_abs_rel_error_seconds": percentile(errs_s, 50),
+        "median_cost_ratio": percentile(ratios, 50),
+    }
+
+
+def plot(results, path, max_panels=6):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not results:
+        return
+    if len(results) <= max_panels:
+        pick = results
+    else:  # spread over the list (it is grouped by architecture and loss)
+        idx = sorted({round(i * (len(results) - 1) / (max_panels - 1)) for i in range(max_panels)})
+        pick = [results[i] for i in idx]
+    cols = 3 if len(pick) > 2 else len(pick)
+    rows_ = (len(pick) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 3.6 * rows_), squeeze=False)
+    for ax in axes.flat[len(pick):]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, pick):
+        band = r["pred_curve_band"]
+        ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                        color="C0", alpha=0.25, label="predicted 5-95 %")
+        ax.plot([p[0] for p in r["pred_curve"]], [p[1] for p in r["pred_curve"]],
+                color="C0", label="predicted mean")
+        mc = [(t, l) for t, l in r["meas_curve"] if finite(l)]
+        ax.plot([p[0] for p in mc], [p[1] for p in mc], color="C3", lw=1,
+                label="measured (mean of 3 seeds)")
+        ax.axvline(r["pred_steps"], color="C0", ls="--", lw=1)
+        ax.axvline(r["meas_steps"], color="C3", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_title("%s\nT pred %d / meas %d (%+.0f%%)" % (
+            r["name"], r["pred_steps"], r["meas_steps"], 100 * r["rel_error"]), fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.tick_params(labelsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reduced", action="store_true", help="3 short CI scenarios")
+    ap.add_argument("--out", default=None,
+                    help="output directory (default: bench/accuracy/out[-reduced])")
+    ap.add_argument("--estimate", default=os.path.join(ROOT, "build", "cli", "ttpred-estimate"))
+    ap.add_argument("--finetune", default=os.path.join(ROOT, "build", "cli", "ttpred-finetune"))
+    ap.add_argument("--scenarios", default=None,
+                    help="prebuilt make_scenarios.py directory (default: build into OUT/scenarios)")
+    ap.add_argument("--only", default=None, help="run the scenarios whose name contains this")
+    a = ap.parse_args()
+    out = os.path.abspath(a.out or os.path.join(HERE, "out-reduced" if a.reduced else "out"))
+    os.makedirs(out, exist_ok=True)
+    t_start = time.monotonic()
+
+    for b in (a.estimate, a.finetune):
+        if not os.access(b, os.X_OK):
+            print("run.py: error: %s is not an executable" % b, file=sys.stderr)
+            return 1
+    scen_dir = a.scenarios or os.path.join(out, "scenarios")
+    if a.scenarios is None:
+        cmd = [sys.executable, os.path.join(HERE, "make_scenarios.py"), scen_dir]
+        if a.reduced:
+            cmd.append("--reduced")
+        p = subprocess.run(cmd, env=child_env())
+        if p.returncode != 0:
+            print("run.py: error: make_scenarios.py failed (exit %d)" % p.returncode,
+                  file=sys.stderr)
+            return 1
+    with open(os.path.join(scen_dir, "scenarios.json")) as f:
+        meta = json.load(f)
+    scenarios = meta["scenarios"]
+    if a.only:
+        scenarios = [s for s in scenarios if a.only in s["name"]]
+
+    print("ttpred accuracy benchmark: %d scenarios, eps = %g x L_0, seeds %s"
+          % (len(scenarios), meta["eps_fraction"], " ".join(SEEDS)))
+    print("steps: predicted / measured T(eps); s: seconds to T(eps); "
+          "c.: cost in s (prediction process / one seed's fine-tuning)")
+    print(HEADER)
+    sys.stdout.flush()
+    results = []
+    try:
+        for sc in scenarios:
+            r = run_scenario(sc, a)
+            results.append(r)
+            print(row(r))
+            for n in r["notes"]:
+                print("    note: %s" % n)
+            sys.stdout.flush()
+    except PipelineError as e:
+        print("run.py: error: %s" % e, file=sys.stderr)
+        return 1
+
+    s = summary(results)
+    s["total_seconds"] = time.monotonic() - t_start
+    print()
+    print("median |rel. error| of T(eps): %.1f %%" % (100 * s["median_abs_rel_error"]))
+    print("95th percentile |rel. error|:  %.1f %%" % (100 * s["p95_abs_rel_error"]))
+    print("share within 20 %%:             %.0f %% (%d/%d)" % (
+        100 * s["share_within_20pct"], round(s["share_within_20pct"] * len(results)),
+        len(results)))
+    print("measured T inside steps_band:  %.0f %%" % (100 * s["share_in_band"]))
+    print("median |rel. error| of seconds: %.1f %%" % (100 * s["median_abs_rel_error_seconds"]))
+    print("median cost ratio (prediction / one fine-tuning run): %.2f"
+          % s["median_cost_ratio"])
+    print("total benchmark time: %.0f s" % s["total_seconds"])
+
+    warn_counts = {}
+    for r in results:
+        for w in r["warnings"]:
+            key = w.split(":")[0][:70]
+            warn_counts[key] = warn_counts.get(key, 0) + 1
+    if warn_counts:
+        print("estimate warnings (scenarios):")
+        for w, c in sorted(warn_counts.items(), key=lambda kv: -kv[1]):
+            print("  %2d x %s" % (c, w))
+
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"summary": s, "eps_fraction": meta["eps_fraction"],
+                   "models": meta.get("models"), "estimate": a.estimate,
+                   "finetune": a.finetune, "seeds": [int(x) for x in SEEDS],
+                   "scenarios": results}, f, indent=1)
+    try:
+        plot(results, os.path.join(out, "curves.png"))
+    except Exception as e:  # the plot is a by-product; the numbers are written
+        print("run.py: error: plot failed: %s" % e, file=sys.stderr)
+        return 1
+    print("wrote %s and %s" % (os.path.join(out, "results.json"),
+                               os.path.join(out, "curves.png")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
