@@ -24,6 +24,7 @@ fails, its JSON is unparsable or lacks a field).
 import argparse
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -196,10 +197,12 @@ def plot(results, path, max_panels=6):
     for ax in axes.flat[len(pick):]:
         ax.axis("off")
     for ax, r in zip(axes.flat, pick):
-        band = r["pred_curve_band"]
+        nan = float("nan")
+        band = [[b[0]] + [v if finite(v) else nan for v in b[1:]] for b in r["pred_curve_band"]]
+        pc = [(t, l if finite(l) else nan) for t, l in r["pred_curve"]]
         ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
                         color="C0", alpha=0.25, label="predicted 5-95 %")
-        ax.plot([p[0] for p in r["pred_curve"]], [p[1] for p in r["pred_curve"]],
+        ax.plot([p[0] for p in pc], [p[1] for p in pc],
                 color="C0", label="predicted mean")
         mc = [(t, l) for t, l in r["meas_curve"] if finite(l)]
         ax.plot([p[0] for p in mc], [p[1] for p in mc], color="C3", lw=1,
@@ -207,6 +210,9 @@ def plot(results, path, max_panels=6):
         ax.axvline(r["pred_steps"], color="C0", ls="--", lw=1)
         ax.axvline(r["meas_steps"], color="C3", ls=":", lw=1)
         ax.set_yscale("log")
+        ys = [l for _, l in mc] + [l for _, l in pc if finite(l)]
+        top = 3 * max([l for _, l in mc] + [r["pred_curve"][0][1]])
+        ax.set_ylim(0.5 * min(ys), top)  # a diverging prediction does not squash the plot
         ax.set_title("%s\nT pred %d / meas %d (%+.0f%%)" % (
             r["name"], r["pred_steps"], r["meas_steps"], 100 * r["rel_error"]), fontsize=9)
         ax.set_xlabel("step")
@@ -290,7 +296,7 @@ def main():
     warn_counts = {}
     for r in results:
         for w in r["warnings"]:
-            key = w.split(":")[0][:70]
+            key = re.sub(r"[0-9][0-9.e+-]*", "#", w)[:90]
             warn_counts[key] = warn_counts.get(key, 0) + 1
     if warn_counts:
         print("estimate warnings (scenarios):")

@@ -27,6 +27,18 @@ torch::Tensor loss_fn(Loss loss, const torch::Tensor& out, const torch::Tensor& 
   return torch::mse_loss(out.to(torch::kFloat), target);
 }
 
+// One real SGD step on samples `src` (rows `rows` of targets); returns its seconds.
+double sgd_step(Model::Impl& m, torch::optim::SGD& sgd, Loss loss, const Dataset& d, const std::vector<int64_t>& src,
+                const Eigen::MatrixXd& targets, const std::vector<int64_t>& rows) {
+  const double t0 = now();
+  sgd.zero_grad();
+  torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
+  loss_fn(loss, out, targets_of(targets, rows, m.device)).backward();
+  sgd.step();
+  if (m.device.is_cuda()) torch::cuda::synchronize();
+  return now() - t0;
+}
+
 }  // namespace
 
 FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_t>& idx, Loss loss,
@@ -69,13 +81,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     if (!full && k == 0) perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin() + k * B, perm.begin() + (k + 1) * B), src(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) src[size_t(b)] = idx[size_t(rows[size_t(b)])];
-    const double t0 = now();
-    sgd.zero_grad();
-    torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
-    loss_fn(loss, out, targets_of(targets, rows, m.device)).backward();
-    sgd.step();
-    if (m.device.is_cuda()) torch::cuda::synchronize();
-    train += now() - t0;
+    train += sgd_step(m, sgd, loss, d, src, targets, rows);
     if ((t + 1) % opt.log_every == 0 || t + 1 == h.steps) evaluate(r, t + 1);
     if (opt.progress) opt.progress("finetune", t + 1, h.steps);
   }
@@ -100,13 +106,8 @@ std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, co
   for (int s = 0; s < k + 1; ++s) {
     std::vector<int64_t> perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin(), perm.begin() + B);
-    const double t0 = now();
-    sgd.zero_grad();
-    torch::Tensor out = run_forward(m, gather_x(d, rows, m.device, m.dtype));
-    loss_fn(loss, out, targets_of(targets, rows, m.device)).backward();
-    sgd.step();
-    if (m.device.is_cuda()) torch::cuda::synchronize();
-    if (s > 0) secs.push_back(now() - t0);  // the first step warms caches and allocators
+    const double sec = sgd_step(m, sgd, loss, d, rows, targets, rows);
+    if (s > 0) secs.push_back(sec);  // the first step warms caches and allocators
   }
   torch::NoGradGuard ng;
   for (size_t i = 0; i < saved.size(); ++i) m.params[i].copy_(saved[i]);
