@@ -1,6 +1,7 @@
 // ttpred-estimate: predict the fine-tuning time of a job spec without training.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "common.hpp"
@@ -16,11 +17,14 @@ int main(int argc, char** argv) {
       "5 invalid model or data, 6 device unavailable.",
       tool};
   std::string spec_path;
-  bool json = false, quiet = false;
+  bool json = false, quiet = false, csv = false;
+  std::string plot;
   int curve_points = 200;
   cli::Overrides ov;
   app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example");
   app.add_flag("--json", json, "Print one JSON object (docs/json.md) instead of the table");
+  app.add_flag("--csv", csv, "With a sweep: print CSV rows instead of the table");
+  app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file");
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
   app.add_option("--curve-points", curve_points, "Points of the loss curve in the output")
       ->check(CLI::Range(2, 100000));
@@ -40,8 +44,33 @@ int main(int argc, char** argv) {
     EstimateOptions opt;
     opt.progress = cli::make_progress(tool, quiet);
     opt.curve_points = curve_points;
+    auto write_plot = [&](const std::vector<Prediction>& ps) {
+      if (plot.empty()) return;
+      std::FILE* f = std::fopen(plot.c_str(), "w");
+      if (!f) throw Error(Exit::input, plot + ": cannot write the plot");
+      std::string svg = curves_svg(ps);
+      bool ok = std::fwrite(svg.data(), 1, svg.size(), f) == svg.size();
+      ok = std::fclose(f) == 0 && ok;
+      if (!ok) throw Error(Exit::input, plot + ": write failed");
+    };
+    if (!spec.sweep.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<Prediction> ps = estimate_all(expand_sweep(spec), opt);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      cli::end_progress();
+      write_plot(ps);
+      if (json)
+        std::fputs(sweep_json(ps, secs).c_str(), stdout);
+      else if (csv)
+        std::fputs(sweep_csv(ps).c_str(), stdout);
+      else
+        std::fputs(sweep_table(ps, secs).c_str(), stdout);
+      return 0;
+    }
+    if (csv) throw Error(Exit::usage, "--csv needs a sweep section in the spec");
     Prediction p = estimate(spec, opt);
     cli::end_progress();
+    write_plot({p});
     if (json) {
       std::fputs(to_json(p).c_str(), stdout);
     } else {

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
     Spec s = load_spec(spec_path);
     ov.apply(s);
     validate(s);
+    if (!s.sweep.empty()) s.fail("sweep", "ttpred-finetune runs one configuration: remove the sweep section");
     Dataset d = load_dataset(s);
     const int64_t N = s.data.size > 0 ? s.data.size : d.n;
     if (N > d.n)
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     if (s.batch_size > N) s.fail("optimizer.batch_size", fmt::format("({}) exceeds the {} samples", s.batch_size, N));
     Hyper h;
     h.lr = s.lr;
+    h.schedule = s.schedule;
     h.momentum = s.momentum;
     h.weight_decay = s.weight_decay;
     h.batch_size = s.batch_size;

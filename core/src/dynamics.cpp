@@ -26,6 +26,9 @@ std::vector<int64_t> epoch_permutation(std::mt19937_64& rng, int64_t n) {
 
 namespace {
 
+// A loss this many times the initial one (or above it, for L0 < 1) counts as diverged.
+constexpr double kDivergedFactor = 1e4;
+
 // ∂ℓ_i/∂f_i (unscaled): softmax - onehot, or 2 (f - y) / C.
 void sample_grad(const Problem& p, const double* f, int64_t i, double* g) {
   const int64_t C = p.classes();
@@ -87,7 +90,6 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
   const Eigen::VectorXd F0 = flatten(p.f0);
   const Eigen::VectorXd W0 = flatten(p.jw0);
   Eigen::VectorXd F = F0, u = Eigen::VectorXd::Zero(M), G(M), gb(B * C);
-  Eigen::MatrixXd cols(M, B * C);
   std::mt19937_64 rng = run_rng(seed, run);
   std::vector<int64_t> perm;
   L.clear();
@@ -101,21 +103,24 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
       G = p.theta * (G / double(n)).eval();
     } else {
       if (k == 0) perm = epoch_permutation(rng, n);
+      // Σ_b Θ[:, i_b] g_b: one gemv per sample on its contiguous column block (no gather).
+      G.setZero();
       for (int64_t b = 0; b < B; ++b) {
         const int64_t i = perm[size_t(k * B + b)];
         sample_grad(p, F.data() + i * C, i, gb.data() + b * C);
-        cols.middleCols(b * C, C) = p.theta.middleCols(i * C, C);
+        G.noalias() += p.theta.middleCols(i * C, C) * (gb.segment(b * C, C) / double(B));
       }
-      G.noalias() = cols * (gb / double(B));
     }
     if (h.weight_decay > 0) G += h.weight_decay * (W0 + F - F0);
     u = h.momentum * u + G;
-    F -= h.lr * u;
+    F -= h.schedule.at(h.lr, t, h.steps) * u;
     if ((t + 1) % stride == 0 || t + 1 == h.steps) {
       L.push_back(loss_flat(p, F));
       A.push_back(acc_flat(p, F));
     }
-    if (!std::isfinite(L.back())) {  // diverged: keep the curve at +inf
+    // Diverged (the linearized model blows up): keep the rest of the curve at +inf.
+    if (!std::isfinite(L.back()) || L.back() > kDivergedFactor * std::max(1.0, L.front())) {
+      L.back() = INFINITY;
       while (int64_t(L.size()) < (h.steps + stride - 1) / stride + 1) {
         L.push_back(INFINITY);
         A.push_back(A.back());

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 
@@ -41,69 +43,47 @@ double top_eigenvalue(const Eigen::MatrixXd& a) {
   return lambda;
 }
 
-}  // namespace
+// What depends on the model and the data subset only: shared by every
+// hyper-parameter combination of a sweep.
+struct Kernel {
+  Problem prob;
+  std::string method;
+  int64_t dim = 0, rows = 0;
+  double lambda_max = 0;  // of Θ
+  double seconds_jacobian = 0, seconds_gram = 0;
+  bool used = false;      // the first prediction using it carries its cost
+};
 
-int64_t default_subset(int64_t n, int64_t classes) {
-  return std::min<int64_t>(n, std::max<int64_t>(16, 2500 / std::max<int64_t>(1, classes)));
-}
+struct StepTime {
+  double median = 0, lo = 0, hi = 0, seconds = 0;
+  bool used = false;
+};
 
-Prediction estimate(const Spec& s, const EstimateOptions& opt) {
-  const double t_begin = now();
-  Prediction P;
-  P.spec = s;
-  double t0 = now();
-  Model model(s.model, s.device);
-  Dataset d = load_dataset(s);
-  const int64_t C = model.num_classes(d);
-  if (d.has_labels()) {
-    for (size_t i = 0; i < d.y.size(); ++i)
-      if (d.y[i] >= C)
-        throw Error(Exit::invalid, d.source + ": y: label " + std::to_string(d.y[i]) + " of sample " +
-                                       std::to_string(i) + " is out of range for a model with C=" +
-                                       std::to_string(C) + " outputs");
-  } else {
-    if (s.loss == Loss::cross_entropy)
-      s.fail("loss", "cross_entropy needs int64 class ids in y; " + d.source + " holds float targets (use mse)");
-    if (d.target_dim != C)
-      throw Error(Exit::invalid, d.source + ": y: float targets have " + std::to_string(d.target_dim) +
-                                     " columns but the model has C=" + std::to_string(C) + " outputs");
-  }
-  P.device = model.device();
-  P.params = model.num_params();
-  P.classes = C;
-  P.available = d.available;
-  P.size = s.data.size > 0 ? s.data.size : d.n;
-  if (P.size > d.available)
-    P.warnings.push_back("data.size (" + std::to_string(P.size) + ") exceeds the " + std::to_string(d.available) +
-                         " samples in " + d.source + ": predicting for a larger dataset than the one at hand");
-  if (s.batch_size > P.size)
-    s.fail("optimizer.batch_size", "(" + std::to_string(s.batch_size) + ") exceeds the " +
-                                       std::to_string(P.size) + " training samples");
-  P.subset = s.data.subset > 0 ? s.data.subset : default_subset(d.n, C);
-  if (P.subset > d.n)
-    s.fail("data.subset", "(" + std::to_string(P.subset) + ") exceeds the " + std::to_string(d.n) +
-                              " samples available in " + d.source);
-  // A seeded uniform subset of the N samples (all of them when N0 = N).
-  std::vector<int64_t> idx(size_t(d.n));
-  for (int64_t i = 0; i < d.n; ++i) idx[size_t(i)] = i;
-  if (P.subset < d.n) {
-    std::mt19937_64 rng = run_rng(s.seed, -1);
-    for (int64_t i = 0; i < P.subset; ++i) {
-      int64_t j = i + int64_t(rng() % uint64_t(d.n - i));
+// The seeded uniform subset of N0 among the first `pool` samples (all when N0 = pool).
+std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed) {
+  std::vector<int64_t> idx(static_cast<size_t>(pool));
+  for (int64_t i = 0; i < pool; ++i) idx[size_t(i)] = i;
+  if (n0 < pool) {
+    std::mt19937_64 rng = run_rng(seed, -1);
+    for (int64_t i = 0; i < n0; ++i) {
+      int64_t j = i + int64_t(rng() % uint64_t(pool - i));
       std::swap(idx[size_t(i)], idx[size_t(j)]);
     }
-    idx.resize(size_t(P.subset));
+    idx.resize(size_t(n0));
     std::sort(idx.begin(), idx.end());
   }
-  P.steps_per_epoch = P.size / s.batch_size;
-  P.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.steps_per_epoch) - 1e-9));
-  if (P.horizon <= 0) s.fail("training.epochs", "gives a horizon of 0 steps");
+  return idx;
+}
 
-  Problem prob;
+Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s,
+                   int64_t C, const EstimateOptions& opt) {
+  Kernel k;
+  Problem& prob = k.prob;
+  const int64_t n = int64_t(idx.size());
   prob.loss = s.loss;
-  prob.y = Eigen::MatrixXd::Zero(P.subset, C);
-  prob.labels.resize(size_t(P.subset));
-  for (int64_t r = 0; r < P.subset; ++r) {
+  prob.y = Eigen::MatrixXd::Zero(n, C);
+  prob.labels.resize(size_t(n));
+  for (int64_t r = 0; r < n; ++r) {
     const int64_t i = idx[size_t(r)];
     if (d.has_labels()) {
       prob.y(r, d.y[size_t(i)]) = 1.0;
@@ -115,128 +95,231 @@ Prediction estimate(const Spec& s, const EstimateOptions& opt) {
       prob.labels[size_t(r)] = am;
     }
   }
-  P.timing.emplace_back("load", now() - t0);
-
   GramOptions go;
   go.projection = s.projection;
-  go.dim = s.projection_dim;
+  // Default sketch: at least 4 dimensions per row of Θ (its noise falls as rows / D0).
+  go.dim = s.projection_dim > 0 ? s.projection_dim : std::max<int64_t>(8192, 4 * n * C);
   go.seed = s.seed;
   go.progress = opt.progress;
   Gram g = compute_gram(model, d, idx, go);
-  P.timing.emplace_back("jacobian", g.seconds_jacobian);
-  P.timing.emplace_back("gram", g.seconds_gram);
-  P.gram_method = g.method;
-  P.gram_dim = g.dim;
-  P.gram_rows = g.n * g.classes;
-  if (g.method == "countsketch" && g.dim < 4 * P.gram_rows)
-    P.warnings.push_back("Gram matrix estimated with a CountSketch of dimension " + std::to_string(g.dim) +
-                         " < 4 x its " + std::to_string(P.gram_rows) + " rows: raise engine.projection_dim " +
-                         "for less noise");
-
-  t0 = now();
+  k.method = g.method;
+  k.dim = g.dim;
+  k.rows = g.n * g.classes;
+  k.seconds_jacobian = g.seconds_jacobian;
+  k.seconds_gram = g.seconds_gram;
   prob.theta = std::move(g.theta);
   prob.f0 = std::move(g.f0);
   prob.jw0 = std::move(g.jw0);
-  Hyper h;
-  h.lr = s.lr;
-  h.momentum = s.momentum;
-  h.weight_decay = s.weight_decay;
-  // Full batch in the real run is full batch on the subset; otherwise the
-  // mini-batch is drawn among the N0 simulated samples (mean-field: the expected
-  // step Θ_S g_S / N0 estimates Θ g / N).
-  h.batch_size = s.batch_size >= P.size ? P.subset : s.batch_size;
-  h.steps = P.horizon;
-  SimOptions so;
-  so.runs = s.runs > 0 ? s.runs : 16;
-  so.seed = s.seed;
-  if (opt.progress) so.progress = [&](int64_t done, int64_t total) { opt.progress("simulate", done, total); };
-  Curves cv = simulate(prob, h, so);
+  k.lambda_max = top_eigenvalue(prob.theta);
+  return k;
+}
 
-  // Stability of the linearized full-batch map: η λ_max(H) < 2 (1 + m), with H
-  // the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE).
-  const double curv = s.loss == Loss::mse ? 2.0 / double(C) : 0.5;
-  P.lr_stability = s.lr * curv * top_eigenvalue(prob.theta) / double(P.subset) / (2.0 * (1.0 + s.momentum));
-  P.timing.emplace_back("simulate", now() - t0);
-
-  // T on the mean curve; its band from the runs.
-  auto target_index = [&](const std::vector<double>& loss, const std::vector<double>& acc, bool& reached) {
-    reached = true;
-    int64_t k;
-    if (s.target == TargetKind::epsilon) return time_to_epsilon(loss, s.target_value);
-    k = s.target == TargetKind::loss ? first_reaching(loss, s.target_value, true)
-                                     : first_reaching(acc, s.target_value, false);
-    if (k < 0) {
-      reached = false;
-      return int64_t(loss.size()) - 1;
-    }
-    return k;
-  };
-  int64_t k = target_index(cv.loss, cv.acc, P.reached);
-  P.steps = cv.step[size_t(k)];
-  std::vector<double> ts, finals;
-  for (size_t r = 0; r < cv.run_loss.size(); ++r) {
-    bool ok;
-    ts.push_back(double(cv.step[size_t(target_index(cv.run_loss[r], cv.run_acc[r], ok))]));
-    finals.push_back(cv.run_loss[r].back());
-  }
-  P.steps_lo = std::min<int64_t>(P.steps, int64_t(std::floor(percentile(ts, 5))));
-  P.steps_hi = std::max<int64_t>(P.steps, int64_t(std::ceil(percentile(ts, 95))));
-  P.initial_loss = cv.loss.front();
-  P.final_loss = cv.loss.back();
-  P.final_accuracy = cv.acc.back();
-  P.final_lo = percentile(finals, 5);
-  P.final_hi = percentile(finals, 95);
-  if (!std::isfinite(P.final_loss))
-    P.warnings.push_back("the linearized dynamics diverge at lr " + fmt_num(s.lr) +
-                         " (stability ratio " + fmt_num(P.lr_stability) + " > 1): the real run is likely unstable too");
-  else if (P.lr_stability > 1)
-    P.warnings.push_back("lr " + fmt_num(s.lr) + " is beyond the linearized model's stability limit (ratio " +
-                         fmt_num(P.lr_stability) + "): expect the real run to leave the linear regime");
-  if (!P.reached)
-    P.warnings.push_back(std::string("target ") + to_string(s.target) + " " + fmt_num(s.target_value) +
-                         " is not reached within the horizon of " + std::to_string(P.horizon) + " steps");
-  if (P.subset < P.size)
-    P.warnings.push_back("Theta computed on " + std::to_string(P.subset) + " of " + std::to_string(P.size) +
-                         " samples: dynamics simulated on that subset (mean-field), see docs/method.md");
-
-  // Curves, decimated to about curve_points points (0 and T always kept).
-  const size_t m = cv.step.size();
-  const size_t every = std::max<size_t>(1, (m + size_t(opt.curve_points) - 1) / size_t(opt.curve_points));
-  for (size_t j = 0; j < m; ++j) {
-    if (j % every != 0 && j + 1 != m) continue;
-    std::vector<double> at;
-    for (const auto& rl : cv.run_loss) at.push_back(rl[j]);
-    P.curve_step.push_back(cv.step[j]);
-    P.curve_loss.push_back(cv.loss[j]);
-    P.curve_lo.push_back(percentile(at, 5));
-    P.curve_hi.push_back(percentile(at, 95));
-    P.curve_acc.push_back(cv.acc[j]);
-  }
-
-  // Seconds per step.
-  t0 = now();
+StepTime time_steps(Model& model, const Dataset& d, const Spec& s, int64_t C) {
+  StepTime st;
+  const double t0 = now();
   if (s.step_seconds > 0) {
-    P.step_seconds = P.step_lo = P.step_hi = s.step_seconds;
-    P.step_source = "spec";
+    st.median = st.lo = st.hi = s.step_seconds;
   } else {
-    std::vector<int64_t> all(size_t(d.n));
-    for (int64_t i = 0; i < d.n; ++i) all[size_t(i)] = i;
     Eigen::MatrixXd targets = Eigen::MatrixXd::Zero(d.n, C);
     for (int64_t i = 0; i < d.n; ++i)
       for (int64_t c = 0; c < C; ++c)
         targets(i, c) = d.has_labels() ? double(d.y[size_t(i)] == c) : d.targets[size_t(i * C + c)];
     auto secs = time_sgd_steps(model, d, s.loss, targets, s.lr, s.momentum, s.weight_decay, s.batch_size,
                                s.calibrate_steps > 0 ? s.calibrate_steps : 5, s.seed);
-    P.step_seconds = percentile(secs, 50);
-    P.step_lo = percentile(secs, 10);
-    P.step_hi = percentile(secs, 90);
-    P.step_source = "measured";
+    st.median = percentile(secs, 50);
+    st.lo = percentile(secs, 10);
+    st.hi = percentile(secs, 90);
   }
-  P.timing.emplace_back("calibrate", now() - t0);
-  if (reference_blas_suspected())
-    P.warnings.push_back("LibTorch runs on the reference BLAS (20-50x slower): install libopenblas0-pthread");
-  P.timing.emplace_back("total", now() - t_begin);
-  return P;
+  st.seconds = now() - t0;
+  return st;
+}
+
+}  // namespace
+
+int64_t default_subset(int64_t n, int64_t classes) {
+  return std::min<int64_t>(n, std::max<int64_t>(16, 2500 / std::max<int64_t>(1, classes)));
+}
+
+std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const EstimateOptions& opt) {
+  if (specs.empty()) return {};
+  const double t_begin = now();
+  const Spec& first = specs.front();
+  double t0 = now();
+  Model model(first.model, first.device);
+  // Load once, as many samples as the largest N asks for: each combination takes its first N.
+  Spec load = first;
+  for (const Spec& s : specs) load.data.size = s.data.size > 0 && load.data.size > 0 ? std::max(load.data.size, s.data.size) : 0;
+  int64_t max_pool = 0;
+  Dataset d = load_dataset(load);
+  for (const Spec& s : specs) max_pool = std::max(max_pool, s.data.size > 0 ? std::min(s.data.size, d.n) : d.n);
+  const int64_t C = model.num_classes(d);
+  if (d.has_labels()) {
+    for (int64_t i = 0; i < max_pool; ++i)
+      if (d.y[size_t(i)] >= C)
+        throw Error(Exit::invalid, d.source + ": y: label " + std::to_string(d.y[size_t(i)]) + " of sample " +
+                                       std::to_string(i) + " is out of range for a model with C=" +
+                                       std::to_string(C) + " outputs");
+  } else {
+    if (first.loss == Loss::cross_entropy)
+      first.fail("loss",
+                 "cross_entropy needs int64 class ids in y; " + d.source + " holds float targets (use mse)");
+    if (d.target_dim != C)
+      throw Error(Exit::invalid, d.source + ": y: float targets have " + std::to_string(d.target_dim) +
+                                     " columns but the model has C=" + std::to_string(C) + " outputs");
+  }
+  const double load_seconds = now() - t0;
+
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Kernel>> kernels;  // (pool, N0) -> Θ
+  std::map<int64_t, StepTime> step_times;                                  // batch size -> s/step
+  std::vector<Prediction> out;
+  for (size_t si = 0; si < specs.size(); ++si) {
+    const Spec& s = specs[si];
+    const double t_spec = now();
+    Prediction P;
+    P.spec = s;
+    P.device = model.device();
+    P.params = model.num_params();
+    P.classes = C;
+    P.available = d.n;
+    const int64_t pool = s.data.size > 0 ? std::min(s.data.size, d.n) : d.n;
+    P.size = s.data.size > 0 ? s.data.size : d.n;
+    if (P.size > d.n)
+      P.warnings.push_back("data.size (" + std::to_string(P.size) + ") exceeds the " + std::to_string(d.n) +
+                           " samples in " + d.source + ": predicting for a larger dataset than the one at hand");
+    if (s.batch_size > P.size)
+      s.fail("optimizer.batch_size", "(" + std::to_string(s.batch_size) + ") exceeds the " +
+                                         std::to_string(P.size) + " training samples");
+    P.subset = s.data.subset > 0 ? s.data.subset : default_subset(pool, C);
+    if (P.subset > pool)
+      s.fail("data.subset", "(" + std::to_string(P.subset) + ") exceeds the " + std::to_string(pool) +
+                                " samples available in " + d.source);
+    P.steps_per_epoch = P.size / s.batch_size;
+    P.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.steps_per_epoch) - 1e-9));
+    if (P.horizon <= 0) s.fail("training.epochs", "gives a horizon of 0 steps");
+    if (si == 0) P.timing.emplace_back("load", load_seconds);
+
+    auto& kp = kernels[{pool, P.subset}];
+    if (!kp) kp = std::make_unique<Kernel>(make_kernel(model, d, choose_subset(pool, P.subset, s.seed), s, C, opt));
+    Kernel& K = *kp;
+    P.timing.emplace_back("jacobian", K.used ? 0.0 : K.seconds_jacobian);
+    P.timing.emplace_back("gram", K.used ? 0.0 : K.seconds_gram);
+    K.used = true;
+    P.gram_method = K.method;
+    P.gram_dim = K.dim;
+    P.gram_rows = K.rows;
+    if (K.method == "countsketch" && K.dim < 4 * K.rows)
+      P.warnings.push_back("Gram matrix estimated with a CountSketch of dimension " + std::to_string(K.dim) +
+                           " < 4 x its " + std::to_string(K.rows) + " rows: raise engine.projection_dim " +
+                           "for less noise");
+
+    t0 = now();
+    const Problem& prob = K.prob;
+    Hyper h;
+    h.lr = s.lr;
+    h.schedule = s.schedule;
+    h.momentum = s.momentum;
+    h.weight_decay = s.weight_decay;
+    // Full batch in the real run is full batch on the subset; otherwise the
+    // mini-batch is drawn among the N0 simulated samples (mean-field: the expected
+    // step Θ_S g_S / N0 estimates Θ g / N).
+    h.batch_size = s.batch_size >= P.size ? P.subset : s.batch_size;
+    h.steps = P.horizon;
+    SimOptions so;
+    so.runs = s.runs > 0 ? s.runs : 16;
+    so.seed = s.seed;
+    if (opt.progress) so.progress = [&](int64_t done, int64_t total) { opt.progress("simulate", done, total); };
+    Curves cv = simulate(prob, h, so);
+
+    // Stability of the linearized full-batch map: η λ_max(H) < 2 (1 + m), with H
+    // the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE).
+    double peak_lr = s.lr;
+    for (int64_t t = 0; t < std::min<int64_t>(P.horizon, 1000000); t += std::max<int64_t>(1, P.horizon / 1000))
+      peak_lr = std::max(peak_lr, s.schedule.at(s.lr, t, P.horizon));
+    const double curv = s.loss == Loss::mse ? 2.0 / double(C) : 0.5;
+    P.lr_stability = peak_lr * curv * K.lambda_max / double(P.subset) / (2.0 * (1.0 + s.momentum));
+    P.timing.emplace_back("simulate", now() - t0);
+
+    // T on the mean curve; its band from the runs.
+    auto target_index = [&](const std::vector<double>& loss, const std::vector<double>& acc, bool& reached) {
+      reached = true;
+      if (s.target == TargetKind::epsilon) return time_to_epsilon(loss, s.target_value);
+      int64_t k = s.target == TargetKind::loss ? first_reaching(loss, s.target_value, true)
+                                               : first_reaching(acc, s.target_value, false);
+      if (k < 0) {
+        reached = false;
+        return int64_t(loss.size()) - 1;
+      }
+      return k;
+    };
+    int64_t k = target_index(cv.loss, cv.acc, P.reached);
+    P.steps = cv.step[size_t(k)];
+    std::vector<double> ts, finals;
+    for (size_t r = 0; r < cv.run_loss.size(); ++r) {
+      bool ok;
+      ts.push_back(double(cv.step[size_t(target_index(cv.run_loss[r], cv.run_acc[r], ok))]));
+      finals.push_back(cv.run_loss[r].back());
+    }
+    P.steps_lo = std::min<int64_t>(P.steps, int64_t(std::floor(percentile(ts, 5))));
+    P.steps_hi = std::max<int64_t>(P.steps, int64_t(std::ceil(percentile(ts, 95))));
+    P.initial_loss = cv.loss.front();
+    P.final_loss = cv.loss.back();
+    P.final_accuracy = cv.acc.back();
+    P.final_lo = percentile(finals, 5);
+    P.final_hi = percentile(finals, 95);
+    P.diverged = !std::isfinite(P.final_loss);
+    if (P.diverged) {
+      P.reached = false;
+      P.steps = P.steps_lo = P.steps_hi = P.horizon;
+      P.warnings.push_back("the linearized dynamics diverge at lr " + fmt_num(s.lr) + " (stability ratio " +
+                           fmt_num(P.lr_stability) + "): no prediction; the real network leaves the linear " +
+                           "regime at this rate (it may still train, e.g. by lowering its curvature, or diverge)");
+    } else if (P.lr_stability > 1) {
+      P.warnings.push_back("lr " + fmt_num(s.lr) + " is beyond the linearized model's stability limit (ratio " +
+                           fmt_num(P.lr_stability) + "): expect the real run to leave the linear regime");
+    }
+    if (!P.reached)
+      P.warnings.push_back(std::string("target ") + to_string(s.target) + " " + fmt_num(s.target_value) +
+                           " is not reached within the horizon of " + std::to_string(P.horizon) + " steps");
+    if (P.subset < P.size)
+      P.warnings.push_back("Theta computed on " + std::to_string(P.subset) + " of " + std::to_string(P.size) +
+                           " samples: dynamics simulated on that subset (mean-field), see docs/method.md");
+
+    // Curves, decimated to about curve_points points (0 and T always kept).
+    const size_t m = cv.step.size();
+    const size_t every = std::max<size_t>(1, (m + size_t(opt.curve_points) - 1) / size_t(opt.curve_points));
+    for (size_t j = 0; j < m; ++j) {
+      if (j % every != 0 && j + 1 != m) continue;
+      std::vector<double> at;
+      for (const auto& rl : cv.run_loss) at.push_back(rl[j]);
+      P.curve_step.push_back(cv.step[j]);
+      P.curve_loss.push_back(cv.loss[j]);
+      P.curve_lo.push_back(percentile(at, 5));
+      P.curve_hi.push_back(percentile(at, 95));
+      P.curve_acc.push_back(cv.acc[j]);
+    }
+
+    // Seconds per step: timed once per batch size (the step time does not depend
+    // on the learning rate or momentum).
+    auto st = step_times.find(s.step_seconds > 0 ? -1 : s.batch_size);
+    if (st == step_times.end())
+      st = step_times.emplace(s.step_seconds > 0 ? -1 : s.batch_size, time_steps(model, d, s, C)).first;
+    P.step_seconds = st->second.median;
+    P.step_lo = st->second.lo;
+    P.step_hi = st->second.hi;
+    P.step_source = s.step_seconds > 0 ? "spec" : "measured";
+    P.timing.emplace_back("calibrate", st->second.used ? 0.0 : st->second.seconds);
+    st->second.used = true;
+    if (reference_blas_suspected())
+      P.warnings.push_back("LibTorch runs on the reference BLAS (20-50x slower): install libopenblas0-pthread");
+    P.timing.emplace_back("total", si == 0 ? now() - t_begin : now() - t_spec);
+    out.push_back(std::move(P));
+  }
+  return out;
+}
+
+Prediction estimate(const Spec& spec, const EstimateOptions& opt) {
+  if (!spec.sweep.empty()) spec.fail("sweep", "estimate() predicts one configuration: use estimate_all(expand_sweep(spec))");
+  return estimate_all({spec}, opt).front();
 }
 
 }  // namespace ttpred

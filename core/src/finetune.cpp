@@ -81,6 +81,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     if (!full && k == 0) perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin() + k * B, perm.begin() + (k + 1) * B), src(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) src[size_t(b)] = idx[size_t(rows[size_t(b)])];
+    static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(h.schedule.at(h.lr, t, h.steps));
     train += sgd_step(m, sgd, loss, d, src, targets, rows);
     if ((t + 1) % opt.log_every == 0 || t + 1 == h.steps) evaluate(r, t + 1);
     if (opt.progress) opt.progress("finetune", t + 1, h.steps);

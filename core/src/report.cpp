@@ -40,6 +40,7 @@ std::string to_json(const Prediction& p) {
   j["target"] = {{"kind", to_string(s.target)}, {"value", s.target_value}};
   j["steps"] = p.steps;
   j["reached"] = p.reached;
+  j["diverged"] = p.diverged;
   j["steps_band"] = {p.steps_lo, p.steps_hi};
   j["steps_per_epoch"] = p.steps_per_epoch;
   j["epochs"] = p.steps_per_epoch > 0 ? double(p.steps) / double(p.steps_per_epoch) : 0.0;
@@ -55,6 +56,10 @@ std::string to_json(const Prediction& p) {
   j["seconds_band"] = {double(p.steps_lo) * p.step_lo, double(p.steps_hi) * p.step_hi};
   j["horizon_seconds"] = double(p.horizon) * p.step_seconds;
   j["horizon_seconds_band"] = {double(p.horizon) * p.step_lo, double(p.horizon) * p.step_hi};
+  j["gpus"] = s.gpus;
+  j["gpu_hours"] = double(p.horizon) * p.step_seconds * double(s.gpus) / 3600.0;
+  j["gpu_hours_band"] = {double(p.horizon) * p.step_lo * double(s.gpus) / 3600.0,
+                         double(p.horizon) * p.step_hi * double(s.gpus) / 3600.0};
   json curve = json::array(), band = json::array(), acc = json::array();
   for (size_t i = 0; i < p.curve_step.size(); ++i) {
     curve.push_back({p.curve_step[i], num(p.curve_loss[i])});
@@ -92,8 +97,9 @@ std::string to_table(const Prediction& p) {
                                                      : fmt::format("accuracy >= {}", s.target_value);
   o += "\n";
   row("converged when", what);
-  row("steps", p.reached ? fmt::format("{}  (90% band {} .. {})", p.steps, p.steps_lo, p.steps_hi)
-                         : fmt::format("not reached within {} steps", p.horizon));
+  row("steps", p.diverged  ? std::string("no prediction: the linearized dynamics diverge (see the warning)")
+               : p.reached ? fmt::format("{}  (90% band {} .. {})", p.steps, p.steps_lo, p.steps_hi)
+                           : fmt::format("not reached within {} steps", p.horizon));
   row("epochs", fmt::format("{:.2f}", double(p.steps) / double(std::max<int64_t>(1, p.steps_per_epoch))));
   row("wall-clock", fmt::format("{}  (band {} .. {}; {:.4f} s/step, {})", duration(double(p.steps) * p.step_seconds),
                                 duration(double(p.steps_lo) * p.step_lo), duration(double(p.steps_hi) * p.step_hi),
@@ -113,6 +119,142 @@ std::string to_table(const Prediction& p) {
   for (const auto& [k, v] : p.timing) tm += fmt::format("{}{} {:.2f} s", tm.empty() ? "" : ", ", k, v);
   o += "\n";
   row("prediction cost", tm + " on " + p.device);
+  return o;
+}
+
+}  // namespace ttpred
+
+namespace ttpred {
+
+namespace {
+
+struct Row {
+  const Prediction& p;
+  double seconds() const { return double(p.steps) * p.step_seconds; }
+  double horizon_seconds() const { return double(p.horizon) * p.step_seconds; }
+  double gpu_hours() const { return horizon_seconds() * double(p.spec.gpus) / 3600.0; }
+};
+
+}  // namespace
+
+std::string sweep_json(const std::vector<Prediction>& ps, double seconds) {
+  using nlohmann::json;
+  json runs = json::array();
+  double total = 0, total_lo = 0, total_hi = 0;
+  for (const Prediction& p : ps) {
+    // Each row is the single-configuration object, plus the swept values on top.
+    json r = json::parse(to_json(p));
+    r["lr"] = p.spec.lr;
+    r["batch_size"] = p.spec.batch_size;
+    r["momentum"] = p.spec.momentum;
+    r["weight_decay"] = p.spec.weight_decay;
+    r["size"] = p.size;
+    if (p.spec.epochs > 0) r["epochs_horizon"] = p.spec.epochs;
+    total += Row{p}.gpu_hours();
+    total_lo += r["gpu_hours_band"][0].get<double>();
+    total_hi += r["gpu_hours_band"][1].get<double>();
+    runs.push_back(std::move(r));
+  }
+  json j;
+  j["schema"] = 1;
+  j["ttpred_version"] = TTPRED_VERSION;
+  j["spec"] = ps.empty() ? "" : runs[0]["spec"];
+  j["combinations"] = ps.size();
+  j["runs"] = runs;
+  j["total_gpu_hours"] = total;
+  j["total_gpu_hours_band"] = {total_lo, total_hi};
+  j["timing"] = {{"total", seconds}};
+  return j.dump(1) + "\n";
+}
+
+std::string sweep_table(const std::vector<Prediction>& ps, double seconds) {
+  std::string o = fmt::format("ttpred {} — sweep of {} configurations\n", TTPRED_VERSION, ps.size());
+  if (!ps.empty()) o += fmt::format("  spec {}\n", ps[0].spec.file);
+  o += fmt::format("\n  {:>9} {:>6} {:>8} {:>8} {:>7} {:>8} {:>8} {:>15} {:>10} {:>11} {:>9}\n", "lr", "batch", "momentum",
+                   "w.decay", "N", "horizon", "steps", "band", "seconds", "whole run", "GPU-h");
+  double total = 0;
+  for (const Prediction& p : ps) {
+    Row r{p};
+    total += r.gpu_hours();
+    o += fmt::format("  {:>9.4g} {:>6} {:>8.3g} {:>8.3g} {:>7} {:>8} {:>8} {:>15} {:>10} {:>11} {:>9.4f}{}\n", p.spec.lr,
+                     p.spec.batch_size, p.spec.momentum, p.spec.weight_decay, p.size, p.horizon,
+                     p.reached ? std::to_string(p.steps) : std::string("-"),
+                     fmt::format("{}..{}", p.steps_lo, p.steps_hi), duration(r.seconds()),
+                     duration(r.horizon_seconds()), r.gpu_hours(), p.warnings.size() > 1 ? " !" : "");
+  }
+  o += fmt::format("\n  total {:.4f} GPU-hours for the whole sweep (each run's full horizon x hardware.gpus)\n", total);
+  o += fmt::format("  prediction cost {:.2f} s for all {} configurations (one Gram matrix per distinct N, N0)\n",
+                   seconds, ps.size());
+  o += "  ! = the row has warnings beyond the subset note: see --json\n";
+  return o;
+}
+
+std::string sweep_csv(const std::vector<Prediction>& ps) {
+  std::string o =
+      "lr,batch_size,momentum,weight_decay,size,horizon_steps,steps,reached,steps_lo,steps_hi,seconds,seconds_lo,"
+      "seconds_hi,horizon_seconds,gpu_hours,final_loss,final_accuracy,lr_stability\n";
+  for (const Prediction& p : ps) {
+    Row r{p};
+    o += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", p.spec.lr, p.spec.batch_size,
+                     p.spec.momentum, p.spec.weight_decay, p.size, p.horizon, p.steps, p.reached ? 1 : 0, p.steps_lo,
+                     p.steps_hi, r.seconds(), double(p.steps_lo) * p.step_lo, double(p.steps_hi) * p.step_hi,
+                     r.horizon_seconds(), r.gpu_hours(), p.final_loss, p.final_accuracy, p.lr_stability);
+  }
+  return o;
+}
+
+std::string curves_svg(const std::vector<Prediction>& ps) {
+  // Predicted loss curves, log-scale loss against steps, one colour per configuration.
+  const double W = 760, H = 460, L = 70, R = 230, T = 30, B = 50;
+  double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
+  for (const Prediction& p : ps)
+    for (size_t i = 0; i < p.curve_step.size(); ++i) {
+      xmax = std::max(xmax, double(p.curve_step[i]));
+      if (std::isfinite(p.curve_loss[i]) && p.curve_loss[i] > 0) {
+        ymin = std::min(ymin, p.curve_loss[i]);
+        ymax = std::max(ymax, p.curve_loss[i]);
+      }
+    }
+  if (!std::isfinite(ymin)) ymin = 1e-3, ymax = 1;
+  const double ly0 = std::floor(std::log10(ymin)), ly1 = std::ceil(std::log10(ymax) + 1e-12);
+  auto X = [&](double x) { return L + (W - L - R) * x / xmax; };
+  auto Y = [&](double y) { return T + (H - T - B) * (ly1 - std::log10(y)) / std::max(1e-9, ly1 - ly0); };
+  static const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  std::string o = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+      W, H);
+  o += fmt::format("<text x=\"{}\" y=\"18\" font-size=\"14\">ttpred: predicted training loss</text>\n", L);
+  for (double e = ly0; e <= ly1; e += 1) {
+    o += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>", L, W - R, Y(std::pow(10, e)),
+                     Y(std::pow(10, e)));
+    o += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">1e{}</text>\n", L - 6, Y(std::pow(10, e)) + 4, int(e));
+  }
+  for (int k = 0; k <= 5; ++k) {
+    double x = xmax * k / 5;
+    o += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", X(x), H - B + 18, int64_t(x));
+  }
+  o += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 12);
+  o += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"black\"/>\n", L, T,
+                   W - L - R, H - T - B);
+  for (size_t k = 0; k < ps.size(); ++k) {
+    const Prediction& p = ps[k];
+    const char* c = colors[k % 10];
+    std::string pts;
+    for (size_t i = 0; i < p.curve_step.size(); ++i)
+      if (std::isfinite(p.curve_loss[i]) && p.curve_loss[i] > 0)
+        pts += fmt::format("{:.1f},{:.1f} ", X(double(p.curve_step[i])), Y(p.curve_loss[i]));
+    o += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"/>\n", c, pts);
+    if (p.reached && p.steps < int64_t(p.curve_step.back()) + 1)
+      o += fmt::format("<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"{3}\" stroke-dasharray=\"3,3\"/>\n",
+                       X(double(p.steps)), T, H - B, c);
+    if (k < 24)
+      o += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">lr {:.3g} B {} m {:.2g} wd {:.2g} N {}: T={}</text>\n",
+                       W - R + 8, T + 14 + 15 * double(k), c, p.spec.lr, p.spec.batch_size, p.spec.momentum,
+                       p.spec.weight_decay, p.size, p.steps);
+  }
+  o += "</svg>\n";
   return o;
 }
 

@@ -108,6 +108,19 @@ class Reader {
 
 }  // namespace
 
+double Schedule::at(double lr, int64_t t, int64_t horizon) const {
+  const double T = double(std::max<int64_t>(1, horizon));
+  double v = lr;
+  if (type == "step")
+    v = lr * std::pow(gamma, double(t / std::max<int64_t>(1, step_size)));
+  else if (type == "cosine")
+    v = min_lr + (lr - min_lr) * (1 + std::cos(M_PI * double(t) / T)) / 2;
+  else if (type == "linear")
+    v = lr + (min_lr - lr) * double(t) / T;
+  if (t < warmup_steps) v *= double(t + 1) / double(warmup_steps);
+  return v;
+}
+
 Spec parse_spec(const std::string& text, const std::string& file, const std::string& dir) {
   Spec s;
   s.file = file;
@@ -121,7 +134,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   if (!root.IsMap()) throw Error(Exit::spec, located(file, 0, "", "the spec must be a YAML mapping"));
 
   Reader top(s, root, "");
-  top.allow({"model", "data", "loss", "optimizer", "training", "target", "engine", "hardware",
+  top.allow({"model", "data", "loss", "optimizer", "training", "target", "engine", "hardware", "sweep",
              "name", "description"});
   if (!top.has("model")) s.fail("model", "missing (path of a TorchScript model)");
   s.model = s.resolve(top.string("model"));
@@ -183,7 +196,24 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   if (!top.has("optimizer")) s.fail("optimizer", "missing (lr, batch_size, momentum, weight_decay)");
   {
     Reader o(s, top.map("optimizer"), "optimizer.");
-    o.allow({"lr", "momentum", "batch_size", "weight_decay", "type"});
+    o.allow({"lr", "momentum", "batch_size", "weight_decay", "type", "schedule"});
+    if (o.has("schedule")) {
+      Reader sc(s, o.map("schedule"), "optimizer.schedule.");
+      sc.allow({"type", "warmup_steps", "step_size", "gamma", "min_lr"});
+      if (sc.has("type")) s.schedule.type = sc.string("type");
+      if (s.schedule.type != "constant" && s.schedule.type != "step" && s.schedule.type != "cosine" &&
+          s.schedule.type != "linear")
+        s.fail("optimizer.schedule.type", "must be constant, step, cosine or linear (got '" + s.schedule.type + "')");
+      if (sc.has("warmup_steps")) s.schedule.warmup_steps = sc.integer_in("warmup_steps", 0, 100000000);
+      if (sc.has("step_size")) s.schedule.step_size = sc.integer_in("step_size", 1, 100000000);
+      if (s.schedule.type == "step" && s.schedule.step_size == 0)
+        s.fail("optimizer.schedule", "the step schedule needs step_size");
+      if (sc.has("gamma")) s.schedule.gamma = sc.number("gamma");
+      if (!(s.schedule.gamma > 0 && s.schedule.gamma <= 1))
+        s.fail("optimizer.schedule.gamma", "must be in (0, 1]");
+      if (sc.has("min_lr")) s.schedule.min_lr = sc.number("min_lr");
+      if (!(s.schedule.min_lr >= 0)) s.fail("optimizer.schedule.min_lr", "must be >= 0");
+    }
     if (o.has("type") && o.string("type") != "sgd")
       s.fail("optimizer.type", "only 'sgd' (torch.optim.SGD) is supported");
     if (!o.has("lr")) s.fail("optimizer.lr", "missing");
@@ -235,15 +265,77 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   }
   if (top.has("hardware")) {
     Reader h(s, top.map("hardware"), "hardware.");
-    h.allow({"step_seconds", "calibrate_steps"});
+    h.allow({"step_seconds", "calibrate_steps", "gpus"});
+    if (h.has("gpus")) s.gpus = h.integer_in("gpus", 0, 100000);
     if (h.has("step_seconds")) {
       s.step_seconds = h.number("step_seconds");
       if (!(s.step_seconds > 0)) s.fail("hardware.step_seconds", "must be > 0");
     }
     if (h.has("calibrate_steps")) s.calibrate_steps = static_cast<int>(h.integer_in("calibrate_steps", 0, 1000));
   }
+  if (top.has("sweep")) {
+    Reader w(s, top.map("sweep"), "sweep.");
+    w.allow({"lr", "batch_size", "momentum", "weight_decay", "data.size", "size", "training.epochs", "epochs",
+             "training.steps", "steps"});
+    for (const auto& kv : w.node_) {
+      std::string k = kv.first.Scalar();
+      if (k == "size") k = "data.size";
+      if (k == "epochs") k = "training.epochs";
+      if (k == "steps") k = "training.steps";
+      const std::string full = "sweep." + kv.first.Scalar();
+      if (!kv.second.IsSequence() || kv.second.size() == 0) s.fail(full, "must be a non-empty list of values");
+      std::vector<double> vals;
+      for (const auto& v : kv.second) {
+        try {
+          vals.push_back(v.as<double>());
+        } catch (const YAML::Exception&) {
+          s.fail(full, "values must be numbers (got '" + v.Scalar() + "')");
+        }
+      }
+      for (const auto& other : s.sweep)
+        if (other.first == k) s.fail(full, "given twice");
+      s.sweep.emplace_back(k, vals);
+    }
+    bool st = false, ep = false;
+    for (const auto& kv : s.sweep) st |= kv.first == "training.steps", ep |= kv.first == "training.epochs";
+    if (st && ep) s.fail("sweep", "sweep either training.steps or training.epochs, not both");
+  }
   validate(s);
+  for (const Spec& one : expand_sweep(s)) validate(one);
   return s;
+}
+
+std::vector<Spec> expand_sweep(const Spec& spec) {
+  std::vector<Spec> out{spec};
+  out.front().sweep.clear();
+  for (const auto& [key, values] : spec.sweep) {
+    std::vector<Spec> next;
+    for (const Spec& base : out)
+      for (double v : values) {
+        Spec s = base;
+        const std::string full = "sweep." + key;
+        auto integer = [&](double x) {
+          if (x != std::floor(x) || x < 0 || x > 1e15) spec.fail(full, "values must be non-negative integers");
+          return int64_t(x);
+        };
+        if (key == "lr") s.lr = v;
+        else if (key == "momentum") s.momentum = v;
+        else if (key == "weight_decay") s.weight_decay = v;
+        else if (key == "batch_size") s.batch_size = integer(v);
+        else if (key == "data.size") s.data.size = integer(v);
+        else if (key == "training.epochs") s.epochs = v, s.steps = 0;
+        else if (key == "training.steps") s.steps = integer(v), s.epochs = 0;
+        // validate() names the spec key; point it at the sweep's line.
+        const std::string spec_key = key == "lr" || key == "momentum" || key == "weight_decay" || key == "batch_size"
+                                         ? "optimizer." + key
+                                         : key;
+        s.lines[spec_key] = spec.line_of(full);
+        next.push_back(std::move(s));
+      }
+    out = std::move(next);
+  }
+  if (out.size() > 10000) spec.fail("sweep", "more than 10000 combinations (" + std::to_string(out.size()) + ")");
+  return out;
 }
 
 void validate(const Spec& s) {

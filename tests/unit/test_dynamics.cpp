@@ -173,3 +173,22 @@ TEST_CASE("epoch permutations are permutations, reshuffled each epoch, seeded") 
   std::sort(p2.begin(), p2.end());
   for (int64_t i = 0; i < 50; ++i) CHECK(p2[size_t(i)] == i);
 }
+
+TEST_CASE("full-batch MSE with a step schedule equals the product of per-step factors") {
+  Problem p = random_problem(8, 2, Loss::mse, 9);
+  Hyper h;
+  h.lr = 0.3 / (2.0 / 16.0 * p.theta.diagonal().sum());
+  h.batch_size = 8;
+  h.steps = 30;
+  h.schedule.type = "step";
+  h.schedule.step_size = 10;
+  h.schedule.gamma = 0.5;
+  Curves cv = simulate(p, h, SimOptions{});
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(p.theta);
+  Eigen::VectorXd r = es.eigenvectors().transpose() * (flat(p.f0) - flat(p.y));
+  for (int64_t t = 0; t < h.steps; ++t) {
+    const double lr = h.schedule.at(h.lr, t, h.steps);
+    r = r.array() * (1 - lr * 2.0 / 16.0 * es.eigenvalues().array());
+  }
+  CHECK(cv.loss.back() == doctest::Approx(r.squaredNorm() / 16.0).epsilon(1e-9));
+}

@@ -2,6 +2,7 @@
 // prediction, targets, bands, subsets, and the JSON report.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "ttpred/error.hpp"
@@ -95,4 +96,58 @@ TEST_CASE("full batch: one deterministic run, a point band") {
   CHECK(p.steps_per_epoch == 1);
   CHECK(p.steps_lo == p.steps);
   CHECK(p.steps_hi == p.steps);
+}
+
+TEST_CASE("a sweep: one Gram matrix, each row equal to the single-configuration prediction") {
+  Spec s = small_spec();
+  s.sweep = {{"lr", {0.05, 0.2}}, {"batch_size", {8, 16}}, {"data.size", {48, 64}}};
+  std::vector<Spec> all = expand_sweep(s);
+  REQUIRE(all.size() == 8);
+  std::vector<Prediction> rows = estimate_all(all);
+  REQUIRE(rows.size() == 8);
+  int grams = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CAPTURE(i);
+    Prediction one = estimate(all[i]);
+    CHECK(rows[i].steps == one.steps);
+    CHECK(rows[i].steps_lo == one.steps_lo);
+    CHECK(rows[i].steps_hi == one.steps_hi);
+    CHECK(rows[i].horizon == one.horizon);
+    CHECK(rows[i].curve_loss == one.curve_loss);
+    CHECK(rows[i].final_loss == one.final_loss);
+    for (const auto& [k, v] : rows[i].timing)
+      if (k == "jacobian" && v > 0) ++grams;
+  }
+  CHECK(grams == 2);  // one per distinct N (48, 64)
+  CHECK(rows[0].spec.lr == 0.05);
+  CHECK(rows[7].spec.lr == 0.2);
+  auto j = nlohmann::json::parse(sweep_json(rows, 1.0));
+  CHECK(j["runs"].size() == 8);
+  double total = 0;
+  for (const auto& r : j["runs"]) total += r["gpu_hours"].get<double>();
+  CHECK(j["total_gpu_hours"].get<double>() == doctest::Approx(total));
+  CHECK(j["runs"][3]["batch_size"] == 16);
+  const std::string csv = sweep_csv(rows);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 9);
+  const std::string svg = curves_svg(rows);
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(std::count(svg.begin(), svg.end(), 'p') > 8);
+  CHECK(sweep_table(rows, 1.0).find("GPU-h") != std::string::npos);
+}
+
+TEST_CASE("a diverging learning rate gives no prediction, flagged") {
+  Spec s = small_spec();
+  s.loss = Loss::mse;
+  s.lr = 500;
+  s.momentum = 0;
+  Prediction p = estimate(s);
+  CHECK(p.diverged);
+  CHECK_FALSE(p.reached);
+  CHECK(p.steps == p.horizon);
+  auto j = nlohmann::json::parse(to_json(p));
+  CHECK(j["diverged"] == true);
+  CHECK(j["final_loss"].is_null());
+  bool warned = false;
+  for (const auto& w : p.warnings) warned |= w.find("diverge") != std::string::npos;
+  CHECK(warned);
 }

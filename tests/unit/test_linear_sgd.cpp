@@ -110,3 +110,38 @@ TEST_CASE("a nonlinear model: the linearization matches real SGD early on") {
   FinetuneResult real = finetune(m, d, idx, p.loss, p.y, h, FinetuneOptions{});
   CHECK(pred.loss.back() == doctest::Approx(real.loss.back()).epsilon(0.02));
 }
+
+TEST_CASE("linear-in-parameters model with a cosine schedule and warm-up: predicted = real SGD") {
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/vec_train.pt");
+  Model m(dir + "/linear_rf.pt", "cpu");
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
+  Problem p;
+  p.loss = Loss::cross_entropy;
+  p.y = Eigen::MatrixXd::Zero(d.n, 3);
+  for (int64_t i = 0; i < d.n; ++i) p.y(i, d.y[size_t(i)]) = 1, p.labels.push_back(d.y[size_t(i)]);
+  GramOptions go;
+  go.projection = "exact";
+  Gram g = compute_gram(m, d, idx, go);
+  p.theta = g.theta, p.f0 = g.f0, p.jw0 = g.jw0;
+  Hyper h;
+  h.lr = 0.3;
+  h.momentum = 0.9;
+  h.batch_size = 8;
+  h.steps = 48;
+  h.schedule.type = "cosine";
+  h.schedule.warmup_steps = 8;
+  SimOptions so;
+  so.runs = 1;
+  so.seed = 5;
+  Curves pred = simulate(p, h, so);
+  FinetuneOptions fo;
+  fo.seed = 5;
+  FinetuneResult real = finetune(m, d, idx, p.loss, p.y, h, fo);
+  REQUIRE(real.loss.size() == pred.loss.size());
+  for (size_t t = 0; t < real.loss.size(); ++t) CHECK(pred.loss[t] == doctest::Approx(real.loss[t]).epsilon(2e-3));
+  // The schedule matters: a constant rate gives another curve.
+  h.schedule = Schedule{};
+  CHECK(simulate(p, h, so).loss.back() != doctest::Approx(pred.loss.back()).epsilon(1e-3));
+}

@@ -491,3 +491,65 @@ TEST_CASE("the embedded default spec loads") {
 TEST_CASE("a duplicate key is an error naming its second line") {
   check_spec_error(replace_line(kBase, 8, "  lr: 0.2"), 8, "optimizer.lr");
 }
+
+TEST_CASE("sweep: cartesian product, first key slowest, each combination validated") {
+  std::string y = kBase + "sweep:\n  lr: [0.01, 0.02, 0.04]\n  batch_size: [8, 16]\n";
+  Spec s = parse_spec(y, "spec.yaml", "/tmp");
+  REQUIRE(s.sweep.size() == 2);
+  auto all = expand_sweep(s);
+  REQUIRE(all.size() == 6);
+  CHECK(all[0].lr == 0.01);
+  CHECK(all[0].batch_size == 8);
+  CHECK(all[1].batch_size == 16);
+  CHECK(all[5].lr == 0.04);
+  CHECK(all[5].batch_size == 16);
+  for (const auto& one : all) CHECK(one.sweep.empty());
+  // Aliases and the data/horizon keys.
+  Spec t = parse_spec(kBase + "sweep:\n  size: [32, 64]\n  epochs: [1, 2]\n", "spec.yaml", "/tmp");
+  auto tt = expand_sweep(t);
+  REQUIRE(tt.size() == 4);
+  CHECK(tt[0].data.size == 32);
+  CHECK(tt[3].epochs == 2);
+  CHECK(tt[3].steps == 0);
+}
+
+TEST_CASE("sweep errors name the sweep line") {
+  check_spec_error(kBase + "sweep:\n  lr: [0.1, -0.5]\n", 17, "optimizer.lr");
+  check_spec_error(kBase + "sweep:\n  lr: 0.1\n", 17, "sweep.lr");
+  check_spec_error(kBase + "sweep:\n  lr: [0.1, fast]\n", 17, "sweep.lr");
+  check_spec_error(kBase + "sweep:\n  batch_size: [8, 2.5]\n", 17, "sweep.batch_size");
+  check_spec_error(kBase + "sweep:\n  gamma: [1]\n", 17, "sweep.gamma");
+  check_spec_error(kBase + "sweep:\n  batch_size: [8, 128]\n", 17, "optimizer.batch_size");  // > size 64
+}
+
+TEST_CASE("learning-rate schedules follow PyTorch's schedulers, per step") {
+  ttpred::Schedule c;
+  CHECK(c.at(0.1, 57, 100) == 0.1);
+  ttpred::Schedule st;
+  st.type = "step";
+  st.step_size = 10;
+  st.gamma = 0.5;
+  CHECK(st.at(0.1, 9, 100) == doctest::Approx(0.1));
+  CHECK(st.at(0.1, 10, 100) == doctest::Approx(0.05));
+  CHECK(st.at(0.1, 25, 100) == doctest::Approx(0.025));
+  ttpred::Schedule cos;
+  cos.type = "cosine";
+  cos.min_lr = 0.01;
+  CHECK(cos.at(0.1, 0, 100) == doctest::Approx(0.1));
+  CHECK(cos.at(0.1, 50, 100) == doctest::Approx(0.055));
+  CHECK(cos.at(0.1, 100, 100) == doctest::Approx(0.01));
+  ttpred::Schedule lin;
+  lin.type = "linear";
+  lin.warmup_steps = 4;
+  CHECK(lin.at(1.0, 0, 100) == doctest::Approx(0.25 * 1.0));
+  CHECK(lin.at(1.0, 3, 100) == doctest::Approx(0.97));
+  CHECK(lin.at(1.0, 50, 100) == doctest::Approx(0.5));
+
+  Spec s = parse_spec(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: cosine, warmup_steps: 5, min_lr: 0.001}"),
+                      "spec.yaml", "/tmp");
+  CHECK(s.schedule.type == "cosine");
+  CHECK(s.schedule.warmup_steps == 5);
+  CHECK(s.schedule.min_lr == 0.001);
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: exponential}"), 8, "optimizer.schedule.type");
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: step}"), 8, "step_size");
+}

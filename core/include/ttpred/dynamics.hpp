@@ -33,6 +33,7 @@ struct Hyper {
   double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
   int64_t batch_size = 32;  // drawn among the n simulated samples; >= n means full batch
   int64_t steps = 100;      // horizon T
+  Schedule schedule;        // lr_t = schedule.at(lr, t, steps)
 };
 
 struct SimOptions {

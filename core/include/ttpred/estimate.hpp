@@ -18,6 +18,7 @@ struct Prediction {
   int64_t steps_per_epoch = 0, horizon = 0;
   int64_t steps = 0;          // T(ε) (or the loss/accuracy target)
   bool reached = true;
+  bool diverged = false;      // the linearized dynamics blow up: no prediction
   int64_t steps_lo = 0, steps_hi = 0;
   double initial_loss = 0, final_loss = 0, final_lo = 0, final_hi = 0, final_accuracy = 0;
   double step_seconds = 0, step_lo = 0, step_hi = 0;
@@ -40,8 +41,18 @@ struct EstimateOptions {
 int64_t default_subset(int64_t n, int64_t classes);
 
 Prediction estimate(const Spec& spec, const EstimateOptions& opt = {});
+// Many configurations of one model and data (a sweep): Θ is computed once per
+// distinct (N, N0) and the step time once per batch size; each result equals
+// what estimate() gives for that configuration alone. Timings of shared phases
+// are charged to the first prediction that uses them.
+std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const EstimateOptions& opt = {});
 
 std::string to_json(const Prediction& p);   // docs/json.md
 std::string to_table(const Prediction& p);  // the human summary
+// A sweep: {"runs": [...], "total_gpu_hours", ...} / a table / CSV / an SVG plot.
+std::string sweep_json(const std::vector<Prediction>& ps, double seconds);
+std::string sweep_table(const std::vector<Prediction>& ps, double seconds);
+std::string sweep_csv(const std::vector<Prediction>& ps);
+std::string curves_svg(const std::vector<Prediction>& ps);
 
 }  // namespace ttpred

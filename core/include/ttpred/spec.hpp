@@ -13,6 +13,22 @@ enum class TargetKind { epsilon, loss, accuracy };
 const char* to_string(Loss l);
 const char* to_string(TargetKind k);
 
+// Learning-rate schedule, stepped after every optimizer step (PyTorch schedulers
+// called once per iteration). lr_t for t = 0 .. T-1, with base rate lr:
+//   constant: lr
+//   step:     lr * gamma^floor(t / step_size)                  (StepLR)
+//   cosine:   min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2    (CosineAnnealingLR, T_max = T)
+//   linear:   lr + (min_lr - lr) t / T                          (LinearLR to min_lr)
+// then a linear warm-up multiplies by (t + 1) / warmup_steps for t < warmup_steps.
+struct Schedule {
+  std::string type = "constant";
+  int64_t warmup_steps = 0;
+  int64_t step_size = 0;
+  double gamma = 0.1;
+  double min_lr = 0.0;
+  double at(double lr, int64_t t, int64_t horizon) const;
+};
+
 struct DataSpec {
   std::string path;                  // torch.save'd {"x", "y"}
   std::string images, labels;        // or a pair of IDX files (.gz or raw)
@@ -30,6 +46,7 @@ struct Spec {
   DataSpec data;
   Loss loss = Loss::cross_entropy;
   double lr = 0.0;
+  Schedule schedule;
   double momentum = 0.0;
   double weight_decay = 0.0;
   int64_t batch_size = 0;
@@ -45,7 +62,12 @@ struct Spec {
   uint64_t seed = 0;
   // hardware
   double step_seconds = 0.0;         // > 0: take it instead of timing real steps
+  int64_t gpus = 1;                  // devices the job holds (for GPU-hours)
   int calibrate_steps = 0;           // 0 = default
+
+  // sweep: key -> values, in spec order (lr, batch_size, momentum, weight_decay,
+  // data.size, training.epochs, training.steps).
+  std::vector<std::pair<std::string, std::vector<double>>> sweep;
 
   // YAML line of each key that was read ("optimizer.lr" -> 12), for messages.
   std::map<std::string, int> lines;
@@ -63,6 +85,10 @@ Spec parse_spec(const std::string& yaml, const std::string& file, const std::str
 // Check values that do not need the data (lr > 0, ...). Called by load_spec and again
 // after command-line overrides.
 void validate(const Spec& spec);
+// One spec per combination of the sweep's values (cartesian product, the first
+// key varying slowest); a spec without a sweep gives itself. Each is validated.
+std::vector<Spec> expand_sweep(const Spec& spec);
+
 // The embedded default spec shipped with ttpred (source tree or installed copy).
 std::string default_spec_path();
 
