@@ -36,6 +36,11 @@ void Overrides::add_to(CLI::App& app) {
   app.add_option("--runs", runs, "Simulated SGD runs for the band")->check(CLI::Range(1, 1000));
   app.add_option("--seed", seed, "Seed for the subset, the projection and the simulated batches")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--relinearize", relinearize,
+                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")
       ->check(CLI::PositiveNumber);
 }
@@ -58,6 +63,8 @@ void Overrides::apply(Spec& s) const {
   if (runs) s.runs = int(*runs);
   if (seed) s.seed = uint64_t(*seed);
   if (step_seconds) s.step_seconds = *step_seconds;
+  if (relinearize) s.relinearize = *relinearize;
+  if (diagnose_steps) s.diagnose_steps = *diagnose_steps;
 }
 
 namespace {

@@ -14,7 +14,7 @@ namespace ttpred::cli {
 struct Overrides {
   std::string device;
   std::optional<double> lr, momentum, weight_decay, epochs, epsilon, target_loss, target_accuracy, step_seconds;
-  std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed;
+  std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed, relinearize, diagnose_steps;
   std::string projection;
   void add_to(CLI::App& app);
   void apply(Spec& s) const;  // then validate(s)

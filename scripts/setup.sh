@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config git
   libtorch-dev libopenblas0-pthread python3-torch python3-torchvision
   libeigen3-dev libyaml-cpp-dev libfmt-dev doctest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
-  libslurm-dev slurmctld slurmd slurm-client munge
+  libslurm-dev slurmctld slurmd slurm-client munge slurmdbd mariadb-server
   dataset-fashion-mnist python3-sklearn python3-matplotlib
 )
 missing=()
@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # The daemons must not run from their package scripts: tests start their own.
-for svc in slurmctld slurmd munge; do
+for svc in slurmctld slurmd slurmdbd munge mariadb; do
   command -v systemctl >/dev/null 2>&1 && $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 echo "setup: all packages present" >&2

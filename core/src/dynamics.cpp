@@ -89,20 +89,20 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
   const int64_t per_epoch = full ? 1 : n / B;
   const Eigen::VectorXd F0 = flatten(p.f0);
   const Eigen::VectorXd W0 = flatten(p.jw0);
-  Eigen::VectorXd F = F0, u = Eigen::VectorXd::Zero(M), G(M), gb(B * C);
+  Eigen::VectorXd F = F0, u = p.u0.size() ? flatten(p.u0) : Eigen::VectorXd::Zero(M), G(M), gb(B * C);
   std::mt19937_64 rng = run_rng(seed, run);
   std::vector<int64_t> perm;
   L.clear();
   A.clear();
   L.push_back(loss_flat(p, F));
   A.push_back(acc_flat(p, F));
-  for (int64_t t = 0; t < h.steps; ++t) {
+  for (int64_t t = h.t0; t < h.steps; ++t) {
     const int64_t k = t % per_epoch;
     if (full) {
       for (int64_t i = 0; i < n; ++i) sample_grad(p, F.data() + i * C, i, G.data() + i * C);
       G = p.theta * (G / double(n)).eval();
     } else {
-      if (k == 0) perm = epoch_permutation(rng, n);
+      if (k == 0 || t == h.t0) perm = epoch_permutation(rng, n);
       // Σ_b Θ[:, i_b] g_b: one gemv per sample on its contiguous column block (no gather).
       G.setZero();
       for (int64_t b = 0; b < B; ++b) {
@@ -113,15 +113,15 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
     }
     if (h.weight_decay > 0) G += h.weight_decay * (W0 + F - F0);
     u = h.momentum * u + G;
-    F -= h.schedule.at(h.lr, t, h.steps) * u;
-    if ((t + 1) % stride == 0 || t + 1 == h.steps) {
+    F -= h.lr_at(t) * u;
+    if ((t + 1 - h.t0) % stride == 0 || t + 1 == h.steps) {
       L.push_back(loss_flat(p, F));
       A.push_back(acc_flat(p, F));
     }
     // Diverged (the linearized model blows up): keep the rest of the curve at +inf.
     if (!std::isfinite(L.back()) || L.back() > kDivergedFactor * std::max(1.0, L.front())) {
       L.back() = INFINITY;
-      while (int64_t(L.size()) < (h.steps + stride - 1) / stride + 1) {
+      while (int64_t(L.size()) < (h.steps - h.t0 + stride - 1) / stride + 1) {
         L.push_back(INFINITY);
         A.push_back(A.back());
       }
@@ -137,8 +137,8 @@ double accuracy_of(const Problem& p, const Eigen::MatrixXd& F) { return acc_flat
 
 Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt) {
   Curves cv;
-  cv.stride = std::max<int64_t>(1, (h.steps + 19999) / 20000);  // at most ~20k recorded points
-  for (int64_t t = 0; t <= h.steps; t += cv.stride) cv.step.push_back(t);
+  cv.stride = std::max<int64_t>(1, (h.steps - h.t0 + 19999) / 20000);  // at most ~20k recorded points
+  for (int64_t t = h.t0; t <= h.steps; t += cv.stride) cv.step.push_back(t);
   if (cv.step.back() != h.steps) cv.step.push_back(h.steps);
   const int runs = h.batch_size >= p.n() ? 1 : std::max(1, opt.runs);
   cv.run_loss.resize(size_t(runs));

@@ -47,6 +47,7 @@ double top_eigenvalue(const Eigen::MatrixXd& a) {
 // hyper-parameter combination of a sweep.
 struct Kernel {
   Problem prob;
+  std::vector<int64_t> idx;  // the N0 samples
   std::string method;
   int64_t dim = 0, rows = 0;
   double lambda_max = 0;  // of Θ
@@ -75,9 +76,31 @@ std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed) {
   return idx;
 }
 
+GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt) {
+  GramOptions go;
+  go.projection = s.projection;
+  // Default sketch: at least 4 dimensions per row of Θ (its noise falls as rows / D0).
+  go.dim = s.projection_dim > 0 ? s.projection_dim : std::max<int64_t>(8192, 4 * rows);
+  go.seed = s.seed;
+  go.progress = opt.progress;
+  return go;
+}
+
+// Value of a piecewise-linear curve (xs ascending) at x.
+double interpolate(const std::vector<int64_t>& xs, const std::vector<double>& ys, double x) {
+  if (x <= double(xs.front())) return ys.front();
+  for (size_t i = 1; i < xs.size(); ++i)
+    if (x <= double(xs[i])) {
+      const double a = (x - double(xs[i - 1])) / double(xs[i] - xs[i - 1]);
+      return ys[i - 1] + a * (ys[i] - ys[i - 1]);
+    }
+  return ys.back();
+}
+
 Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s,
                    int64_t C, const EstimateOptions& opt) {
   Kernel k;
+  k.idx = idx;
   Problem& prob = k.prob;
   const int64_t n = int64_t(idx.size());
   prob.loss = s.loss;
@@ -95,13 +118,7 @@ Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64
       prob.labels[size_t(r)] = am;
     }
   }
-  GramOptions go;
-  go.projection = s.projection;
-  // Default sketch: at least 4 dimensions per row of Θ (its noise falls as rows / D0).
-  go.dim = s.projection_dim > 0 ? s.projection_dim : std::max<int64_t>(8192, 4 * n * C);
-  go.seed = s.seed;
-  go.progress = opt.progress;
-  Gram g = compute_gram(model, d, idx, go);
+  Gram g = compute_gram(model, d, idx, gram_options(s, n * C, opt));
   k.method = g.method;
   k.dim = g.dim;
   k.rows = g.n * g.classes;
@@ -230,6 +247,70 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     if (opt.progress) so.progress = [&](int64_t done, int64_t total) { opt.progress("simulate", done, total); };
     Curves cv = simulate(prob, h, so);
 
+    // Diagnosis: k real SGD steps on the N0 samples with run 0's batches, against
+    // the linearized run 0 (same batches: the gap is the network's nonlinearity).
+    // With engine.relinearize = k, Θ is then recomputed at the weights w_k and the
+    // rest of the horizon simulated from the real outputs (docs/method.md §7).
+    int64_t kdiag = s.relinearize > 0 ? s.relinearize
+                    : s.diagnose_steps >= 0 ? s.diagnose_steps
+                                            : std::clamp<int64_t>(P.horizon / 10, 10, 50);
+    kdiag = std::min(kdiag, P.horizon - 1);
+    if (kdiag > 0 && cv.stride == 1) {
+      const double t_diag = now();
+      const Weights w0 = save_weights(model);
+      struct Restore {
+        Model& m;
+        const Weights& w;
+        ~Restore() { restore_weights(m, w); }
+      } restore{model, w0};
+      Hyper hk = h;
+      hk.steps = kdiag;
+      hk.horizon = P.horizon;
+      FinetuneOptions fo;
+      fo.seed = s.seed;
+      fo.log_every = std::max<int64_t>(1, kdiag / 10);
+      fo.keep_outputs = s.relinearize > 0;
+      FinetuneResult real = finetune(model, d, K.idx, s.loss, prob.y, hk, fo);
+      double worst = 0, lowest = real.loss.front();
+      for (size_t j = 0; j < real.step.size(); ++j) {
+        worst = std::max(worst, std::fabs(real.loss[j] - cv.run_loss[0][size_t(real.step[j])]));
+        lowest = std::min(lowest, real.loss[j]);
+      }
+      P.drift = worst / std::max(real.loss.front() - lowest, 1e-12);
+      P.drift_steps = kdiag;
+      if (s.relinearize > 0 && std::isfinite(real.loss.back())) {
+        Gram g2 = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
+        Problem p2 = prob;
+        p2.theta = std::move(g2.theta);
+        p2.f0 = real.f_last;
+        p2.jw0 = std::move(g2.jw0);
+        // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
+        p2.u0 = (real.f_prev - real.f_last) / hk.lr_at(kdiag - 1);
+        Hyper h2 = h;
+        h2.t0 = kdiag;
+        Curves tail = simulate(p2, h2, so);
+        Curves both;
+        both.stride = 1;
+        for (int64_t t = 0; t < kdiag; ++t) {
+          both.step.push_back(t);
+          both.loss.push_back(interpolate(real.step, real.loss, double(t)));
+          both.acc.push_back(interpolate(real.step, real.acc, double(t)));
+        }
+        both.run_loss.assign(tail.run_loss.size(), both.loss);
+        both.run_acc.assign(tail.run_acc.size(), both.acc);
+        both.step.insert(both.step.end(), tail.step.begin(), tail.step.end());
+        both.loss.insert(both.loss.end(), tail.loss.begin(), tail.loss.end());
+        both.acc.insert(both.acc.end(), tail.acc.begin(), tail.acc.end());
+        for (size_t r = 0; r < tail.run_loss.size(); ++r) {
+          both.run_loss[r].insert(both.run_loss[r].end(), tail.run_loss[r].begin(), tail.run_loss[r].end());
+          both.run_acc[r].insert(both.run_acc[r].end(), tail.run_acc[r].begin(), tail.run_acc[r].end());
+        }
+        cv = std::move(both);
+        P.relinearized_at = kdiag;
+      }
+      P.timing.emplace_back("diagnose", now() - t_diag);
+    }
+
     // Stability of the linearized full-batch map: η λ_max(H) < 2 (1 + m), with H
     // the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE).
     double peak_lr = s.lr;
@@ -261,6 +342,16 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     }
     P.steps_lo = std::min<int64_t>(P.steps, int64_t(std::floor(percentile(ts, 5))));
     P.steps_hi = std::max<int64_t>(P.steps, int64_t(std::ceil(percentile(ts, 95))));
+    // The linearization error is not in the SGD-noise band: widen it by the drift
+    // measured against real steps (relative, capped at 100%).
+    if (P.drift > 0.1 && P.relinearized_at == 0) {
+      const double w = std::min(1.0, P.drift);
+      P.steps_lo = std::min(P.steps_lo, int64_t(std::floor(double(P.steps) * (1 - w))));
+      P.steps_hi = std::min(P.horizon, std::max(P.steps_hi, int64_t(std::ceil(double(P.steps) * (1 + w)))));
+      P.warnings.push_back("after " + std::to_string(P.drift_steps) + " real SGD steps the linearized loss is off by " +
+                           fmt_num(100 * P.drift) + "% of the loss decrease: the network leaves the linear regime; " +
+                           "band widened (engine.relinearize: K corrects for it)");
+    }
     P.initial_loss = cv.loss.front();
     P.final_loss = cv.loss.back();
     P.final_accuracy = cv.acc.back();

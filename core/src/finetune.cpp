@@ -70,6 +70,21 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     r.loss.push_back(s / double(n));
     r.acc.push_back(double(ok) / double(n));
   };
+  // Outputs on all n samples, as an n × C matrix.
+  auto outputs = [&]() {
+    torch::NoGradGuard ng;
+    Eigen::MatrixXd f;
+    for (int64_t a = 0; a < n; a += 512) {
+      std::vector<int64_t> src;
+      for (int64_t k = a; k < std::min(n, a + 512); ++k) src.push_back(idx[size_t(k)]);
+      torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype)).to(torch::kCPU, torch::kDouble).contiguous();
+      if (f.size() == 0) f.resize(n, out.size(1));
+      auto acc = out.accessor<double, 2>();
+      for (int64_t r = 0; r < out.size(0); ++r)
+        for (int64_t c = 0; c < out.size(1); ++c) f(a + r, c) = acc[r][c];
+    }
+    return f;
+  };
   FinetuneResult r;
   const double t_start = now();
   double train = 0;
@@ -81,10 +96,15 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     if (!full && k == 0) perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin() + k * B, perm.begin() + (k + 1) * B), src(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) src[size_t(b)] = idx[size_t(rows[size_t(b)])];
-    static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(h.schedule.at(h.lr, t, h.steps));
+    static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(h.lr_at(t));
+    if (opt.keep_outputs && t + 1 == h.steps) r.f_prev = outputs();
     train += sgd_step(m, sgd, loss, d, src, targets, rows);
     if ((t + 1) % opt.log_every == 0 || t + 1 == h.steps) evaluate(r, t + 1);
     if (opt.progress) opt.progress("finetune", t + 1, h.steps);
+  }
+  if (opt.keep_outputs) {
+    r.f_last = outputs();
+    if (r.f_prev.size() == 0) r.f_prev = r.f_last;
   }
   m.module.eval();
   r.steps = h.steps;
@@ -93,12 +113,26 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   return r;
 }
 
+Weights save_weights(const Model& model) {
+  auto saved = std::make_shared<std::vector<torch::Tensor>>();
+  for (const auto& p : model.impl().params) saved->push_back(p.detach().clone());
+  return Weights{saved};
+}
+
+void restore_weights(Model& model, const Weights& w) {
+  auto& saved = *static_cast<std::vector<torch::Tensor>*>(w.data.get());
+  torch::NoGradGuard ng;
+  auto& params = model.impl().params;
+  for (size_t i = 0; i < saved.size(); ++i) params[i].copy_(saved[i]);
+  for (auto& p : params)
+    if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+}
+
 std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
                                    double lr, double momentum, double weight_decay, int64_t batch_size, int k,
                                    uint64_t seed) {
   Model::Impl& m = model.impl();
-  std::vector<torch::Tensor> saved;
-  for (auto& p : m.params) saved.push_back(p.detach().clone());
+  const Weights saved = save_weights(model);
   torch::optim::SGD sgd(m.params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(weight_decay));
   const int64_t n = std::min<int64_t>(d.n, targets.rows());
   const int64_t B = std::min(batch_size, n);
@@ -110,10 +144,7 @@ std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, co
     const double sec = sgd_step(m, sgd, loss, d, rows, targets, rows);
     if (s > 0) secs.push_back(sec);  // the first step warms caches and allocators
   }
-  torch::NoGradGuard ng;
-  for (size_t i = 0; i < saved.size(); ++i) m.params[i].copy_(saved[i]);
-  for (auto& p : m.params)
-    if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+  restore_weights(model, saved);
   return secs;
 }
 

@@ -50,6 +50,9 @@ std::string to_json(const Prediction& p) {
   j["final_loss_band"] = {num(p.final_lo), num(p.final_hi)};
   j["final_accuracy"] = num(p.final_accuracy);
   j["lr_stability"] = num(p.lr_stability);
+  j["drift"] = num(p.drift);
+  j["drift_steps"] = p.drift_steps;
+  j["relinearized_at"] = p.relinearized_at;
   j["step_seconds"] = p.step_seconds;
   j["step_seconds_source"] = p.step_source;
   j["seconds"] = double(p.steps) * p.step_seconds;

@@ -151,3 +151,42 @@ TEST_CASE("a diverging learning rate gives no prediction, flagged") {
   for (const auto& w : p.warnings) warned |= w.find("diverge") != std::string::npos;
   CHECK(warned);
 }
+
+TEST_CASE("drift diagnosis and re-linearization: nothing to correct on a model linear in its parameters") {
+  const std::string dir = TEST_MODELS;
+  std::string y = "model: linear_rf.pt\ndata:\n  path: vec_train.pt\nloss: cross_entropy\n"
+                  "optimizer:\n  lr: 0.3\n  momentum: 0.9\n  batch_size: 8\ntraining:\n  steps: 60\n"
+                  "target:\n  epsilon: 0.01\nengine:\n  runs: 4\n  projection: exact\n"
+                  "hardware:\n  step_seconds: 0.1\n";
+  Spec s = parse_spec(y, "lin.yaml", dir);
+  s.diagnose_steps = 20;
+  Prediction pure = estimate(s);
+  CHECK(pure.drift_steps == 20);
+  CHECK(pure.drift < 1e-3);  // linearization is exact: real steps follow the simulation
+  CHECK(pure.relinearized_at == 0);
+  s.relinearize = 20;
+  Prediction re = estimate(s);
+  CHECK(re.relinearized_at == 20);
+  REQUIRE(re.curve_loss.size() == pure.curve_loss.size());
+  for (size_t i = 0; i < re.curve_loss.size(); ++i) {
+    CAPTURE(i);
+    // Same batches for run 0; the other runs draw other batches after step 20, so compare the mean loosely.
+    CHECK(re.curve_loss[i] == doctest::Approx(pure.curve_loss[i]).epsilon(0.15));
+  }
+  CHECK(re.curve_loss[5] == doctest::Approx(pure.curve_loss[5]).epsilon(0.15));
+}
+
+TEST_CASE("drift diagnosis on a nonlinear model at a large learning rate widens the band") {
+  Spec s = small_spec();
+  s.lr = 2.0;
+  s.momentum = 0.9;
+  s.diagnose_steps = 15;
+  Prediction p = estimate(s);
+  CHECK(p.drift_steps == 15);
+  CHECK(p.drift >= 0);
+  if (p.drift > 0.1 && !p.diverged) {
+    bool warned = false;
+    for (const auto& w : p.warnings) warned |= w.find("leaves the linear regime") != std::string::npos;
+    CHECK(warned);
+  }
+}

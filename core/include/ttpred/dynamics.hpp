@@ -22,6 +22,7 @@ struct Problem {
   Eigen::MatrixXd theta;        // M × M, index i·C + c
   Eigen::MatrixXd f0;           // n × C outputs at w0
   Eigen::MatrixXd jw0;          // n × C, J·w0 (used when weight decay > 0)
+  Eigen::MatrixXd u0;           // n × C initial velocity J·v (empty: zero, a fresh optimizer)
   Eigen::MatrixXd y;            // n × C targets: one-hot labels, or float targets (mse)
   std::vector<int64_t> labels;  // n class ids (argmax of y for float targets)
   Loss loss = Loss::cross_entropy;
@@ -33,6 +34,9 @@ struct Hyper {
   double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
   int64_t batch_size = 32;  // drawn among the n simulated samples; >= n means full batch
   int64_t steps = 100;      // horizon T
+  int64_t t0 = 0;           // steps already taken: simulate t0 .. T (re-linearization)
+  int64_t horizon = 0;      // the schedule's horizon when it differs from `steps` (0: steps)
+  double lr_at(int64_t t) const { return schedule.at(lr, t, horizon > 0 ? horizon : steps); }
   Schedule schedule;        // lr_t = schedule.at(lr, t, steps)
 };
 
@@ -44,7 +48,7 @@ struct SimOptions {
 };
 
 struct Curves {
-  std::vector<int64_t> step;                 // recorded steps (0..T, every `stride`)
+  std::vector<int64_t> step;                 // recorded steps (t0..T, every `stride`)
   std::vector<double> loss, acc;             // mean over runs
   std::vector<std::vector<double>> run_loss, run_acc;
   int64_t stride = 1;

@@ -1,6 +1,7 @@
 // Real fine-tuning with LibTorch (the ground truth) and step-time calibration.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "ttpred/data.hpp"
@@ -14,6 +15,7 @@ struct FinetuneOptions {
   uint64_t seed = 0;
   int64_t log_every = 1;     // evaluate the whole-training-set loss every k steps
   bool train_mode = false;   // module.train() (BatchNorm batch stats, Dropout on); default eval()
+  bool keep_outputs = false; // fill FinetuneResult::f_prev / f_last
   Progress progress;
 };
 
@@ -22,7 +24,15 @@ struct FinetuneResult {
   std::vector<double> loss, acc;  // whole training set, at `step`
   double seconds_total = 0, seconds_train = 0;  // all / SGD steps only (no evaluation)
   int64_t steps = 0;
+  Eigen::MatrixXd f_prev, f_last;  // outputs on the samples at steps T-1 and T (keep_outputs)
 };
+
+// The trainable weights of a model, to restore after training it in place.
+struct Weights {
+  std::shared_ptr<void> data;
+};
+Weights save_weights(const Model& model);
+void restore_weights(Model& model, const Weights& w);
 
 // Trains `model` (in place) on samples idx of d for h.steps SGD steps with PyTorch
 // semantics: torch.optim.SGD(lr, momentum, weight_decay), batches of B drawn

@@ -59,6 +59,8 @@ struct Spec {
   std::string projection = "auto";   // auto | exact | countsketch
   int64_t projection_dim = 0;        // D0 for countsketch (0 = default)
   int runs = 0;                      // simulated SGD runs (0 = default)
+  int64_t relinearize = 0;           // > 0: k real steps, then Θ again at w_k (docs/method.md §7)
+  int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
   uint64_t seed = 0;
   // hardware
   double step_seconds = 0.0;         // > 0: take it instead of timing real steps
