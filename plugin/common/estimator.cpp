@@ -40,8 +40,13 @@ SpankArgs parse_spank_args(int argc, const char* const* argv) {
         a.problems.push_back("device='" + val + "' is not auto, cpu or cuda: using " + a.device);
       else
         a.device = val;
+    } else if (key == "slurm_budget") {
+      if (val == "yes" || val == "1" || val == "true") a.slurm_budget = true;
+      else if (val == "no" || val == "0" || val == "false") a.slurm_budget = false;
+      else a.problems.push_back("slurm_budget='" + val + "' is not yes or no: using yes");
     } else {
-      a.problems.push_back("unknown argument '" + arg + "' ignored (expected estimator=, timeout=, device=)");
+      a.problems.push_back("unknown argument '" + arg +
+                           "' ignored (expected estimator=, timeout=, device=, slurm_budget=)");
     }
   }
   return a;

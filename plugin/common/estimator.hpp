@@ -15,10 +15,12 @@ struct SpankArgs {
   std::string estimator = TTPRED_DEFAULT_ESTIMATOR;
   double timeout_seconds = 60;
   std::string device = "auto";  // auto | cpu | cuda
+  bool slurm_budget = true;     // read GrpTRESMins/usage from slurmctld's assoc_mgr
   std::vector<std::string> problems;  // unknown/invalid arguments (ignored, logged)
 };
 
 // plugstack.conf arguments: estimator=PATH timeout=SECONDS device=auto|cpu|cuda
+// slurm_budget=yes|no
 SpankArgs parse_spank_args(int argc, const char* const* argv);
 
 struct RunResult {

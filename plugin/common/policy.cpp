@@ -138,6 +138,22 @@ void parse_body(const Ctx& c, const YAML::Node& n, const std::string& where, Rul
       }
     }
   }
+  if (auto b = n["budget"]) {
+    const std::string k = where + ".budget";
+    if (b.IsScalar()) {
+      bool on = get_bool(c, b, k);
+      r.budget.warn = on;
+      r.budget.show = on;
+      r.budget.reject = false;
+    } else {
+      expect_map(c, b, k);
+      check_keys(c, b, k, {"warn", "reject", "slurm", "show"});
+      if (auto v = b["warn"]) r.budget.warn = get_bool(c, v, k + ".warn");
+      if (auto v = b["reject"]) r.budget.reject = get_bool(c, v, k + ".reject");
+      if (auto v = b["slurm"]) r.budget.slurm = get_bool(c, v, k + ".slurm");
+      if (auto v = b["show"]) r.budget.show = get_bool(c, v, k + ".show");
+    }
+  }
   if (auto rj = n["reject"]) {
     const std::string k = where + ".reject";
     if (rj.IsScalar()) {
@@ -184,19 +200,54 @@ Policy parse_policy(const std::string& yaml_text, const std::string& path) {
   pol.path = path;
   if (!root.IsDefined() || root.IsNull()) return pol;  // empty file: no rules
   expect_map(c, root, "(top level)");
-  check_keys(c, root, "", {"version", "limits", "defaults", "rules"});
+  check_keys(c, root, "", {"version", "limits", "defaults", "rules", "budgets"});
   if (auto v = root["version"]) {
     if (!v.IsScalar() || v.Scalar() != "1") fail(c, line_of(v, 1), "version", "only version 1 is supported, got " + describe(v));
   }
   if (auto l = root["limits"]) {
     expect_map(c, l, "limits");
-    check_keys(c, l, "limits", {"max_seconds"});
+    check_keys(c, l, "limits", {"max_seconds", "max_gpus"});
     if (auto v = l["max_seconds"]) pol.limits.max_seconds = get_number(c, v, "limits.max_seconds", 1, 1e10);
+    if (auto v = l["max_gpus"]) pol.limits.max_gpus = get_number(c, v, "limits.max_gpus", 1, 1e6);
+  }
+  if (auto bl = root["budgets"]) {
+    if (!bl.IsSequence()) fail(c, line_of(bl, 1), "budgets", "expected a list of budgets, got " + describe(bl));
+    std::size_t i = 0;
+    std::set<std::string> keys;
+    for (const auto& bn : bl) {
+      const std::string where = "budgets[" + std::to_string(i++) + "]";
+      expect_map(c, bn, where);
+      check_keys(c, bn, where, {"account", "partition", "gpu_hours", "period"});
+      PolicyBudget b;
+      b.line = line_of(bn, 0);
+      auto name = [&](const char* key, bool required) {
+        auto v = bn[key];
+        if (!v) {
+          if (required) fail(c, b.line, where + "." + key, "missing (an exact name)");
+          return std::string();
+        }
+        if (!v.IsScalar() || v.Scalar().empty() || v.Scalar().find_first_of("*?[") != std::string::npos)
+          fail(c, line_of(v, b.line), where + "." + key, "expected an exact name (no globs), got " + describe(v));
+        return v.Scalar();
+      };
+      b.account = name("account", true);
+      b.partition = name("partition", false);
+      if (!bn["gpu_hours"]) fail(c, b.line, where + ".gpu_hours", "missing");
+      b.gpu_hours = get_number(c, bn["gpu_hours"], where + ".gpu_hours", 0, 1e12);
+      if (auto v = bn["period"]) {
+        auto per = v.IsScalar() ? period_from_string(v.Scalar()) : std::nullopt;
+        if (!per) fail(c, line_of(v, b.line), where + ".period", "expected day, week, month, year or none, got " + describe(v));
+        b.period = *per;
+      }
+      if (!keys.insert(b.key()).second)
+        fail(c, b.line, where, "duplicate budget for " + b.label());
+      pol.budgets.push_back(b);
+    }
   }
   Rule base;
   if (auto d = root["defaults"]) {
     expect_map(c, d, "defaults");
-    check_keys(c, d, "defaults", {"time_limit", "set_time_limit", "warn", "reject"});
+    check_keys(c, d, "defaults", {"time_limit", "set_time_limit", "warn", "reject", "budget"});
     parse_body(c, d, "defaults", base);
   }
   if (auto rules = root["rules"]) {
@@ -205,7 +256,7 @@ Policy parse_policy(const std::string& yaml_text, const std::string& path) {
     for (const auto& rn : rules) {
       const std::string where = "rules[" + std::to_string(i) + "]";
       expect_map(c, rn, where);
-      check_keys(c, rn, where, {"name", "match", "time_limit", "set_time_limit", "warn", "reject"});
+      check_keys(c, rn, where, {"name", "match", "time_limit", "set_time_limit", "warn", "reject", "budget"});
       Rule r = base;
       r.line = line_of(rn, 0);
       r.name = "rule " + std::to_string(i + 1);
@@ -264,6 +315,28 @@ std::vector<std::string> split_list(const std::string& s, char sep) {
   return out;
 }
 
+std::string PolicyBudget::key() const {
+  return account + "@" + partition + "/" + period_name(period);
+}
+
+std::string PolicyBudget::label() const {
+  return partition.empty() ? account : account + " on partition " + partition;
+}
+
+std::vector<const PolicyBudget*> matching_budgets(const Policy& policy, const std::string& account,
+                                                  const std::vector<std::string>& partitions) {
+  std::vector<const PolicyBudget*> out;
+  if (account.empty()) return out;
+  for (const auto& b : policy.budgets) {
+    if (b.account != account) continue;
+    if (!b.partition.empty() &&
+        std::find(partitions.begin(), partitions.end(), b.partition) == partitions.end())
+      continue;
+    out.push_back(&b);
+  }
+  return out;
+}
+
 const Rule* match_rule(const Policy& policy, const JobView& job) {
   for (const auto& r : policy.rules) {
     if (!matches_any(r.match.partition, job.partitions)) continue;
@@ -293,7 +366,8 @@ std::uint32_t compute_time_limit_minutes(const TimeLimitRule& r, const Predictio
   return static_cast<std::uint32_t>(minutes);
 }
 
-Decision decide(const Policy& policy, const JobView& job, const Prediction& p) {
+Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
+                const std::vector<BudgetState>& budgets) {
   Decision d;
   d.rule = match_rule(policy, job);
   if (!d.rule) {
@@ -324,6 +398,49 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p) {
                               minutes_str(r.reject.above_minutes) + " allowed by policy rule '" +
                               r.name + "'");
   }
+  // Budgets: the predicted cost of the full horizon against what is left.
+  d.cost_gpu_hours = gpu_hours(p.horizon_seconds, job.gpus);
+  if (job.gpus > 0 && !budgets.empty()) {
+    const std::string cost = fmt_hours(d.cost_gpu_hours);
+    std::snprintf(buf, sizeof buf, "%g", job.gpus);
+    const std::string gpus = std::string(buf) + " GPU" + (job.gpus == 1 ? "" : "s");
+    const BudgetState* tightest = nullptr;
+    for (const auto& b : budgets) {
+      if (b.from_slurm && !r.budget.slurm) continue;
+      if (!tightest || b.remaining_hours < tightest->remaining_hours) tightest = &b;
+      d.log += ", " + b.what + " left " + fmt_hours(b.remaining_hours) + "/" + fmt_hours(b.limit_hours);
+    }
+    if (tightest) {
+      d.log += ", cost " + cost + " GPU-h";
+      if (r.budget.show) {
+        std::string m = "ttpred: predicted cost " + cost + " GPU-hours (" + gpus + " from the " +
+                        job.gpus_source + " x " + format_duration(p.horizon_seconds) + ")";
+        for (const auto& b : budgets) {
+          if (b.from_slurm && !r.budget.slurm) continue;
+          m += "; " + b.what + " has " + fmt_hours(b.remaining_hours) + " of " +
+               fmt_hours(b.limit_hours) + " GPU-hours left";
+        }
+        d.user_messages.push_back(m);
+      }
+      if (d.cost_gpu_hours > tightest->remaining_hours) {
+        const std::string why = "the predicted cost " + cost + " GPU-hours exceeds the " +
+                                fmt_hours(tightest->remaining_hours) + " GPU-hours left to " +
+                                tightest->what;
+        if (r.budget.reject) {
+          if (!d.reject) d.budget_reject = true;
+          d.reject = true;
+          d.user_messages.push_back("ttpred: job rejected: " + why + " (policy rule '" + r.name + "')");
+          d.log += ", over budget";
+        } else if (r.budget.warn) {
+          d.user_messages.push_back("ttpred: warning: " + why +
+                                    (tightest->from_slurm
+                                         ? ": the job may stay pending (AssocGrpGRESMinutes) or be stopped"
+                                         : ""));
+          d.log += ", over budget (warned)";
+        }
+      }
+    }
+  }
   if (job.time_limit_minutes) {
     const double lim_s = *job.time_limit_minutes * 60.0;
     const std::string lim = minutes_str(*job.time_limit_minutes);
@@ -332,6 +449,7 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p) {
     const bool over_warn = r.warn.over_factor > 0 && lim_s > r.warn.over_factor * upper;
     if (under && r.reject.under) {
       d.reject = true;
+      d.budget_reject = false;
       d.user_messages.push_back("ttpred: job rejected: your time limit " + lim + " is below the " +
                                 pred + "; use --time=" + std::to_string(suggested) +
                                 " or more (policy rule '" + r.name + "')");
@@ -341,6 +459,7 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p) {
                                 buf + "x the " + pred + "; use --time=" + std::to_string(suggested) +
                                 " (policy rule '" + r.name + "')");
       d.reject = true;
+      d.budget_reject = false;
     } else if (!d.reject) {
       if (under && r.warn.under) {
         d.user_messages.push_back("ttpred: warning: your time limit " + lim + " is below the " +

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "budget.hpp"
 #include "prediction.hpp"
 
 namespace ttpred::slurm {
@@ -44,6 +45,26 @@ struct RejectRule {
   double above_minutes = 0;  // reject when the prediction exceeds this; 0 = off
 };
 
+// What a rule does with GPU-hour budgets (policy budgets and, with `slurm: true`,
+// Slurm's GrpTRESMins as reported by the SPANK plugin).
+struct BudgetAction {
+  bool warn = true;     // warn when the predicted cost exceeds what is left
+  bool reject = false;  // reject such a job (ESLURM_ACCOUNTING_POLICY)
+  bool slurm = true;    // also check Slurm's accounting budget (TTPRED_SLURM_BUDGET)
+  bool show = true;     // tell the user the cost and what is left, when a budget applies
+};
+
+// One entry of `budgets:`: GPU-hours per period for an account (exact name),
+// optionally only for one partition.
+struct PolicyBudget {
+  std::string account, partition;  // partition empty: all partitions
+  double gpu_hours = 0;
+  Period period = Period::month;
+  int line = 0;
+  std::string key() const;  // tally key: "account@partition/period"
+  std::string label() const;  // "physics" or "physics on partition gpu"
+};
+
 struct Match {  // each list: glob patterns (fnmatch); empty = any
   std::vector<std::string> partition, account, user, qos;
 };
@@ -56,11 +77,13 @@ struct Rule {
   bool set_time_limit = true;
   WarnRule warn;
   RejectRule reject;
+  BudgetAction budget;
 };
 
 struct Policy {
   std::string path;
   EnvLimits limits;
+  std::vector<PolicyBudget> budgets;
   std::vector<Rule> rules;  // first match wins
 };
 
@@ -75,7 +98,22 @@ struct JobView {
   std::vector<std::string> partitions;  // requested (or the default partition)
   std::string account, user, qos;
   std::optional<double> time_limit_minutes;  // nullopt: none given; +inf: UNLIMITED
+  double gpus = 0;                  // GPUs the cost is computed with (0: no cost)
+  std::string gpus_source;          // "job request" or "spec", for messages
 };
+
+// State of one budget that applies to the job, as input to decide().
+struct BudgetState {
+  std::string what;       // "account physics (Slurm GrpTRESMins)", "policy budget physics ..."
+  double remaining_hours = 0;
+  double limit_hours = 0;
+  bool from_slurm = false;
+};
+
+// Policy budgets that apply to the job (account, or the default account the SPANK
+// plugin reported, and partition).
+std::vector<const PolicyBudget*> matching_budgets(const Policy& policy, const std::string& account,
+                                                  const std::vector<std::string>& partitions);
 
 std::vector<std::string> split_list(const std::string& s, char sep = ',');
 
@@ -92,10 +130,15 @@ struct Decision {
   const Rule* rule = nullptr;  // nullptr: no rule matched, job untouched
   std::optional<std::uint32_t> set_time_limit;
   bool reject = false;
+  bool budget_reject = false;   // rejected (only) because of a budget
+  double cost_gpu_hours = 0;    // predicted cost (horizon point x job.gpus)
   std::vector<std::string> user_messages;  // each starts with "ttpred: "
   std::string log;                         // one line for slurmctld's log
 };
 
-Decision decide(const Policy& policy, const JobView& job, const Prediction& p);
+// budgets: the states of the budgets that apply (from matching_budgets and the
+// tally, and the Slurm budget when the rule's budget.slurm is true).
+Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
+                const std::vector<BudgetState>& budgets = {});
 
 }  // namespace ttpred::slurm

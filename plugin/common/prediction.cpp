@@ -78,6 +78,7 @@ Prediction prediction_from_json(const std::string& text) {
   };
   p.steps = int_field("steps");
   p.horizon_steps = int_field("horizon_steps");
+  p.gpus = int_field("gpus");
   auto w = j.find("warnings");
   if (w != j.end() && w->is_array())
     for (const auto& s : *w)
@@ -97,6 +98,10 @@ std::vector<std::pair<std::string, std::string>> prediction_to_env(const Predict
   if (p.step_seconds > 0) env.emplace_back(kEnvStepSeconds, fmt_num(p.step_seconds));
   if (p.steps >= 0) env.emplace_back(kEnvSteps, std::to_string(p.steps));
   if (p.horizon_steps >= 0) env.emplace_back(kEnvHorizonSteps, std::to_string(p.horizon_steps));
+  if (p.gpus >= 0) {
+    env.emplace_back(kEnvGpus, std::to_string(p.gpus));
+    env.emplace_back(kEnvGpuHours, fmt_num(gpu_hours(p.horizon_seconds, static_cast<double>(p.gpus))));
+  }
   return env;
 }
 
@@ -113,7 +118,7 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
       {kEnvSecondsHi, {}, false},       {kEnvHorizonSeconds, {}, false},
       {kEnvHorizonSecondsLo, {}, false}, {kEnvHorizonSecondsHi, {}, false},
       {kEnvStepSeconds, {}, false},     {kEnvSteps, {}, true},
-      {kEnvHorizonSteps, {}, true},
+      {kEnvHorizonSteps, {}, true},     {kEnvGpus, {}, true},
   };
   for (std::size_t i = 0; i < count; ++i) {
     const char* entry = env[i];
@@ -135,9 +140,11 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
         out.problems.push_back(name + "='" + shown + "' is not a finite number: ignored");
       } else if (*v < 0) {
         out.problems.push_back(name + "='" + shown + "' is negative: ignored");
-      } else if (*v > (s.integer ? limits.max_steps : limits.max_seconds)) {
-        out.problems.push_back(name + "='" + shown + "' is above the limit " +
-                               fmt_num(s.integer ? limits.max_steps : limits.max_seconds) +
+      } else if (const double lim = name == kEnvGpus ? limits.max_gpus
+                                    : s.integer           ? limits.max_steps
+                                                          : limits.max_seconds;
+                 *v > lim) {
+        out.problems.push_back(name + "='" + shown + "' is above the limit " + fmt_num(lim) +
                                ": ignored");
       } else {
         s.value = v;
@@ -165,6 +172,7 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
   if (slots[6].value) p.step_seconds = *slots[6].value;
   if (slots[7].value) p.steps = static_cast<std::int64_t>(*slots[7].value);
   if (slots[8].value) p.horizon_steps = static_cast<std::int64_t>(*slots[8].value);
+  if (slots[9].value) p.gpus = static_cast<std::int64_t>(*slots[9].value);
   out.prediction = p;
   return out;
 }
@@ -189,6 +197,8 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+double gpu_hours(double horizon_seconds, double gpus) { return horizon_seconds * gpus / 3600.0; }
+
 std::string summary_line(const Prediction& p) {
   std::string s = "ttpred: converges in ";
   if (p.steps >= 0) s += std::to_string(p.steps) + " steps, ";
@@ -201,6 +211,14 @@ std::string summary_line(const Prediction& p) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "; %.3g s/step", p.step_seconds);
     s += buf;
+  }
+  if (p.gpus >= 0) {
+    const double h = gpu_hours(p.horizon_seconds, static_cast<double>(p.gpus));
+    char buf[96];
+    if (h >= 100) std::snprintf(buf, sizeof buf, "; cost %.0f GPU-hours", h);
+    else std::snprintf(buf, sizeof buf, "; cost %.3g GPU-hours", h);
+    s += buf;
+    s += " (" + std::to_string(p.gpus) + " GPU" + (p.gpus == 1 ? "" : "s") + ")";
   }
   if (!p.warnings.empty())
     s += "; " + std::to_string(p.warnings.size()) + " warning" + (p.warnings.size() > 1 ? "s" : "");

@@ -26,6 +26,11 @@ inline constexpr const char* kEnvHorizonSecondsHi = "TTPRED_HORIZON_SECONDS_HI";
 inline constexpr const char* kEnvSteps = "TTPRED_STEPS";
 inline constexpr const char* kEnvHorizonSteps = "TTPRED_HORIZON_STEPS";
 inline constexpr const char* kEnvStepSeconds = "TTPRED_STEP_SECONDS";
+// GPUs of the spec (hardware.gpus) and the cost it implies (horizon x GPUs, in
+// GPU-hours). Informational: job_submit/ttpred prefers the job's own GPU request
+// and recomputes the cost; TTPRED_GPU_HOURS is only for the batch job's environment.
+inline constexpr const char* kEnvGpus = "TTPRED_GPUS";
+inline constexpr const char* kEnvGpuHours = "TTPRED_GPU_HOURS";
 
 // A prediction in seconds. Bands are [lo, hi]; when absent they equal the point.
 struct Prediction {
@@ -36,6 +41,7 @@ struct Prediction {
   double step_seconds = 0;      // 0 = unknown
   std::int64_t steps = -1;      // -1 = unknown
   std::int64_t horizon_steps = -1;
+  std::int64_t gpus = -1;       // GPUs of the spec; -1 = unknown
   std::vector<std::string> warnings;  // estimator warnings (SPANK side only)
 };
 
@@ -55,6 +61,7 @@ std::vector<std::pair<std::string, std::string>> prediction_to_env(const Predict
 struct EnvLimits {
   double max_seconds = 31536000.0;  // 1 year: anything above is absurd
   double max_steps = 1e12;
+  double max_gpus = 100000;
 };
 
 struct EnvParse {
@@ -76,7 +83,10 @@ std::optional<double> parse_number(const std::string& s);
 // "1h02m03s"-style human duration, for messages.
 std::string format_duration(double seconds);
 
-// The one-line summary shown to the user by sbatch.
+// Predicted cost of the full horizon in GPU-hours: horizon_seconds x gpus / 3600.
+double gpu_hours(double horizon_seconds, double gpus);
+
+// The one-line summary shown to the user by sbatch (with the cost when gpus >= 0).
 std::string summary_line(const Prediction& p);
 
 }  // namespace ttpred::slurm

@@ -4,6 +4,12 @@
 // or reject when the user's limit is far off. Fails open everywhere: a missing or
 // broken policy, bad values or an internal error leave the job unchanged.
 //
+// Budgets (docs/budgets.md): the predicted cost (horizon x the job's GPU request,
+// else the spec's GPUs) is checked against the policy's `budgets:` (an in-memory
+// tally of the predicted GPU-hours of the jobs let through: resets when slurmctld
+// restarts) and against Slurm's GrpTRESMins budget the SPANK plugin read at sbatch
+// (TTPRED_SLURM_BUDGET: untrusted, advisory; Slurm itself enforces GrpTRESMins).
+//
 // Policy file: $TTPRED_POLICY in slurmctld's environment, else ttpred.yaml next to
 // slurm.conf, else /etc/slurm/ttpred.yaml. Loaded in init() and again after
 // `scontrol reconfigure` (22.05 does not re-init job_submit plugins on reconfigure,
@@ -11,7 +17,9 @@
 // this is the only file I/O outside init, once per reconfigure).
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -24,6 +32,7 @@ extern "C" {
 #include <slurm/slurm_version.h>
 }
 
+#include "../common/budget.hpp"
 #include "../common/policy.hpp"
 #include "../common/prediction.hpp"
 
@@ -67,6 +76,7 @@ std::mutex g_mutex;  // guards the two below; held only to copy/swap the pointer
 std::shared_ptr<const Policy> g_policy;
 time_t g_conf_stamp = 0;   // slurm_conf.last_update when the policy was loaded
 time_t g_loaded_wall = 0;  // time() of that load
+BudgetTally g_tally;       // predicted GPU-hours per policy budget (own mutex)
 
 time_t conf_stamp() { return &slurm_conf ? slurm_conf.last_update : 0; }
 
@@ -113,6 +123,39 @@ void append_msg(char** err_msg, const std::string& msg) {
 
 std::string str(const char* s) { return s ? s : ""; }
 
+// Value of NAME (or SPANK_NAME) in the job control environment, or nullptr.
+const char* env_value(const job_desc_msg_t* jd, const char* name) {
+  const std::size_t n = std::strlen(name);
+  for (std::uint32_t i = 0; i < jd->spank_job_env_size; ++i) {
+    const char* e = jd->spank_job_env[i];
+    if (!e) continue;
+    if (std::strncmp(e, "SPANK_", 6) == 0) e += 6;
+    if (std::strncmp(e, name, n) == 0 && e[n] == '=') return e + n + 1;
+  }
+  return nullptr;
+}
+
+// GPUs for the cost: the job's own request (Slurm enforces it), else the spec's.
+void resolve_gpus(const job_desc_msg_t* jd, const Prediction& p, const EnvLimits& limits,
+                  JobView& job) {
+  TresRequest t;
+  t.per_job = str(jd->tres_per_job);
+  t.per_node = str(jd->tres_per_node);
+  t.per_task = str(jd->tres_per_task);
+  t.per_socket = str(jd->tres_per_socket);
+  t.nodes = jd->min_nodes != NO_VAL ? jd->min_nodes : 0;
+  t.tasks = jd->num_tasks != NO_VAL ? jd->num_tasks : 0;
+  t.sockets_per_node = jd->sockets_per_node != NO_VAL16 ? jd->sockets_per_node : 0;
+  double g = gpus_from_tres(t);
+  if (g > 0) {
+    job.gpus_source = "job request";
+  } else {
+    g = p.gpus >= 0 ? static_cast<double>(p.gpus) : 1.0;
+    job.gpus_source = p.gpus >= 0 ? "spec" : "spec (default)";
+  }
+  job.gpus = std::min(g, limits.max_gpus);
+}
+
 int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
   if (!job_desc || !job_desc->spank_job_env || job_desc->spank_job_env_size == 0)
     return SLURM_SUCCESS;
@@ -144,10 +187,52 @@ int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
   else if (job_desc->time_limit != NO_VAL)
     job.time_limit_minutes = static_cast<double>(job_desc->time_limit);
 
-  Decision d = decide(*policy, job, *env.prediction);
+  resolve_gpus(job_desc, *env.prediction, limits, job);
+
+  // Slurm's accounting budget as the SPANK plugin read it (advisory).
+  std::vector<SlurmBudget> slurm_budgets;
+  if (const char* v = env_value(job_desc, kEnvSlurmBudget)) {
+    std::string problem;
+    if (auto parsed = parse_slurm_budgets(v, &problem)) slurm_budgets = std::move(*parsed);
+    else
+      slurm_error("job_submit/ttpred: %s: invalid %s (%s): ignored", who.c_str(), kEnvSlurmBudget,
+                  problem.c_str());
+  }
+  std::string budget_account = job.account;
+  if (budget_account.empty())
+    for (const auto& b : slurm_budgets)
+      if (b.is_default) budget_account = b.account;
+
+  const time_t now = time(nullptr);
+  auto tally_lock = g_tally.lock();  // check and charge atomically
+  std::vector<BudgetState> states;
+  const auto policy_budgets = matching_budgets(*policy, budget_account, job.partitions);
+  for (const PolicyBudget* b : policy_budgets) {
+    BudgetState st;
+    const char* phrase = period_phrase(b->period);
+    st.what = "account " + b->label() + " (policy budget" + (*phrase ? std::string(", ") + phrase : "") + ")";
+    st.limit_hours = b->gpu_hours;
+    st.remaining_hours = std::max(0.0, b->gpu_hours - g_tally.used(b->key(), b->period, now));
+    states.push_back(st);
+  }
+  if (const SlurmBudget* sb = find_slurm_budget(slurm_budgets, budget_account, job.partitions);
+      sb && sb->limit_hours >= 0) {
+    BudgetState st;
+    st.what = "account " + sb->account + (sb->partition.empty() ? "" : " on partition " + sb->partition) +
+              " (Slurm GrpTRESMins" + (sb->limited_by != sb->account ? " of " + sb->limited_by : "") + ")";
+    st.limit_hours = sb->limit_hours;
+    st.remaining_hours = sb->remaining_hours;
+    st.from_slurm = true;
+    states.push_back(st);
+  }
+
+  Decision d = decide(*policy, job, *env.prediction, states);
+  if (!d.reject)
+    for (const PolicyBudget* b : policy_budgets) g_tally.charge(b->key(), b->period, now, d.cost_gpu_hours);
+  tally_lock.unlock();
   slurm_info("job_submit/ttpred: %s: %s", who.c_str(), d.log.c_str());
   for (const auto& m : d.user_messages) append_msg(err_msg, m);
-  if (d.reject) return ESLURM_INVALID_TIME_LIMIT;
+  if (d.reject) return d.budget_reject ? ESLURM_ACCOUNTING_POLICY : ESLURM_INVALID_TIME_LIMIT;
   if (d.set_time_limit) job_desc->time_limit = *d.set_time_limit;
   return SLURM_SUCCESS;
 }
@@ -167,6 +252,8 @@ extern "C" int fini(void) {
   try {
     std::lock_guard<std::mutex> lock(g_mutex);
     g_policy.reset();
+    auto tally_lock = g_tally.lock();
+    g_tally.clear();
   } catch (...) {
   }
   return SLURM_SUCCESS;

@@ -8,7 +8,18 @@
 // plugstack.conf (one line):
 //   optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_ttpred.so
 //            estimator=/usr/local/bin/ttpred-estimate timeout=60 device=auto
+//            slurm_budget=yes
 // User environment: TTPRED_SAVE_JSON=FILE writes the estimator's JSON to FILE.
+//
+// Budgets (docs/budgets.md): with slurm_budget=yes (default) the plugin also asks
+// slurmctld for the user's associations (slurm_load_assoc_mgr_info, the public API
+// behind `scontrol show assoc_mgr`: GrpTRESMins and usage, available where
+// slurmdbd is configured) and passes the GPU-hours left per account as
+// TTPRED_SLURM_BUDGET; job_submit/ttpred shows them and applies the policy.
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -16,10 +27,24 @@
 #include <string>
 
 extern "C" {
+#include <slurm/slurm.h>
 #include <slurm/slurm_version.h>
+#include <slurm/slurmdb.h>
 #include <slurm/spank.h>
 }
 
+// libslurm(full) API, resolved from the loading process (sbatch/salloc/srun).
+// Weak: when absent, the Slurm budget is simply not read.
+#pragma weak slurm_load_assoc_mgr_info
+#pragma weak slurm_free_assoc_mgr_info_msg
+#pragma weak slurm_list_create
+#pragma weak slurm_list_append
+#pragma weak slurm_list_destroy
+#pragma weak slurm_list_iterator_create
+#pragma weak slurm_list_next
+#pragma weak slurm_list_iterator_destroy
+
+#include "../common/budget.hpp"
 #include "../common/estimator.hpp"
 #include "../common/prediction.hpp"
 
@@ -71,6 +96,76 @@ bool acting_context() {
   return ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL;
 }
 
+std::string user_name() {
+  struct passwd pw {};
+  struct passwd* res = nullptr;
+  char buf[4096];
+  if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) != 0 || !res || !res->pw_name) return "";
+  return res->pw_name;
+}
+
+// The user's GPU budgets from slurmctld's association manager, formatted for
+// TTPRED_SLURM_BUDGET; "" when there is no accounting, no gres/gpu TRES or no
+// gres/gpu GrpTRESMins on the user's associations (and their parents).
+std::string read_slurm_budgets() {
+  if (!slurm_load_assoc_mgr_info || !slurm_free_assoc_mgr_info_msg || !slurm_list_create ||
+      !slurm_list_append || !slurm_list_destroy || !slurm_list_iterator_create ||
+      !slurm_list_next || !slurm_list_iterator_destroy)
+    return "";
+  const std::string user = user_name();
+  if (user.empty()) return "";
+  assoc_mgr_info_request_msg_t req{};
+  req.flags = ASSOC_MGR_INFO_FLAG_ASSOC | ASSOC_MGR_INFO_FLAG_USERS;
+  req.user_list = slurm_list_create(nullptr);
+  slurm_list_append(req.user_list, const_cast<char*>(user.c_str()));
+  assoc_mgr_info_msg_t* msg = nullptr;
+  const int rc = slurm_load_assoc_mgr_info(&req, &msg);
+  slurm_list_destroy(req.user_list);
+  if (rc != SLURM_SUCCESS || !msg) {
+    if (msg) slurm_free_assoc_mgr_info_msg(msg);
+    return "";
+  }
+  std::vector<AssocInfo> assocs;
+  std::string default_account;
+  try {
+    int gpu = -1;
+    for (uint32_t i = 0; msg->tres_names && i < msg->tres_cnt; ++i)
+      if (msg->tres_names[i] && std::string(msg->tres_names[i]) == "gres/gpu") gpu = static_cast<int>(i);
+    if (msg->user_list) {
+      ListIterator it = slurm_list_iterator_create(msg->user_list);
+      while (auto* u = static_cast<slurmdb_user_rec_t*>(slurm_list_next(it)))
+        if (u->name && user == u->name && u->default_acct) default_account = u->default_acct;
+      slurm_list_iterator_destroy(it);
+    }
+    if (gpu >= 0 && msg->assoc_list) {
+      ListIterator it = slurm_list_iterator_create(msg->assoc_list);
+      while (auto* a = static_cast<slurmdb_assoc_rec_t*>(slurm_list_next(it))) {
+        AssocInfo ai;
+        ai.id = a->id;
+        ai.parent_id = a->parent_id;
+        ai.account = a->acct ? a->acct : "";
+        ai.user = a->user ? a->user : "";
+        ai.partition = a->partition ? a->partition : "";
+        if (a->grp_tres_mins_ctld) {
+          const uint64_t v = a->grp_tres_mins_ctld[gpu];
+          if (v != INFINITE64 && v != NO_VAL64) ai.gpu_limit_minutes = static_cast<double>(v);
+        }
+        if (a->usage && a->usage->usage_tres_raw && a->usage->tres_cnt > static_cast<uint32_t>(gpu)) {
+          const double u = static_cast<double>(a->usage->usage_tres_raw[gpu]);
+          if (std::isfinite(u) && u > 0) ai.gpu_usage_seconds = u;
+        }
+        assocs.push_back(ai);
+      }
+      slurm_list_iterator_destroy(it);
+    }
+  } catch (...) {
+    slurm_free_assoc_mgr_info_msg(msg);
+    throw;
+  }
+  slurm_free_assoc_mgr_info_msg(msg);
+  return format_slurm_budgets(compute_slurm_budgets(assocs, user, default_account));
+}
+
 void run_prediction(spank_t sp) {
   if (spank_context() == S_CTX_LOCAL && std::getenv("SLURM_JOB_ID")) {
     slurm_info("ttpred: --ttpred ignored for a step inside an existing allocation");
@@ -102,7 +197,18 @@ void run_prediction(spank_t sp) {
   }
   slurm_info("%s", summary_line(p).c_str());
   for (const auto& w : p.warnings) slurm_info("ttpred: estimator warning: %s", w.c_str());
-  for (const auto& [name, value] : prediction_to_env(p)) {
+  auto env = prediction_to_env(p);
+  if (g_args.slurm_budget) {
+    try {  // a budget problem must not cost the user the prediction
+      std::string budgets = read_slurm_budgets();
+      if (!budgets.empty()) env.emplace_back(kEnvSlurmBudget, budgets);
+    } catch (const std::exception& e) {
+      slurm_error("ttpred: warning: cannot read the Slurm GPU budget (%s)", e.what());
+    } catch (...) {
+      slurm_error("ttpred: warning: cannot read the Slurm GPU budget");
+    }
+  }
+  for (const auto& [name, value] : env) {
     spank_err_t e = spank_job_control_setenv(sp, name.c_str(), value.c_str(), 1);
     if (e != ESPANK_SUCCESS) {
       slurm_error("ttpred: warning: cannot pass %s to the controller: %s", name.c_str(),

@@ -4,12 +4,17 @@
 #   setup | cleanup                  fixture: scripts/local-cluster.sh start|stop
 #   plugins_loaded time_limit_fake sbatch_directive converge_account warn reject
 #   estimator_fails estimator_hangs forged_env broken_policy real_estimator stress
+#   budget_policy budget_forged          budgets without slurmdbd (policy tally)
+#   acct_setup | acct_cleanup            fixture: a second cluster with MariaDB +
+#                                        slurmdbd (TTPRED_ACCOUNTING=1), 4 fake GPUs
+#   acct_budget_shown acct_budget_warn acct_budget_reject acct_user_limit acct_usage
 # Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
 # estimator in this build).
 #
 # Environment (set by CMake): TTPRED_REPO, TTPRED_TEST_SRC, TTPRED_CLUSTER_STATE
 # (file holding the cluster dir), TTPRED_PLUGIN_DIR, TTPRED_FORGE (libslurm
-# client), TTPRED_REAL_ESTIMATOR, TTPRED_REAL_SPEC.
+# client), TTPRED_REAL_ESTIMATOR, TTPRED_REAL_SPEC, TTPRED_ACCT_STATE (file holding
+# the accounting cluster's dir).
 set -uo pipefail
 
 : "${TTPRED_REPO:?}" "${TTPRED_TEST_SRC:?}" "${TTPRED_CLUSTER_STATE:?}"
@@ -30,8 +35,14 @@ fail() {
 }
 
 load_cluster() {
-  [ -s "$TTPRED_CLUSTER_STATE" ] || skip "no cluster (slurm.cluster_setup skipped or failed)"
-  dir=$(cat "$TTPRED_CLUSTER_STATE")
+  local state=$TTPRED_CLUSTER_STATE
+  if [ "${1:-}" = --acct ]; then
+    shift
+    state=${TTPRED_ACCT_STATE:?}
+    [ -s "$state" ] || skip "no accounting cluster (slurm.acct_setup skipped or failed)"
+  fi
+  [ -s "$state" ] || skip "no cluster (slurm.cluster_setup skipped or failed)"
+  dir=$(cat "$state")
   export SLURM_CONF="$dir/slurm.conf"
   work="$dir/work/$1"
   mkdir -p "$work"
@@ -346,10 +357,190 @@ t_stress() {
   pass "stress: $((n + 30)) submissions, controller responsive"
 }
 
+# --- budgets (issue 7 part 3) ----------------------------------------------
+# gpu4.yaml: horizon 3000 s x 4 GPUs = 3.33 GPU-hours; gpu4-long.yaml: 4 h x 4 = 16 GPU-hours.
+
+t_budget_policy() {  # policy budget (in-memory tally) on the cluster without slurmdbd
+  load_cluster budget_policy
+  submit -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "first budget-lab job"
+  expect_err "sbatch: ttpred: converges in 1200 steps, 20m00s (5-95%: 16m40s-25m00s); full horizon 3000 steps, 50m00s (46m40s-56m40s); 1 s/step; cost 3.33 GPU-hours (4 GPUs)"
+  expect_err "sbatch: ttpred: predicted cost 3.33 GPU-hours (4 GPUs from the spec x 50m00s); account budget-lab (policy budget, this month) has 5 of 5 GPU-hours left"
+  expect_no_err "GrpTRESMins"
+  expect_limit "$jobid" "01:10:00" "time limit still set"
+  submit -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "second budget-lab job: over the budget, warned"
+  expect_err "account budget-lab (policy budget, this month) has 1.67 of 5 GPU-hours left"
+  expect_err "sbatch: ttpred: warning: the predicted cost 3.33 GPU-hours exceeds the 1.67 GPU-hours left to account budget-lab (policy budget, this month)"
+  submit -p rejectp -t 60 -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  [ "$rc" != 0 ] && [ -z "$jobid" ] || fail "over-budget job in rejectp was not rejected"
+  expect_err "sbatch: error: ttpred: job rejected: the predicted cost 3.33 GPU-hours exceeds the 0 GPU-hours left to account budget-lab (policy budget, this month) (policy rule 'reject-partition')"
+  expect_err "Job violates accounting/QOS policy"
+  # no budget for other accounts, and no GPU count: unchanged behaviour
+  submit -A other-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "account without budget"
+  expect_no_err "predicted cost"
+  expect_err "cost 3.33 GPU-hours (4 GPUs)"
+  ctld_alive || fail "slurmctld not responding"
+  pass "policy budget: cost and what is left shown, warning, rejection (no slurmdbd: fail open)"
+}
+
+t_budget_forged() {
+  load_cluster budget_forged
+  [ -n "${TTPRED_FORGE:-}" ] && [ -x "$TTPRED_FORGE" ] || skip "ttpred_forge_submit not built"
+  local o
+  o=$("$TTPRED_FORGE" -H -A forged-lab TTPRED_HORIZON_SECONDS=600 'TTPRED_SLURM_BUDGET=$(reboot):1:2:' TTPRED_GPUS=1e9) \
+    || fail "forged submit failed: $o"
+  echo "$o"
+  jobid=$(echo "$o" | sed -n 's/^job //p')
+  expect_limit "$jobid" "00:14:00" "garbage budget ignored, prediction used"
+  # a plausible forged Slurm budget is only advisory: shown, never charged
+  o=$("$TTPRED_FORGE" -H -A forged-lab TTPRED_HORIZON_SECONDS=3600 TTPRED_GPUS=2 'TTPRED_SLURM_BUDGET=*forged-lab:1:1:') \
+    || fail "forged submit failed: $o"
+  echo "$o"
+  echo "$o" | grep -qF "msg: ttpred: predicted cost 2 GPU-hours (2 GPUs from the spec x 1h00m00s); account forged-lab (Slurm GrpTRESMins) has 1 of 1 GPU-hours left" \
+    || fail "forged budget not shown as given"
+  sleep 0.2
+  ctld_log_has "invalid TTPRED_SLURM_BUDGET (invalid account name): ignored" || fail "invalid budget not logged"
+  ctld_log_has "TTPRED_GPUS='1e9' is above the limit 100000: ignored" || fail "absurd GPU count not logged"
+  ctld_alive || fail "slurmctld not responding"
+  pass "forged TTPRED_SLURM_BUDGET / TTPRED_GPUS ignored or advisory, and logged"
+}
+
+t_acct_setup() {
+  [ "$(id -u)" = 0 ] || skip "needs root"
+  local b
+  for b in /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/slurmdbd /usr/sbin/mariadbd \
+           /usr/bin/mariadb-install-db /usr/bin/mariadb /usr/bin/sacctmgr; do
+    [ -x "$b" ] || skip "$b not installed (apt-get install slurmdbd mariadb-server)"
+  done
+  id mysql >/dev/null 2>&1 || skip "user mysql missing"
+  if [ -s "$TTPRED_ACCT_STATE" ]; then
+    "$TTPRED_REPO/scripts/local-cluster.sh" stop "$(cat "$TTPRED_ACCT_STATE")" || true
+  fi
+  dir=$(mktemp -d /tmp/ttpred-acct.XXXXXX) || fail mktemp
+  echo "$dir" > "$TTPRED_ACCT_STATE"
+  TTPRED_ACCOUNTING=1 TTPRED_ACCOUNTING_SETUP="$TTPRED_TEST_SRC/accounting-setup.txt" TTPRED_GPUS_PER_NODE=4 \
+  TTPRED_ESTIMATOR="$FAKE" TTPRED_ESTIMATOR_TIMEOUT=$FAKE_TIMEOUT TTPRED_DEVICE=cpu \
+  TTPRED_POLICY_FILE="$TTPRED_TEST_SRC/policies/test.yaml" TTPRED_PARTITIONS="debug rejectp" \
+    "$TTPRED_REPO/scripts/local-cluster.sh" start "$dir" || fail "accounting cluster did not start"
+  export SLURM_CONF="$dir/slurm.conf"
+  local i
+  for i in $(seq 1 50); do  # sacctmgr changes reach slurmctld asynchronously
+    scontrol show assoc_mgr accounts=physics flags=assoc 2>/dev/null | grep -q 'gres/gpu=600(' && break
+    sleep 0.2
+  done
+  scontrol show assoc_mgr accounts=physics flags=assoc | grep -q 'gres/gpu=600(' \
+    || fail "slurmctld does not see GrpTRESMins=gres/gpu=600 on physics"
+  # Real GPU usage for slurm.acct_usage: 4 GPUs for 75 s in usage-lab (not a ttpred
+  # job). priority/multifactor charges running jobs at each PriorityCalcPeriod (1 min).
+  sbatch -A usage-lab --gpus=4 -t 3 -o /dev/null --wrap 'sleep 75' || fail "usage job not submitted"
+  pass "accounting cluster up in $dir"
+}
+
+t_acct_cleanup() {
+  [ -s "$TTPRED_ACCT_STATE" ] || skip "no accounting cluster"
+  dir=$(cat "$TTPRED_ACCT_STATE")
+  local alive=1 logs
+  kill -0 "$(cat "$dir/slurmctld.pid" 2>/dev/null)" 2>/dev/null || alive=0
+  "$TTPRED_REPO/scripts/local-cluster.sh" stop "$dir"
+  logs="$(dirname "$TTPRED_ACCT_STATE")/acct-cluster-logs"
+  mkdir -p "$logs"
+  cp "$dir"/log/*.log "$dir/mysql/mysqld.log" "$logs/" 2>/dev/null
+  rm -f "$TTPRED_ACCT_STATE"
+  rm -rf "$dir"
+  [ $alive = 1 ] || fail "slurmctld had died before cleanup (logs in $logs)"
+  pass "accounting cluster stopped, logs kept in $logs"
+}
+
+t_acct_budget_shown() {
+  load_cluster --acct acct_budget_shown
+  # no -A: the default account (physics), found by the SPANK plugin
+  submit --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "default account"
+  expect_err "cost 3.33 GPU-hours (4 GPUs)"
+  expect_err "sbatch: ttpred: predicted cost 3.33 GPU-hours (4 GPUs from the spec x 50m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  expect_no_err "warning"
+  expect_limit "$jobid" "01:10:00" "time limit set as before"
+  # the job's own GPU request wins over the spec's
+  submit -A physics --gpus=2 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "--gpus=2"
+  expect_err "sbatch: ttpred: predicted cost 1.67 GPU-hours (2 GPUs from the job request x 50m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  submit -A physics -N 1 --gres=gpu:3 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "--gres=gpu:3"
+  expect_err "predicted cost 2.5 GPU-hours (3 GPUs from the job request x 50m00s)"
+  # the limit reaches the controller's log too
+  sleep 0.2
+  ctld_log_has "account physics (Slurm GrpTRESMins) left 10/10, cost 3.33 GPU-h" || fail "budget not logged"
+  pass "cost and the Slurm GrpTRESMins budget left shown at sbatch"
+}
+
+t_acct_budget_warn() {
+  load_cluster --acct acct_budget_warn
+  submit -A physics --ttpred="$SPECS/gpu4-long.yaml" --wrap 'sleep 1'
+  expect_submitted "over budget, warning only"
+  expect_err "sbatch: ttpred: predicted cost 16 GPU-hours (4 GPUs from the spec x 4h00m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  expect_err "sbatch: ttpred: warning: the predicted cost 16 GPU-hours exceeds the 10 GPU-hours left to account physics (Slurm GrpTRESMins): the job may stay pending (AssocGrpGRESMinutes) or be stopped"
+  expect_limit "$jobid" "$(fmt_minutes 298)" "time limit still set"
+  pass "job predicted to exceed the Slurm budget: warned"
+}
+
+t_acct_budget_reject() {
+  load_cluster --acct acct_budget_reject
+  submit -p rejectp -t 300 -A physics --ttpred="$SPECS/gpu4-long.yaml" --wrap 'sleep 1'
+  [ "$rc" != 0 ] && [ -z "$jobid" ] || fail "over-budget job in rejectp was not rejected"
+  expect_err "sbatch: error: ttpred: job rejected: the predicted cost 16 GPU-hours exceeds the 10 GPU-hours left to account physics (Slurm GrpTRESMins) (policy rule 'reject-partition')"
+  expect_err "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
+  submit -p rejectp -t 60 -A physics --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "within budget in rejectp"
+  expect_err "account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  pass "job predicted to exceed the Slurm budget: rejected where the policy says so"
+}
+
+t_acct_user_limit() {
+  load_cluster --acct acct_user_limit
+  # chem: no account limit, 2 GPU-hours on root's own association
+  submit -A chem --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "chem"
+  expect_err "account chem (Slurm GrpTRESMins of chem/root) has 2 of 2 GPU-hours left"
+  expect_err "warning: the predicted cost 3.33 GPU-hours exceeds the 2 GPU-hours left to account chem (Slurm GrpTRESMins of chem/root)"
+  # budget-lab: no Slurm limit, only the policy budget
+  submit -A budget-lab --gpus=1 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "budget-lab"
+  expect_err "predicted cost 0.833 GPU-hours (1 GPU from the job request x 50m00s); account budget-lab (policy budget, this month) has 5 of 5 GPU-hours left"
+  expect_no_err "GrpTRESMins"
+  pass "user-level GrpTRESMins and accounts without a Slurm limit"
+}
+
+t_acct_usage() {
+  load_cluster --acct acct_usage
+  # The 4-GPU job of slurm.acct_setup runs in usage-lab (GrpTRESMins=gres/gpu=60);
+  # priority/multifactor adds its usage every PriorityCalcPeriod (1 min).
+  local i used=""
+  for i in $(seq 1 150); do
+    used=$(scontrol show assoc_mgr accounts=usage-lab flags=assoc 2>/dev/null |
+           sed -n 's/.*GrpTRESMins=.*gres\/gpu=60(\([0-9]*\)).*/\1/p' | head -n1)
+    [ -n "$used" ] && [ "$used" -gt 0 ] && break
+    sleep 1
+  done
+  [ -n "$used" ] && [ "$used" -gt 0 ] || fail "no GPU usage recorded for usage-lab after 150 s"
+  echo "  usage-lab used $used GPU-minutes of 60"
+  submit -A usage-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "usage-lab"
+  local left
+  left=$(sed -n 's/.*account usage-lab (Slurm GrpTRESMins) has \([0-9.]*\) of 1 GPU-hours left.*/\1/p' "$err")
+  [ -n "$left" ] || fail "no budget line for usage-lab"
+  awk -v l="$left" 'BEGIN{exit !(l > 0 && l < 1)}' || fail "usage not subtracted: $left of 1 left"
+  expect_err "warning: the predicted cost 3.33 GPU-hours exceeds the $left GPU-hours left to account usage-lab"
+  pass "real usage from Slurm accounting: $left of 1 GPU-hours left"
+}
+
 case "${1:-}" in
   setup) t_setup ;;
   cleanup) t_cleanup ;;
   plugins_loaded|time_limit_fake|sbatch_directive|converge_account|warn|reject|estimator_fails|\
-  estimator_hangs|forged_env|broken_policy|real_estimator|stress) "t_$1" ;;
+  estimator_hangs|forged_env|broken_policy|real_estimator|stress|budget_policy|budget_forged|\
+  acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
+  acct_usage) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac

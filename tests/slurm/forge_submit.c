@@ -3,7 +3,8 @@
  * tests/slurm/cluster-tests.sh to check that job_submit/ttpred treats these values
  * as untrusted, and for the stress test.
  *
- *   ttpred_forge_submit [-n COUNT] [-H] [-p PARTITION] [-t MINUTES] [NAME=VALUE...]
+ *   ttpred_forge_submit [-n COUNT] [-H] [-p PARTITION] [-t MINUTES] [-A ACCOUNT]
+ *                       [NAME=VALUE...]
  *
  * Each NAME=VALUE goes into spank_job_env as given. Prints one line per job:
  * "job ID" and, if any, "msg: <job_submit user message>". Exit 0 when every
@@ -19,19 +20,20 @@
 int main(int argc, char **argv)
 {
 	int count = 1, hold = 0, opt, i, failures = 0;
-	char *partition = NULL;
+	char *partition = NULL, *account = NULL;
 	long minutes = -1;
 	char *env[] = { "PATH=/usr/bin:/bin", NULL };
 
-	while ((opt = getopt(argc, argv, "n:Hp:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:Hp:t:A:")) != -1) {
 		switch (opt) {
 		case 'n': count = atoi(optarg); break;
 		case 'H': hold = 1; break;
 		case 'p': partition = optarg; break;
 		case 't': minutes = atol(optarg); break;
+		case 'A': account = optarg; break;
 		default:
 			fprintf(stderr, "usage: %s [-n COUNT] [-H] [-p PARTITION] "
-				"[-t MINUTES] [NAME=VALUE...]\n", argv[0]);
+				"[-t MINUTES] [-A ACCOUNT] [NAME=VALUE...]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -52,6 +54,7 @@ int main(int argc, char **argv)
 		desc.environment = env;
 		desc.env_size = 1;
 		desc.partition = partition;
+		desc.account = account;
 		if (minutes >= 0)
 			desc.time_limit = (uint32_t) minutes;
 		if (hold)

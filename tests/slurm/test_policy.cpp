@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+#include <algorithm>
+#include <ctime>
+
+#include "budget.hpp"
 #include "estimator.hpp"
 #include "policy.hpp"
 #include "prediction.hpp"
@@ -243,7 +247,7 @@ TEST_CASE("decisions: set, warn, reject") {
 
 TEST_CASE("policy errors name file, line and key") {
   CHECK(error_of("rules:\n  - name: a\n    match: {partition: x}\n    bogus: 1\n") ==
-        "/etc/slurm/ttpred.yaml:4: rules[0].bogus: unknown key (expected one of: match, name, "
+        "/etc/slurm/ttpred.yaml:4: rules[0].bogus: unknown key (expected one of: budget, match, name, "
         "reject, set_time_limit, time_limit, warn)");
   CHECK(error_of("rules:\n  - time_limit:\n      safety_factor: abc\n")
             .find("/etc/slurm/ttpred.yaml:3: rules[0].time_limit.safety_factor: expected a number") == 0);
@@ -267,7 +271,7 @@ TEST_CASE("policy path selection") {
 }
 
 TEST_CASE("shipped example policies parse") {
-  for (const char* f : {"default.yaml", "strict.yaml", "gpu-sites.yaml"}) {
+  for (const char* f : {"default.yaml", "strict.yaml", "gpu-sites.yaml", "budgets.yaml"}) {
     CAPTURE(f);
     CHECK_NOTHROW(load_policy_file(std::string(TTPRED_POLICY_DIR) + "/" + f));
   }
@@ -304,4 +308,234 @@ TEST_CASE("running the estimator: success, failure, garbage, missing") {
   r = run_with_timeout({"/nonexistent/ttpred-estimate"}, 60);
   CHECK(r.status == RunResult::Status::exec_error);
   CHECK(r.error.find("No such file") != std::string::npos);
+}
+
+// --- budgets (issue 7 part 3) ----------------------------------------------
+
+TEST_CASE("GPUs from the job's TRES request") {
+  CHECK(gpus_in_tres("gres:gpu:2") == 2);
+  CHECK(gpus_in_tres("gres/gpu:a100:3") == 3);
+  CHECK(gpus_in_tres("gres/gpu=4") == 4);
+  CHECK(gpus_in_tres("gres:gpu") == 1);
+  CHECK(gpus_in_tres("gres:gpu:a100") == 1);
+  CHECK(gpus_in_tres("gres:nic:2,gres:gpu:1;gres:gpu:tesla:2") == 3);
+  CHECK(gpus_in_tres("gres:gpuish:2") == 0);
+  CHECK(gpus_in_tres("gres:gpu:nan") == 1);  // a type name, count defaults to 1
+  CHECK(gpus_in_tres("gres:gpu:1e99") == 0);
+  CHECK(gpus_in_tres("") == 0);
+  TresRequest r;
+  r.per_node = "gres:gpu:2";
+  r.nodes = 3;
+  CHECK(gpus_from_tres(r) == 6);
+  r = {};
+  r.per_task = "gres:gpu:1";
+  r.tasks = 8;
+  CHECK(gpus_from_tres(r) == 8);
+  r = {};
+  r.per_job = "gres:gpu:5";
+  r.nodes = 2;
+  CHECK(gpus_from_tres(r) == 5);
+  CHECK(gpus_from_tres(TresRequest{}) == 0);
+}
+
+TEST_CASE("Slurm budgets from the association tree") {
+  // root(1) <- physics(3, 600 GPU-min, 120 used) <- physics/alice(6)
+  //         <- chem(4) <- chem/alice(5, 120 GPU-min, 30 used)  ; bio/alice: no limit
+  std::vector<AssocInfo> a(6);
+  a[0].id = 1; a[0].account = "root";
+  a[1].id = 3; a[1].parent_id = 1; a[1].account = "physics"; a[1].gpu_limit_minutes = 600;
+  a[1].gpu_usage_seconds = 120 * 60;
+  a[2].id = 6; a[2].parent_id = 3; a[2].account = "physics"; a[2].user = "alice";
+  a[3].id = 4; a[3].parent_id = 1; a[3].account = "chem";
+  a[4].id = 5; a[4].parent_id = 4; a[4].account = "chem"; a[4].user = "alice";
+  a[4].gpu_limit_minutes = 120; a[4].gpu_usage_seconds = 30 * 60;
+  a[5].id = 7; a[5].parent_id = 1; a[5].account = "bio"; a[5].user = "alice";
+  auto b = compute_slurm_budgets(a, "alice", "physics");
+  REQUIRE(b.size() == 2);
+  CHECK(b[0].account == "physics");
+  CHECK(b[0].is_default);
+  CHECK(b[0].remaining_hours == doctest::Approx(8));
+  CHECK(b[0].limit_hours == doctest::Approx(10));
+  CHECK(b[0].limited_by == "physics");
+  CHECK(b[1].account == "chem");
+  CHECK(b[1].remaining_hours == doctest::Approx(1.5));
+  CHECK(b[1].limited_by == "chem/alice");
+  // the tighter level wins; over-used budgets are 0, not negative
+  a[4].gpu_limit_minutes = 6000;
+  a[3].gpu_limit_minutes = 60;
+  a[3].gpu_usage_seconds = 7200;
+  b = compute_slurm_budgets(a, "alice", "bio");
+  REQUIRE(b.size() == 3);
+  CHECK(b[1].account == "chem");
+  CHECK(b[1].remaining_hours == 0);
+  CHECK(b[1].limit_hours == doctest::Approx(1));
+  CHECK(b[2].account == "bio");
+  CHECK(b[2].is_default);
+  CHECK(b[2].limit_hours < 0);
+  // a parent loop does not hang
+  a[1].parent_id = 6;
+  CHECK(compute_slurm_budgets(a, "alice", "").size() == 2);
+
+  const std::string s = format_slurm_budgets(b);
+  CHECK(s == "physics:8:10:physics,chem:0:1:chem,*bio:0:-1:");
+  b[1].limited_by = "chem/alice";
+  auto user_level = parse_slurm_budgets(format_slurm_budgets(b));
+  REQUIRE(user_level);
+  CHECK((*user_level)[1].limited_by == "chem/alice");
+  CHECK_FALSE(parse_slurm_budgets("a:1:2:a/b/c"));
+  auto back = parse_slurm_budgets(s);
+  REQUIRE(back);
+  REQUIRE(back->size() == 3);
+  CHECK((*back)[0].remaining_hours == 8);
+  CHECK((*back)[2].is_default);
+  CHECK(find_slurm_budget(*back, "", {"debug"})->account == "bio");
+  CHECK(find_slurm_budget(*back, "chem", {"debug"})->limit_hours == 1);
+  CHECK(find_slurm_budget(*back, "nope", {"debug"}) == nullptr);
+  auto part = parse_slurm_budgets("phys@gpu:1:2:phys,phys:5:6:phys");
+  REQUIRE(part);
+  CHECK(find_slurm_budget(*part, "phys", {"gpu"})->remaining_hours == 1);
+  CHECK(find_slurm_budget(*part, "phys", {"cpu"})->remaining_hours == 5);
+}
+
+TEST_CASE("TTPRED_SLURM_BUDGET is validated") {
+  std::string why;
+  CHECK_FALSE(parse_slurm_budgets("$(reboot):1:2:", &why));
+  CHECK(why == "invalid account name");
+  CHECK_FALSE(parse_slurm_budgets("a:nan:2:", &why));
+  CHECK_FALSE(parse_slurm_budgets("a:1:2", &why));
+  CHECK_FALSE(parse_slurm_budgets("a:-5:2:", &why));
+  CHECK_FALSE(parse_slurm_budgets(std::string(5000, 'a'), &why));
+  std::string many;
+  for (int i = 0; i < 65; ++i) many += "a:1:2:,";
+  CHECK_FALSE(parse_slurm_budgets(many, &why));
+  auto ok = parse_slurm_budgets("a:9:2:");  // remaining clamped to the limit
+  REQUIRE(ok);
+  CHECK((*ok)[0].remaining_hours == 2);
+  CHECK(parse_slurm_budgets("")->empty());
+}
+
+TEST_CASE("budget periods and the tally") {
+  const std::time_t t = 1700000000;  // Tue 2023-11-14 22:13:20 UTC
+  CHECK(period_start(Period::day, t) == 1699920000);
+  CHECK(period_start(Period::week, t) == 1699833600);   // Mon 2023-11-13
+  CHECK(period_start(Period::month, t) == 1698796800);  // 2023-11-01
+  CHECK(period_start(Period::year, t) == 1672531200);
+  CHECK(period_start(Period::none, t) == 0);
+  BudgetTally tally;
+  auto lock = tally.lock();
+  tally.charge("a@/month", Period::month, t, 3.5);
+  tally.charge("a@/month", Period::month, t + 10, 1.5);
+  tally.charge("a@/month", Period::month, t, std::nan(""));
+  CHECK(tally.used("a@/month", Period::month, t) == 5);
+  CHECK(tally.used("b@/month", Period::month, t) == 0);
+  CHECK(tally.used("a@/month", Period::month, t + 40 * 86400) == 0);  // next month
+  tally.charge("a@/month", Period::month, t + 40 * 86400, 1);
+  CHECK(tally.used("a@/month", Period::month, t + 40 * 86400) == 1);
+  CHECK(fmt_hours(3.3333) == "3.33");
+  CHECK(fmt_hours(10) == "10");
+  CHECK(fmt_hours(0.8333) == "0.833");
+  CHECK(fmt_hours(5000) == "5000");
+}
+
+TEST_CASE("policy budgets: parsing and decisions") {
+  const char* yaml = R"(version: 1
+defaults:
+  budget: {warn: true}
+budgets:
+  - {account: physics, gpu_hours: 5000}
+  - {account: physics, partition: gpu, gpu_hours: 100, period: week}
+rules:
+  - name: strict
+    match: {partition: strict}
+    budget: {reject: true}
+  - name: quiet
+    match: {partition: quiet}
+    budget: false
+  - name: rest
+)";
+  Policy pol = parse_policy(yaml, "b.yaml");
+  REQUIRE(pol.budgets.size() == 2);
+  CHECK(pol.budgets[1].period == Period::week);
+  CHECK(matching_budgets(pol, "physics", {"gpu"}).size() == 2);
+  CHECK(matching_budgets(pol, "physics", {"cpu"}).size() == 1);
+  CHECK(matching_budgets(pol, "", {"gpu"}).empty());
+  CHECK(matching_budgets(pol, "chem", {"gpu"}).empty());
+
+  Prediction p = sample();  // horizon 3000 s
+  JobView job;
+  job.partitions = {"debug"};
+  job.account = "physics";
+  job.gpus = 4;
+  job.gpus_source = "spec";
+  BudgetState slurm{"account physics (Slurm GrpTRESMins)", 10, 10, true};
+  BudgetState pb{"account physics (policy budget, this month)", 2, 5000, false};
+  auto d = decide(pol, job, p, {slurm});
+  CHECK(d.cost_gpu_hours == doctest::Approx(3.3333).epsilon(1e-3));
+  REQUIRE(d.user_messages.size() == 2);
+  CHECK(d.user_messages[0] == "ttpred: predicted cost 3.33 GPU-hours (4 GPUs from the spec x 50m00s); "
+                              "account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left");
+  CHECK(d.set_time_limit);
+  d = decide(pol, job, p, {slurm, pb});
+  CHECK_FALSE(d.reject);
+  REQUIRE(d.user_messages.size() == 3);
+  CHECK(d.user_messages[1] == "ttpred: warning: the predicted cost 3.33 GPU-hours exceeds the 2 GPU-hours "
+                              "left to account physics (policy budget, this month)");
+  job.partitions = {"strict"};
+  d = decide(pol, job, p, {slurm, pb});
+  CHECK(d.reject);
+  CHECK(d.budget_reject);
+  CHECK_FALSE(d.set_time_limit);
+  CHECK(d.user_messages.back() == "ttpred: job rejected: the predicted cost 3.33 GPU-hours exceeds the 2 "
+                                  "GPU-hours left to account physics (policy budget, this month) "
+                                  "(policy rule 'strict')");
+  job.time_limit_minutes = 1;  // also a time-limit problem: no reject.under here, so still budget
+  d = decide(pol, job, p, {pb});
+  CHECK(d.budget_reject);
+  job.time_limit_minutes.reset();
+  job.partitions = {"quiet"};
+  d = decide(pol, job, p, {slurm, pb});
+  CHECK_FALSE(d.reject);
+  CHECK(d.user_messages.size() == 1);  // only the time limit
+  job.partitions = {"debug"};
+  job.gpus = 0;  // no cost: budgets are not mentioned
+  d = decide(pol, job, p, {pb});
+  CHECK(d.user_messages.size() == 1);
+  // slurm: false ignores Slurm's budget
+  Policy p2 = parse_policy("rules:\n  - name: r\n    budget: {slurm: false, reject: true}\n", "c.yaml");
+  job.gpus = 4;
+  d = decide(p2, job, p, {BudgetState{"account physics (Slurm GrpTRESMins)", 0, 10, true}});
+  CHECK_FALSE(d.reject);
+  CHECK(d.user_messages.size() == 1);
+
+  CHECK(error_of("budgets:\n  - {account: 'phys*', gpu_hours: 1}\n") ==
+        "/etc/slurm/ttpred.yaml:2: budgets[0].account: expected an exact name (no globs), got 'phys*'");
+  CHECK(error_of("budgets:\n  - {account: a}\n") == "/etc/slurm/ttpred.yaml:2: budgets[0].gpu_hours: missing");
+  CHECK(error_of("budgets:\n  - {account: a, gpu_hours: 1, period: fortnight}\n") ==
+        "/etc/slurm/ttpred.yaml:2: budgets[0].period: expected day, week, month, year or none, got 'fortnight'");
+  CHECK(error_of("budgets:\n  - {account: a, gpu_hours: 1}\n  - {account: a, gpu_hours: 2}\n") ==
+        "/etc/slurm/ttpred.yaml:3: budgets[1]: duplicate budget for a");
+  CHECK(error_of("rules:\n  - budget: {refuse: true}\n") ==
+        "/etc/slurm/ttpred.yaml:2: rules[0].budget.refuse: unknown key (expected one of: reject, show, slurm, warn)");
+}
+
+TEST_CASE("GPUs and cost in the JSON, the environment and the summary") {
+  Prediction p = prediction_from_json(R"({"seconds": 1200, "horizon_seconds": 3600, "gpus": 8})");
+  CHECK(p.gpus == 8);
+  CHECK(gpu_hours(p.horizon_seconds, 8) == 8);
+  CHECK(summary_line(p).find("; cost 8 GPU-hours (8 GPUs)") != std::string::npos);
+  auto env = prediction_to_env(p);
+  std::vector<std::string> flat;
+  for (const auto& [k, v] : env) flat.push_back(k + "=" + v);
+  CHECK(std::find(flat.begin(), flat.end(), "TTPRED_GPUS=8") != flat.end());
+  CHECK(std::find(flat.begin(), flat.end(), "TTPRED_GPU_HOURS=8") != flat.end());
+  auto back = parse(flat);
+  REQUIRE(back.prediction);
+  CHECK(back.prediction->gpus == 8);
+  auto forged = parse({"TTPRED_HORIZON_SECONDS=60", "TTPRED_GPUS=1e9"});
+  REQUIRE(forged.prediction);
+  CHECK(forged.prediction->gpus == -1);
+  CHECK(forged.problems.size() == 1);
+  Prediction none = prediction_from_json(R"({"seconds": 1, "horizon_seconds": 2})");
+  CHECK(none.gpus == -1);
+  CHECK(summary_line(none).find("cost") == std::string::npos);
 }
