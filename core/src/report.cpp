@@ -208,7 +208,7 @@ std::string sweep_csv(const std::vector<Prediction>& ps) {
 
 std::string curves_svg(const std::vector<Prediction>& ps) {
   // Predicted loss curves, log-scale loss against steps, one colour per configuration.
-  const double W = 760, H = 460, L = 70, R = 230, T = 30, B = 50;
+  const double W = 820, H = 460, L = 70, R = 250, T = 30, B = 50;
   double xmax = 1, ymin = INFINITY, ymax = -INFINITY;
   for (const Prediction& p : ps)
     for (size_t i = 0; i < p.curve_step.size(); ++i) {
@@ -252,10 +252,23 @@ std::string curves_svg(const std::vector<Prediction>& ps) {
     if (p.reached && p.steps < int64_t(p.curve_step.back()) + 1)
       o += fmt::format("<line x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\" stroke=\"{3}\" stroke-dasharray=\"3,3\"/>\n",
                        X(double(p.steps)), T, H - B, c);
-    if (k < 24)
-      o += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">lr {:.3g} B {} m {:.2g} wd {:.2g} N {}: T={}</text>\n",
-                       W - R + 8, T + 14 + 15 * double(k), c, p.spec.lr, p.spec.batch_size, p.spec.momentum,
-                       p.spec.weight_decay, p.size, p.steps);
+    if (k < 24) {
+      // Legend: only the values that differ between configurations.
+      auto varies = [&](auto get) {
+        for (const Prediction& q : ps)
+          if (get(q) != get(ps[0])) return true;
+        return false;
+      };
+      std::string label;
+      if (varies([](const Prediction& q) { return q.spec.lr; })) label += fmt::format("lr {:.3g} ", p.spec.lr);
+      if (varies([](const Prediction& q) { return double(q.spec.batch_size); })) label += fmt::format("B {} ", p.spec.batch_size);
+      if (varies([](const Prediction& q) { return q.spec.momentum; })) label += fmt::format("m {:.2g} ", p.spec.momentum);
+      if (varies([](const Prediction& q) { return q.spec.weight_decay; })) label += fmt::format("wd {:.2g} ", p.spec.weight_decay);
+      if (varies([](const Prediction& q) { return double(q.size); })) label += fmt::format("N {} ", p.size);
+      if (varies([](const Prediction& q) { return double(q.horizon); })) label += fmt::format("T {} ", p.horizon);
+      label += p.diverged ? std::string("diverges") : fmt::format("T(eps)={}", p.steps);
+      o += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - R + 8, T + 14 + 15 * double(k), c, label);
+    }
   }
   o += "</svg>\n";
   return o;
