@@ -477,3 +477,37 @@ TEST_CASE("finetune --json on the small job") {
   check_error(run(FINETUNE_BIN, {"--spec", t.write("nan.yaml", small_spec(M("mlp.pt"), M("nan_data.pt")))}), 5,
               "ttpred-finetune");
 }
+
+TEST_CASE("estimate: a sweep as table, CSV, JSON and SVG plot; its errors") {
+  TempDir t;
+  const std::string spec =
+      t.write("sweep.yaml", small_spec() + "sweep:\n  lr: [0.05, 0.1]\n  batch_size: [8, 16]\n");
+  Result table = estimate({"--spec", spec, "--quiet", "--diagnose-steps", "0"});
+  INFO("stderr: " << table.err);
+  REQUIRE(table.code == 0);
+  CHECK(has(table.out, "sweep of 4 configurations"));
+  CHECK(has(table.out, "GPU-h"));
+
+  Result csv = estimate({"--spec", spec, "--quiet", "--csv", "--diagnose-steps", "0"});
+  REQUIRE(csv.code == 0);
+  auto rows = lines_of(csv.out);
+  REQUIRE(rows.size() == 5u);
+  CHECK(rows[0].rfind("lr,batch_size,", 0) == 0);
+
+  const std::string svg = (fs::path(t.path) / "curves.svg").string();
+  Result js = estimate({"--spec", spec, "--quiet", "--json", "--plot", svg, "--diagnose-steps", "0"});
+  REQUIRE(js.code == 0);
+  json j = json::parse(js.out);
+  REQUIRE(j["runs"].size() == 4);
+  CHECK(j["runs"][0]["lr"].get<double>() == doctest::Approx(0.05));
+  CHECK(j["runs"][1]["batch_size"] == 16);
+  CHECK(finite_number(j["total_gpu_hours"]));
+  CHECK(read_file(svg).rfind("<svg", 0) == 0);
+
+  // Errors: --csv without a sweep, an unwritable plot, a bad sweep value (its line).
+  check_error(estimate({"--spec", t.write("one.yaml", small_spec()), "--csv"}), 2);
+  check_error(estimate({"--spec", spec, "--plot", "/nonexistent-dir/x.svg", "--diagnose-steps", "0"}), 4);
+  Result bad = estimate({"--spec", t.write("bad.yaml", small_spec() + "sweep:\n  lr: [0.1, -1]\n")});
+  check_error(bad, 3);
+  CHECK(has(bad.err, "bad.yaml:18:"));
+}
