@@ -11,6 +11,7 @@
 #include "ttpred/data.hpp"
 #include "ttpred/dynamics.hpp"
 #include "ttpred/error.hpp"
+#include "ttpred/extrapolate.hpp"
 #include "ttpred/finetune.hpp"
 
 namespace ttpred {
@@ -320,6 +321,51 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     P.lr_stability = peak_lr * curv * K.lambda_max / double(P.subset) / (2.0 * (1.0 + s.momentum));
     P.timing.emplace_back("simulate", now() - t0);
 
+    // N0 < N: the subset is easier to fit than the whole set (its spectrum lacks
+    // the slow tail). Extrapolate the spectrum of Θ to N·C modes, and move the
+    // simulated curves onto the full set's clock (docs/method.md §5).
+    std::vector<std::pair<std::vector<double>, std::vector<double>>> alt_curves;  // (loss, acc)
+    if (P.subset < P.size && s.extrapolate && P.relinearized_at == 0 && !cv.run_loss.empty()) {
+      const double t_ex = now();
+      Eigen::VectorXd r(prob.theta.rows());
+      for (int64_t i = 0; i < P.subset; ++i)
+        for (int64_t c = 0; c < C; ++c) {
+          double g = prob.f0(i, c) - prob.y(i, c);
+          if (s.loss == Loss::cross_entropy) {
+            const double mx = prob.f0.row(i).maxCoeff();
+            const double z = (prob.f0.row(i).array() - mx).exp().sum();
+            g = std::exp(prob.f0(i, c) - mx) / z - prob.y(i, c);
+          }
+          r(i * C + c) = g;
+        }
+      const Spectrum sub = subset_spectrum(prob.theta, P.subset, r);
+      const double a = s.lr / (1.0 - s.momentum) * (s.loss == Loss::mse ? 2.0 / double(C) : 1.0 / double(C));
+      const int64_t rows_full = P.size * C, m0 = sub.lambda.size();
+      const std::vector<double> Lsub = proxy_curve(sub, a, P.horizon);
+      auto warp_with = [&](int64_t from, int64_t keep) {
+        return time_warp(Lsub, proxy_curve(extrapolate_spectrum(sub, rows_full, from, keep), a, P.horizon));
+      };
+      auto apply = [&](const std::vector<double>& w, const std::vector<double>& ys) {
+        std::vector<double> out(cv.step.size());
+        for (size_t j = 0; j < cv.step.size(); ++j) out[j] = interpolate(cv.step, ys, w[size_t(cv.step[j])]);
+        return out;
+      };
+      const std::vector<double> w = warp_with(m0 / 16, m0 / 4);
+      // Sensitivity to the fit window: two other windows give the band's spread.
+      for (auto [from, keep] : {std::pair<int64_t, int64_t>{m0 / 32, m0 / 8}, {m0 / 8, m0 / 2}}) {
+        const std::vector<double> wa = warp_with(from, keep);
+        alt_curves.emplace_back(apply(wa, cv.loss), apply(wa, cv.acc));
+      }
+      cv.loss = apply(w, cv.loss);
+      cv.acc = apply(w, cv.acc);
+      for (size_t rr = 0; rr < cv.run_loss.size(); ++rr) {
+        cv.run_loss[rr] = apply(w, cv.run_loss[rr]);
+        cv.run_acc[rr] = apply(w, cv.run_acc[rr]);
+      }
+      P.extrapolated = true;
+      P.timing.emplace_back("extrapolate", now() - t_ex);
+    }
+
     // T on the mean curve; its band from the runs.
     auto target_index = [&](const std::vector<double>& loss, const std::vector<double>& acc, bool& reached) {
       reached = true;
@@ -342,6 +388,12 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     }
     P.steps_lo = std::min<int64_t>(P.steps, int64_t(std::floor(percentile(ts, 5))));
     P.steps_hi = std::max<int64_t>(P.steps, int64_t(std::ceil(percentile(ts, 95))));
+    for (const auto& [al, aa] : alt_curves) {  // the extrapolation's sensitivity to its fit window
+      bool ok;
+      const int64_t a = cv.step[size_t(target_index(al, aa, ok))];
+      P.steps_lo = std::min(P.steps_lo, a);
+      P.steps_hi = std::max(P.steps_hi, a);
+    }
     // The linearization error is not in the SGD-noise band: widen it by the drift
     // measured against real steps (relative, capped at 100%).
     if (P.drift > 0.1 && P.relinearized_at == 0) {
@@ -371,9 +423,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     if (!P.reached)
       P.warnings.push_back(std::string("target ") + to_string(s.target) + " " + fmt_num(s.target_value) +
                            " is not reached within the horizon of " + std::to_string(P.horizon) + " steps");
-    if (P.subset < P.size)
+    if (P.subset < P.size && !P.extrapolated)
       P.warnings.push_back("Theta computed on " + std::to_string(P.subset) + " of " + std::to_string(P.size) +
-                           " samples: dynamics simulated on that subset (mean-field), see docs/method.md");
+                           " samples and not extrapolated to N: the prediction is for the subset (too fast)");
 
     // Curves, decimated to about curve_points points (0 and T always kept).
     const size_t m = cv.step.size();

@@ -53,6 +53,7 @@ std::string to_json(const Prediction& p) {
   j["drift"] = num(p.drift);
   j["drift_steps"] = p.drift_steps;
   j["relinearized_at"] = p.relinearized_at;
+  j["extrapolated"] = p.extrapolated;
   j["step_seconds"] = p.step_seconds;
   j["step_seconds_source"] = p.step_source;
   j["seconds"] = double(p.steps) * p.step_seconds;

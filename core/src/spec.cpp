@@ -252,7 +252,8 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   }
   if (top.has("engine")) {
     Reader e(s, top.map("engine"), "engine.");
-    e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps"});
+    e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate"});
+    if (e.has("extrapolate")) s.extrapolate = e.get<bool>("extrapolate", "true or false");
     if (e.has("relinearize")) s.relinearize = e.integer_in("relinearize", 0, 100000000);
     if (e.has("diagnose_steps")) s.diagnose_steps = e.integer_in("diagnose_steps", 0, 100000000);
     if (e.has("device")) s.device = e.string("device");

@@ -25,7 +25,8 @@ struct Prediction {
   std::string step_source;    // measured | spec
   double drift = 0;           // max |L_real - L_lin| over the first drift_steps, / the loss decrease
   int64_t drift_steps = 0;    // real SGD steps compared (0: no diagnosis)
-  int64_t relinearized_at = 0;  // > 0: Θ recomputed at the weights after this many real steps
+  int64_t relinearized_at = 0;
+  bool extrapolated = false;  // N0 < N: curves moved to the full set's clock through the spectrum  // > 0: Θ recomputed at the weights after this many real steps
   double lr_stability = 0;    // η_eff·λ_max / 2 of the linearized full-batch map (> 1: unstable)
   std::vector<int64_t> curve_step;
   std::vector<double> curve_loss, curve_lo, curve_hi, curve_acc;

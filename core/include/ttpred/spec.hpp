@@ -59,6 +59,7 @@ struct Spec {
   std::string projection = "auto";   // auto | exact | countsketch
   int64_t projection_dim = 0;        // D0 for countsketch (0 = default)
   int runs = 0;                      // simulated SGD runs (0 = default)
+  bool extrapolate = false;          // N0 < N: spectral extrapolation to N (engine.extrapolate; experimental)
   int64_t relinearize = 0;           // > 0: k real steps, then Θ again at w_k (docs/method.md §7)
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
   uint64_t seed = 0;
