@@ -2,9 +2,13 @@
 // Jacobian), and the CountSketch projection: unbiased, error shrinking with D0.
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "ttpred/cache.hpp"
 #include "ttpred/data.hpp"
 #include "ttpred/model.hpp"
 
@@ -130,4 +134,197 @@ TEST_CASE("auto projection: exact when small, CountSketch when J Jᵀ is costly"
   CHECK(choose_projection(o, 2500, 11000000) == "countsketch");
   o.projection = "exact";
   CHECK(choose_projection(o, 2500, 11000000) == "exact");
+}
+
+namespace {
+double rel_diff(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
+  return (a - b).cwiseAbs().maxCoeff() / std::max(1e-30, b.cwiseAbs().maxCoeff());
+}
+}  // namespace
+
+TEST_CASE("fast and vmap engines (threaded) equal the reference loop") {
+  struct Case {
+    const char* model;
+    const char* data;
+    const char* projection;
+  };
+  for (Case k : {Case{"mlp.pt", "vec_train.pt", "exact"}, Case{"analytic.pt", "vec_train.pt", "exact"},
+                 Case{"cnn_small.pt", "img_train.pt", "exact"}, Case{"cnn_small.pt", "img_train.pt", "countsketch"}}) {
+    CAPTURE(k.model);
+    CAPTURE(k.projection);
+    Dataset d = read_torch_dict(std::string(TEST_MODELS) + "/" + k.data);
+    Model m(std::string(TEST_MODELS) + "/" + k.model, "cpu");
+    const auto idx = first(11);
+    GramOptions o;
+    o.projection = k.projection;
+    o.dim = 64;
+    o.seed = 3;
+    o.method = "loop";
+    const Gram ref = compute_gram(m, d, idx, o);
+    CHECK(ref.engine == "loop");
+    for (std::string method : {"fast", "vmap"})
+      for (int threads : {1, 2, 3}) {
+        CAPTURE(method);
+        CAPTURE(threads);
+        o.method = method;
+        o.threads = threads;
+        const Gram g = compute_gram(m, d, idx, o);
+        CHECK(g.method == ref.method);
+        CHECK(g.dim == ref.dim);
+        REQUIRE(g.theta.rows() == ref.theta.rows());
+        CHECK(rel_diff(g.theta, ref.theta) <= 1e-5);
+        CHECK(rel_diff(g.f0, ref.f0) <= 1e-6);
+        CHECK(rel_diff(g.jw0, ref.jw0) <= 1e-5);
+        CHECK(g.theta == g.theta.transpose());
+      }
+    // The number of workers does not change a single bit.
+    o.method = "fast";
+    o.threads = 1;
+    const Gram one = compute_gram(m, d, idx, o);
+    o.threads = 2;
+    CHECK(compute_gram(m, d, idx, o).theta == one.theta);
+  }
+}
+
+TEST_CASE("symmetric block product equals the plain one") {
+  // 1100 rows > the 1024-row threshold of the block product.
+  Dataset d = read_torch_dict(std::string(TEST_MODELS) + "/vec_train.pt");
+  Model m(std::string(TEST_MODELS) + "/mlp.pt", "cpu");
+  std::vector<int64_t> idx;
+  for (int i = 0; i < 367; ++i) idx.push_back(i % 64);
+  GramOptions o;
+  o.projection = "exact";
+  o.method = "fast";
+  const Gram a = compute_gram(m, d, idx, o);
+  o.symmetric_product = false;
+  const Gram b = compute_gram(m, d, idx, o);
+  CHECK(rel_diff(a.theta, b.theta) <= 1e-6);
+}
+
+TEST_CASE("trace-NTK equals K ⊗ I_C on a model whose Θ has that form") {
+  // linear_rf: f = W tanh(x R) + b, so J_i J_lᵀ = (φ_i·φ_l + 1) I_C.
+  Dataset d = read_torch_dict(std::string(TEST_MODELS) + "/vec_train.pt");
+  Model m(std::string(TEST_MODELS) + "/linear_rf.pt", "cpu");
+  const auto idx = first(9);
+  GramOptions o;
+  o.projection = "exact";
+  o.method = "loop";
+  const Gram ref = compute_gram(m, d, idx, o);
+  const int64_t C = ref.classes;
+  for (int64_t k : {1, 2, 5})
+    for (std::string method : {"fast", "vmap"}) {
+      CAPTURE(k);
+      CAPTURE(method);
+      o.method = method;
+      o.trace_k = k;
+      o.seed = uint64_t(k);
+      const Gram g = compute_gram(m, d, idx, o);
+      CHECK(g.trace_k == k);
+      REQUIRE(g.kernel.rows() == 9);
+      REQUIRE(g.theta.rows() == 9 * C);
+      CHECK(rel_diff(g.theta, ref.theta) <= 1e-5);
+      CHECK(g.kernel(2, 5) == doctest::Approx(ref.theta(2 * C + 1, 5 * C + 1)).epsilon(1e-5));
+      // J w0 = f0 for a model linear in its parameters (central difference).
+      CHECK(rel_diff(g.jw0, ref.jw0) <= 1e-4);
+    }
+  // On a nonlinear model the estimate's mean over classes matches tr(J_i J_lᵀ)/C
+  // in expectation; with k = 1 the diagonal is still positive.
+  Dataset dv = read_torch_dict(std::string(TEST_MODELS) + "/vec_train.pt");
+  Model mlp(std::string(TEST_MODELS) + "/mlp.pt", "cpu");
+  o.method = "fast";
+  o.trace_k = 1;
+  const Gram t = compute_gram(mlp, dv, idx, o);
+  for (int64_t i = 0; i < 9; ++i) CHECK(t.kernel(i, i) > 0);
+}
+
+TEST_CASE("unknown Gram method is refused") {
+  Dataset d = read_torch_dict(std::string(TEST_MODELS) + "/vec_train.pt");
+  Model m(std::string(TEST_MODELS) + "/mlp.pt", "cpu");
+  GramOptions o;
+  o.method = "magic";
+  CHECK_THROWS(compute_gram(m, d, first(2), o));
+}
+
+TEST_CASE("Θ cache: store, load, key sensitivity, corruption, LRU bound") {
+  const std::string dir = std::string(TEST_MODELS) + "/cache-test";
+  std::filesystem::remove_all(dir);
+  setenv("TTPRED_CACHE_DIR", dir.c_str(), 1);
+  unsetenv("TTPRED_CACHE");
+  unsetenv("TTPRED_CACHE_MAX_BYTES");
+  CHECK(cache_dir() == dir);
+  Dataset d = read_torch_dict(std::string(TEST_MODELS) + "/vec_train.pt");
+  const std::string mp = std::string(TEST_MODELS) + "/mlp.pt";
+  Model m(mp, "cpu");
+  GramOptions o;
+  o.projection = "exact";
+  const auto idx = first(7);
+  const std::string key = gram_cache_key(mp, d, idx, o, "cpu");
+  CHECK(key.size() == 64);
+  CHECK(key == gram_cache_key(mp, d, idx, o, "cpu"));
+  // Every input of Θ changes the key.
+  CHECK(key != gram_cache_key(mp, d, first(6), o, "cpu"));
+  CHECK(key != gram_cache_key(std::string(TEST_MODELS) + "/analytic.pt", d, idx, o, "cpu"));
+  CHECK(key != gram_cache_key(mp, d, idx, o, "cuda"));
+  GramOptions o2 = o;
+  o2.seed = 1;
+  CHECK(key != gram_cache_key(mp, d, idx, o2, "cpu"));
+  o2 = o;
+  o2.trace_k = 2;
+  CHECK(key != gram_cache_key(mp, d, idx, o2, "cpu"));
+  Dataset d2 = d;
+  d2.x[3] += 1.0f;  // sample 0, feature 3
+  CHECK(key != gram_cache_key(mp, d2, idx, o, "cpu"));
+  d2 = d;
+  d2.x[8 * 20] += 1.0f;  // a sample outside the subset: same key
+  CHECK(key == gram_cache_key(mp, d2, idx, o, "cpu"));
+
+  CHECK_FALSE(cache_load(key).has_value());
+  const Gram g = compute_gram(m, d, idx, o);
+  REQUIRE(cache_store(key, g));
+  auto h = cache_load(key);
+  REQUIRE(h.has_value());
+  CHECK(h->cached);
+  CHECK(h->theta == g.theta);
+  CHECK(h->f0 == g.f0);
+  CHECK(h->jw0 == g.jw0);
+  CHECK(h->method == g.method);
+  CHECK(h->n == g.n);
+  CHECK(h->classes == g.classes);
+
+  // A torn or corrupted entry is ignored (and removed): the caller recomputes.
+  const std::string path = dir + "/" + key + ".gram";
+  const auto size = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, size / 2);
+  CHECK_FALSE(cache_load(key).has_value());
+  CHECK_FALSE(std::filesystem::exists(path));
+  REQUIRE(cache_store(key, g));
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(size / 2));
+    f.put('\x5a');
+  }
+  CHECK_FALSE(cache_load(key).has_value());
+  CHECK_FALSE(cache_load("not-a-key").has_value());
+
+  // LRU: with room for about two entries, the least recently used goes.
+  const std::string k1 = gram_cache_key(mp, d, first(5), o, "cpu"), k2 = gram_cache_key(mp, d, first(4), o, "cpu");
+  setenv("TTPRED_CACHE_MAX_BYTES", std::to_string(2 * size + size / 2).c_str(), 1);
+  REQUIRE(cache_store(key, g));
+  std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  REQUIRE(cache_store(k1, g));
+  std::filesystem::last_write_time(dir + "/" + k1 + ".gram",
+                                   std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  REQUIRE(cache_load(key).has_value());  // a hit refreshes: now k1 is the oldest
+  REQUIRE(cache_store(k2, g));
+  CHECK(cache_load(key).has_value());
+  CHECK(cache_load(k2).has_value());
+  CHECK_FALSE(cache_load(k1).has_value());
+
+  setenv("TTPRED_CACHE", "off", 1);
+  CHECK(cache_dir().empty());
+  CHECK_FALSE(cache_load(key).has_value());
+  unsetenv("TTPRED_CACHE");
+  unsetenv("TTPRED_CACHE_MAX_BYTES");
+  unsetenv("TTPRED_CACHE_DIR");
+  std::filesystem::remove_all(dir);
 }

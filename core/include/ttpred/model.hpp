@@ -48,6 +48,23 @@ struct GramOptions {
   double max_exact_flops = 2e11;    // "auto" goes exact below this J·Jᵀ cost
   double max_jacobian_bytes = 4e9;  // and only when J fits in this
   Progress progress;
+  // How the per-sample Jacobians are computed (docs/performance.md):
+  //   loop  — the reference: one batch-1 forward and C autograd::grad calls per
+  //           sample, each gradient concatenated, then copied/sketched (serial);
+  //   fast  — the same passes, gradients written straight into J (no concat;
+  //           CountSketch by a raw loop), samples spread over `threads` workers
+  //           (each with one intra-op thread); equals loop to float rounding;
+  //   vmap  — fast, with the C backward passes of a sample batched into one
+  //           (LibTorch's legacy vmap, as torch.autograd.grad(is_grads_batched));
+  //   auto  — fast. trace_k > 0 always runs the fast engine (loop has no trace mode).
+  std::string method = "auto";
+  int threads = 0;                  // workers for fast/vmap; 0 = hardware threads (max 8), 1 on CUDA
+  // Trace-NTK (engine.trace_ntk: K): Θ ≈ K ⊗ I_C, K[i,l] = tr(J_i J_lᵀ)/C estimated
+  // from trace_k Rademacher projections vᵀ f of the outputs (shared by all samples):
+  // n·trace_k backward passes instead of n·C. Exact when Θ has that form. J·w0
+  // then comes from a central difference along w0 (relative error ~1e-5 to 1e-4). 0 = off.
+  int64_t trace_k = 0;
+  bool symmetric_product = true;    // Θ = J Jᵀ by upper block products (≈ half the flops)
 };
 
 struct Gram {
@@ -58,6 +75,11 @@ struct Gram {
   std::string method;     // exact | countsketch
   int64_t dim = 0;        // D0 (countsketch) or D (exact)
   double seconds_jacobian = 0, seconds_gram = 0;
+  std::string engine;     // loop | fast | vmap (GramOptions::method as resolved)
+  int threads = 1;        // workers used
+  int64_t trace_k = 0;    // > 0: Θ = kernel ⊗ I_C from trace_k output projections
+  Eigen::MatrixXd kernel; // n × n K of the trace-NTK (empty otherwise)
+  bool cached = false;    // loaded from the Θ cache (ttpred/cache.hpp)
 };
 
 // Per-sample output Jacobians J_i = ∂f(x_i)/∂w (C × D) of samples `idx`, and
