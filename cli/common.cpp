@@ -37,10 +37,15 @@ void Overrides::add_to(CLI::App& app) {
   app.add_option("--seed", seed, "Seed for the subset, the projection and the simulated batches")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--relinearize", relinearize,
-                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (0: off)")
+                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default T/10, at most "
+                 "50; 0: off)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--trace-ntk", trace_ntk, "Trace-NTK with K output projections (Θ ≈ K ⊗ I_C; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--no-training", no_training,
+               "The paper's training-free mode: no real SGD step at all (--relinearize 0 --diagnose-steps 0)");
   app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")
       ->check(CLI::PositiveNumber);
 }
@@ -65,6 +70,8 @@ void Overrides::apply(Spec& s) const {
   if (step_seconds) s.step_seconds = *step_seconds;
   if (relinearize) s.relinearize = *relinearize;
   if (diagnose_steps) s.diagnose_steps = *diagnose_steps;
+  if (no_training) s.relinearize = 0, s.diagnose_steps = 0;
+  if (trace_ntk) s.trace_ntk = *trace_ntk;
 }
 
 namespace {

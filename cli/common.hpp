@@ -14,8 +14,10 @@ namespace ttpred::cli {
 struct Overrides {
   std::string device;
   std::optional<double> lr, momentum, weight_decay, epochs, epsilon, target_loss, target_accuracy, step_seconds;
-  std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed, relinearize, diagnose_steps;
+  std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed, relinearize, diagnose_steps,
+      trace_ntk;
   std::string projection;
+  bool no_training = false;
   void add_to(CLI::App& app);
   void apply(Spec& s) const;  // then validate(s)
 };

@@ -17,12 +17,13 @@ int main(int argc, char** argv) {
       "5 invalid model or data, 6 device unavailable.",
       tool};
   std::string spec_path;
-  bool json = false, quiet = false, csv = false;
+  bool json = false, quiet = false, csv = false, no_cache = false;
   std::string plot;
   int curve_points = 200;
   cli::Overrides ov;
   app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example");
   app.add_flag("--json", json, "Print one JSON object (docs/json.md) instead of the table");
+  app.add_flag("--no-cache", no_cache, "Neither read nor write the Gram-matrix cache (docs/performance.md)");
   app.add_flag("--csv", csv, "With a sweep: print CSV rows instead of the table");
   app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file");
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     EstimateOptions opt;
     opt.progress = cli::make_progress(tool, quiet);
     opt.curve_points = curve_points;
+    opt.use_cache = !no_cache;
     auto write_plot = [&](const std::vector<Prediction>& ps) {
       if (plot.empty()) return;
       std::FILE* f = std::fopen(plot.c_str(), "w");

@@ -4,12 +4,14 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <memory>
 #include <random>
 #include <sstream>
 
 #include "ttpred/data.hpp"
 #include "ttpred/dynamics.hpp"
+#include "ttpred/cache.hpp"
 #include "ttpred/error.hpp"
 #include "ttpred/extrapolate.hpp"
 #include "ttpred/finetune.hpp"
@@ -54,6 +56,10 @@ struct Kernel {
   double lambda_max = 0;  // of Θ
   double seconds_jacobian = 0, seconds_gram = 0;
   bool used = false;      // the first prediction using it carries its cost
+  bool cached = false;
+  std::string engine;
+  int threads = 1;
+  int64_t trace_k = 0;
 };
 
 struct StepTime {
@@ -83,6 +89,7 @@ GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt
   // Default sketch: at least 4 dimensions per row of Θ (its noise falls as rows / D0).
   go.dim = s.projection_dim > 0 ? s.projection_dim : std::max<int64_t>(8192, 4 * rows);
   go.seed = s.seed;
+  go.trace_k = s.trace_ntk;
   go.progress = opt.progress;
   return go;
 }
@@ -119,7 +126,17 @@ Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64
       prob.labels[size_t(r)] = am;
     }
   }
-  Gram g = compute_gram(model, d, idx, gram_options(s, n * C, opt));
+  // Θ at the pre-trained weights depends only on the model, the samples and the
+  // projection: a resubmission or another hyper-parameter set reuses it (cache.hpp).
+  const GramOptions go = gram_options(s, n * C, opt);
+  const std::string key = opt.use_cache ? gram_cache_key(s.model, d, idx, go, model.device()) : std::string();
+  std::optional<Gram> hit = key.empty() ? std::nullopt : cache_load(key);
+  Gram g = hit ? std::move(*hit) : compute_gram(model, d, idx, go);
+  if (!hit && !key.empty()) cache_store(key, g);
+  k.cached = bool(hit);
+  k.engine = g.engine;
+  k.threads = g.threads;
+  k.trace_k = g.trace_k;
   k.method = g.method;
   k.dim = g.dim;
   k.rows = g.n * g.classes;
@@ -223,6 +240,10 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     P.timing.emplace_back("gram", K.used ? 0.0 : K.seconds_gram);
     K.used = true;
     P.gram_method = K.method;
+    P.gram_cached = K.cached;
+    P.gram_engine = K.engine;
+    P.gram_threads = K.threads;
+    P.gram_trace_k = K.trace_k;
     P.gram_dim = K.dim;
     P.gram_rows = K.rows;
     if (K.method == "countsketch" && K.dim < 4 * K.rows)
@@ -252,7 +273,11 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     // the linearized run 0 (same batches: the gap is the network's nonlinearity).
     // With engine.relinearize = k, Θ is then recomputed at the weights w_k and the
     // rest of the horizon simulated from the real outputs (docs/method.md §7).
-    int64_t kdiag = s.relinearize > 0 ? s.relinearize
+    // Default (measured in docs/accuracy.md): re-linearize after K = round(T/10)
+    // real steps, at most 50 so the cost stays bounded on long horizons.
+    const int64_t relin = s.relinearize >= 0 ? s.relinearize
+                                             : std::clamp<int64_t>(int64_t(std::llround(0.1 * double(P.horizon))), 1, 50);
+    int64_t kdiag = relin > 0 ? relin
                     : s.diagnose_steps >= 0 ? s.diagnose_steps
                                             : std::clamp<int64_t>(P.horizon / 10, 10, 50);
     kdiag = std::min(kdiag, P.horizon - 1);
@@ -269,17 +294,19 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       hk.horizon = P.horizon;
       FinetuneOptions fo;
       fo.seed = s.seed;
-      fo.log_every = std::max<int64_t>(1, kdiag / 10);
-      fo.keep_outputs = s.relinearize > 0;
+      // Every step when the real prefix becomes part of the predicted curve.
+      fo.log_every = relin > 0 ? 1 : std::max<int64_t>(1, kdiag / 10);
+      fo.keep_outputs = relin > 0;
       FinetuneResult real = finetune(model, d, K.idx, s.loss, prob.y, hk, fo);
       double worst = 0, lowest = real.loss.front();
       for (size_t j = 0; j < real.step.size(); ++j) {
-        worst = std::max(worst, std::fabs(real.loss[j] - cv.run_loss[0][size_t(real.step[j])]));
-        lowest = std::min(lowest, real.loss[j]);
+        const double lin = cv.run_loss[0][size_t(real.step[j])];
+        if (std::isfinite(lin) && std::isfinite(real.loss[j])) worst = std::max(worst, std::fabs(real.loss[j] - lin));
+        if (std::isfinite(real.loss[j])) lowest = std::min(lowest, real.loss[j]);
       }
       P.drift = worst / std::max(real.loss.front() - lowest, 1e-12);
       P.drift_steps = kdiag;
-      if (s.relinearize > 0 && std::isfinite(real.loss.back())) {
+      if (relin > 0 && std::isfinite(real.loss.back())) {
         Gram g2 = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
         Problem p2 = prob;
         p2.theta = std::move(g2.theta);
@@ -396,13 +423,13 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     }
     // The linearization error is not in the SGD-noise band: widen it by the drift
     // measured against real steps (relative, capped at 100%).
-    if (P.drift > 0.1 && P.relinearized_at == 0) {
+    if (P.drift > 0.1 && std::isfinite(P.drift) && P.relinearized_at == 0 && !P.diverged) {
       const double w = std::min(1.0, P.drift);
       P.steps_lo = std::min(P.steps_lo, int64_t(std::floor(double(P.steps) * (1 - w))));
       P.steps_hi = std::min(P.horizon, std::max(P.steps_hi, int64_t(std::ceil(double(P.steps) * (1 + w)))));
       P.warnings.push_back("after " + std::to_string(P.drift_steps) + " real SGD steps the linearized loss is off by " +
                            fmt_num(100 * P.drift) + "% of the loss decrease: the network leaves the linear regime; " +
-                           "band widened (engine.relinearize: K corrects for it)");
+                           "band widened (engine.relinearize: K > 0 corrects for it)");
     }
     P.initial_loss = cv.loss.front();
     P.final_loss = cv.loss.back();

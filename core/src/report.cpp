@@ -75,7 +75,11 @@ std::string to_json(const Prediction& p) {
   j["accuracy_curve"] = acc;
   j["gram"] = {{"method", p.gram_method},
                {"dim", p.gram_method == "exact" ? json(nullptr) : json(p.gram_dim)},
-               {"rows", p.gram_rows}};
+               {"rows", p.gram_rows},
+               {"engine", p.gram_engine},
+               {"threads", p.gram_threads},
+               {"trace_k", p.gram_trace_k},
+               {"cached", p.gram_cached}};
   json t = json::object();
   for (const auto& [k, v] : p.timing) t[k] = v;
   j["timing"] = t;

@@ -252,7 +252,9 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   }
   if (top.has("engine")) {
     Reader e(s, top.map("engine"), "engine.");
-    e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate"});
+    e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate",
+             "trace_ntk"});
+    if (e.has("trace_ntk")) s.trace_ntk = e.integer_in("trace_ntk", 0, 100000);
     if (e.has("extrapolate")) s.extrapolate = e.get<bool>("extrapolate", "true or false");
     if (e.has("relinearize")) s.relinearize = e.integer_in("relinearize", 0, 100000000);
     if (e.has("diagnose_steps")) s.diagnose_steps = e.integer_in("diagnose_steps", 0, 100000000);

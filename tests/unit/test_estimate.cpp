@@ -160,6 +160,7 @@ TEST_CASE("drift diagnosis and re-linearization: nothing to correct on a model l
                   "hardware:\n  step_seconds: 0.1\n";
   Spec s = parse_spec(y, "lin.yaml", dir);
   s.diagnose_steps = 20;
+  s.relinearize = 0;
   Prediction pure = estimate(s);
   CHECK(pure.drift_steps == 20);
   CHECK(pure.drift < 1e-3);  // linearization is exact: real steps follow the simulation
@@ -181,6 +182,7 @@ TEST_CASE("drift diagnosis on a nonlinear model at a large learning rate widens 
   s.lr = 2.0;
   s.momentum = 0.9;
   s.diagnose_steps = 15;
+  s.relinearize = 0;
   Prediction p = estimate(s);
   CHECK(p.drift_steps == 15);
   CHECK(p.drift >= 0);
@@ -189,4 +191,19 @@ TEST_CASE("drift diagnosis on a nonlinear model at a large learning rate widens 
     for (const auto& w : p.warnings) warned |= w.find("leaves the linear regime") != std::string::npos;
     CHECK(warned);
   }
+}
+
+TEST_CASE("defaults: re-linearize after round(T/10) real steps; --no-training means none") {
+  Spec s = small_spec();  // T = 40
+  Prediction p = estimate(s);
+  CHECK(p.relinearized_at == 4);
+  CHECK(p.drift_steps == 4);
+  s.relinearize = 0;
+  s.diagnose_steps = 0;
+  Prediction q = estimate(s);
+  CHECK(q.relinearized_at == 0);
+  CHECK(q.drift_steps == 0);
+  bool timed = false;
+  for (const auto& [k, v] : q.timing) timed |= k == "diagnose";
+  CHECK_FALSE(timed);
 }

@@ -31,6 +31,10 @@ struct Prediction {
   std::vector<int64_t> curve_step;
   std::vector<double> curve_loss, curve_lo, curve_hi, curve_acc;
   std::string gram_method;
+  std::string gram_engine;
+  bool gram_cached = false;
+  int gram_threads = 1;
+  int64_t gram_trace_k = 0;
   int64_t gram_dim = 0, gram_rows = 0;
   std::vector<std::pair<std::string, double>> timing;  // phase -> seconds, in order
   std::vector<std::string> warnings;
@@ -39,6 +43,7 @@ struct Prediction {
 struct EstimateOptions {
   Progress progress;   // may be empty
   int curve_points = 200;
+  bool use_cache = false;  // load/store Θ at w0 in the cache (ttpred/cache.hpp); the CLI turns it on
 };
 
 // Default number of samples for Θ: min(N, max(16, 2500 / C)).

@@ -58,9 +58,10 @@ struct Spec {
   std::string device = "auto";       // auto | cpu | cuda
   std::string projection = "auto";   // auto | exact | countsketch
   int64_t projection_dim = 0;        // D0 for countsketch (0 = default)
+  int64_t trace_ntk = 0;             // > 0: trace-NTK Θ ≈ K ⊗ I_C from this many output projections
   int runs = 0;                      // simulated SGD runs (0 = default)
   bool extrapolate = false;          // N0 < N: spectral extrapolation to N (engine.extrapolate; experimental)
-  int64_t relinearize = 0;           // > 0: k real steps, then Θ again at w_k (docs/method.md §7)
+  int64_t relinearize = -1;          // K real steps, then Θ again at w_K (-1 = auto: clamp(T/10, 1, 50); 0 = off)
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
   uint64_t seed = 0;
   // hardware
