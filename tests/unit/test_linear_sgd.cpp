@@ -19,29 +19,27 @@ struct Case {
   int64_t batch;
 };
 
-void run_case(const Case& k) {
-  CAPTURE(k.data);
-  CAPTURE(k.momentum);
-  CAPTURE(k.wd);
-  CAPTURE(k.batch);
-  const std::string dir = TEST_MODELS;
-  Dataset d = read_torch_dict(dir + "/" + k.data);
-  Model m(dir + "/linear_rf.pt", "cpu");
-  const int64_t n = d.n, C = m.num_classes(d);
+std::vector<int64_t> all_samples(const Dataset& d) {
   std::vector<int64_t> idx;
-  for (int64_t i = 0; i < n; ++i) idx.push_back(i);
+  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
+  return idx;
+}
 
+// The linearized problem of model m on samples idx: targets, exact Θ, f0, J·w0.
+Problem problem_for(const Model& m, const Dataset& d, Loss loss, const std::vector<int64_t>& idx) {
+  const int64_t n = int64_t(idx.size()), C = m.num_classes(d);
   Problem p;
-  p.loss = k.loss;
+  p.loss = loss;
   p.y = Eigen::MatrixXd::Zero(n, C);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t i = idx[size_t(r)];
     if (d.has_labels()) {
-      p.y(i, d.y[size_t(i)]) = 1;
+      p.y(r, d.y[size_t(i)]) = 1;
       p.labels.push_back(d.y[size_t(i)]);
     } else {
-      for (int64_t c = 0; c < C; ++c) p.y(i, c) = d.targets[size_t(i * C + c)];
+      for (int64_t c = 0; c < C; ++c) p.y(r, c) = d.targets[size_t(i * C + c)];
       Eigen::Index am;
-      p.y.row(i).maxCoeff(&am);
+      p.y.row(r).maxCoeff(&am);
       p.labels.push_back(am);
     }
   }
@@ -51,6 +49,19 @@ void run_case(const Case& k) {
   p.theta = g.theta;
   p.f0 = g.f0;
   p.jw0 = g.jw0;
+  return p;
+}
+
+void run_case(const Case& k) {
+  CAPTURE(k.data);
+  CAPTURE(k.momentum);
+  CAPTURE(k.wd);
+  CAPTURE(k.batch);
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/" + k.data);
+  Model m(dir + "/linear_rf.pt", "cpu");
+  std::vector<int64_t> idx = all_samples(d);
+  Problem p = problem_for(m, d, k.loss, idx);
   Hyper h;
   h.lr = k.lr;
   h.momentum = k.momentum;
@@ -92,14 +103,8 @@ TEST_CASE("a nonlinear model: the linearization matches real SGD early on") {
   const std::string dir = TEST_MODELS;
   Dataset d = read_torch_dict(dir + "/vec_train.pt");
   Model m(dir + "/mlp.pt", "cpu");
-  std::vector<int64_t> idx;
-  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
-  Problem p;
-  p.loss = Loss::cross_entropy;
-  p.y = Eigen::MatrixXd::Zero(d.n, 3);
-  for (int64_t i = 0; i < d.n; ++i) p.y(i, d.y[size_t(i)]) = 1, p.labels.push_back(d.y[size_t(i)]);
-  Gram g = compute_gram(m, d, idx, GramOptions{});
-  p.theta = g.theta, p.f0 = g.f0, p.jw0 = g.jw0;
+  const std::vector<int64_t> idx = all_samples(d);
+  Problem p = problem_for(m, d, Loss::cross_entropy, idx);
   Hyper h;
   h.lr = 0.05;
   h.batch_size = 16;
@@ -115,16 +120,8 @@ TEST_CASE("linear-in-parameters model with a cosine schedule and warm-up: predic
   const std::string dir = TEST_MODELS;
   Dataset d = read_torch_dict(dir + "/vec_train.pt");
   Model m(dir + "/linear_rf.pt", "cpu");
-  std::vector<int64_t> idx;
-  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
-  Problem p;
-  p.loss = Loss::cross_entropy;
-  p.y = Eigen::MatrixXd::Zero(d.n, 3);
-  for (int64_t i = 0; i < d.n; ++i) p.y(i, d.y[size_t(i)]) = 1, p.labels.push_back(d.y[size_t(i)]);
-  GramOptions go;
-  go.projection = "exact";
-  Gram g = compute_gram(m, d, idx, go);
-  p.theta = g.theta, p.f0 = g.f0, p.jw0 = g.jw0;
+  const std::vector<int64_t> idx = all_samples(d);
+  Problem p = problem_for(m, d, Loss::cross_entropy, idx);
   Hyper h;
   h.lr = 0.3;
   h.momentum = 0.9;
