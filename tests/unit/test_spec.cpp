@@ -553,3 +553,18 @@ TEST_CASE("learning-rate schedules follow PyTorch's schedulers, per step") {
   check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: exponential}"), 8, "optimizer.schedule.type");
   check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: step}"), 8, "step_size");
 }
+
+TEST_CASE("engine keys of the later stages: values and errors") {
+  Spec s = parse_spec(kBase + "engine:\n  relinearize: 0\n  diagnose_steps: 7\n  extrapolate: true\n  trace_ntk: 4\n",
+                      "spec.yaml", "/tmp");
+  CHECK(s.relinearize == 0);
+  CHECK(s.diagnose_steps == 7);
+  CHECK(s.extrapolate);
+  CHECK(s.trace_ntk == 4);
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(T/10), at most 50
+  check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");
+  check_spec_error(kBase + "engine:\n  trace_ntk: -1\n", 17, "engine.trace_ntk");
+  check_spec_error(kBase + "engine:\n  relinearize: -2\n", 17, "engine.relinearize");
+  check_spec_error(kBase + "engine:\n  diagnose_steps: 1.5\n", 17, "engine.diagnose_steps");
+  check_spec_error(kBase + "hardware:\n  gpus: -1\n", 17, "hardware.gpus");
+}
