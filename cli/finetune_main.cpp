@@ -99,15 +99,8 @@ int main(int argc, char** argv) {
       runs.push_back({{"seed", seed}, {"final_loss", r.loss.back()}, {"seconds_train", r.seconds_train},
                       {"steps_measured", r.step[size_t(time_to_epsilon(r.loss, s.target_value))]}});
     }
-    int64_t k = 0;
     bool reached = true;
-    if (s.target == TargetKind::epsilon) {
-      k = time_to_epsilon(mean_loss, s.target_value);
-    } else {
-      k = s.target == TargetKind::loss ? first_reaching(mean_loss, s.target_value, true)
-                                       : first_reaching(mean_acc, s.target_value, false);
-      if (k < 0) reached = false, k = int64_t(mean_loss.size()) - 1;
-    }
+    const int64_t k = target_index(mean_loss, mean_acc, s.target, s.target_value, &reached);
     const double step_seconds = secs_train / double(seeds.size()) / double(std::max<int64_t>(1, h.steps));
     if (json) {
       nlohmann::json j;

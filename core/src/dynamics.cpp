@@ -185,6 +185,16 @@ int64_t first_reaching(const std::vector<double>& values, double v, bool below) 
   return -1;
 }
 
+int64_t target_index(const std::vector<double>& loss, const std::vector<double>& acc, TargetKind kind, double value,
+                     bool* reached) {
+  if (reached) *reached = true;
+  if (kind == TargetKind::epsilon) return time_to_epsilon(loss, value);
+  const int64_t k = kind == TargetKind::loss ? first_reaching(loss, value, true) : first_reaching(acc, value, false);
+  if (k >= 0) return k;
+  if (reached) *reached = false;
+  return int64_t(loss.size()) - 1;
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());

@@ -267,12 +267,6 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     so.runs = s.runs > 0 ? s.runs : 16;
     so.seed = s.seed;
     if (opt.progress) so.progress = [&](int64_t done, int64_t total) { opt.progress("simulate", done, total); };
-    Curves cv = simulate(prob, h, so);
-
-    // Diagnosis: k real SGD steps on the N0 samples with run 0's batches, against
-    // the linearized run 0 (same batches: the gap is the network's nonlinearity).
-    // With engine.relinearize = k, Θ is then recomputed at the weights w_k and the
-    // rest of the horizon simulated from the real outputs (docs/method.md §7).
     // Default (measured in docs/accuracy.md): re-linearize after K = round(T/10)
     // real steps, at most 50 so the cost stays bounded on long horizons.
     const int64_t relin = s.relinearize >= 0 ? s.relinearize
@@ -281,7 +275,29 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
                     : s.diagnose_steps >= 0 ? s.diagnose_steps
                                             : std::clamp<int64_t>(P.horizon / 10, 10, 50);
     kdiag = std::min(kdiag, P.horizon - 1);
-    if (kdiag > 0 && cv.stride == 1) {
+    const bool every_step = P.horizon <= 20000;  // simulate() records every step (stride 1)
+    const bool diagnose = kdiag > 0 && every_step;
+    // When re-linearizing, the pure simulation only serves the diagnosis: run 0
+    // up to K. The whole pure prediction is simulated only if re-linearization
+    // cannot be used (below).
+    Curves cv;
+    if (diagnose && relin > 0) {
+      Hyper hk = h;
+      hk.steps = kdiag;
+      hk.horizon = P.horizon;
+      SimOptions one = so;
+      one.runs = 1;
+      cv = simulate(prob, hk, one);
+    } else {
+      cv = simulate(prob, h, so);
+    }
+
+    // Diagnosis: k real SGD steps on the N0 samples with run 0's batches, against
+    // the linearized run 0 (same batches: the gap is the network's nonlinearity).
+    // With engine.relinearize = k, Θ is then recomputed at the weights w_k and the
+    // rest of the horizon simulated from the real outputs (docs/method.md §7).
+    double diagnose_seconds = 0;
+    if (diagnose) {
       const double t_diag = now();
       const Weights w0 = save_weights(model);
       struct Restore {
@@ -336,8 +352,10 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         cv = std::move(both);
         P.relinearized_at = kdiag;
       }
-      P.timing.emplace_back("diagnose", now() - t_diag);
+      diagnose_seconds = now() - t_diag;
+      P.timing.emplace_back("diagnose", diagnose_seconds);
     }
+    if (cv.step.back() != P.horizon) cv = simulate(prob, h, so);  // re-linearization not used
 
     // Stability of the linearized full-batch map: η λ_max(H) < 2 (1 + m), with H
     // the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE).
@@ -346,7 +364,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       peak_lr = std::max(peak_lr, s.schedule.at(s.lr, t, P.horizon));
     const double curv = s.loss == Loss::mse ? 2.0 / double(C) : 0.5;
     P.lr_stability = peak_lr * curv * K.lambda_max / double(P.subset) / (2.0 * (1.0 + s.momentum));
-    P.timing.emplace_back("simulate", now() - t0);
+    P.timing.emplace_back("simulate", now() - t0 - diagnose_seconds);  // "diagnose" is reported on its own
 
     // N0 < N: the subset is easier to fit than the whole set (its spectrum lacks
     // the slow tail). Extrapolate the spectrum of Θ to N·C modes, and move the
@@ -394,30 +412,20 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     }
 
     // T on the mean curve; its band from the runs.
-    auto target_index = [&](const std::vector<double>& loss, const std::vector<double>& acc, bool& reached) {
-      reached = true;
-      if (s.target == TargetKind::epsilon) return time_to_epsilon(loss, s.target_value);
-      int64_t k = s.target == TargetKind::loss ? first_reaching(loss, s.target_value, true)
-                                               : first_reaching(acc, s.target_value, false);
-      if (k < 0) {
-        reached = false;
-        return int64_t(loss.size()) - 1;
-      }
-      return k;
+    auto target_of = [&](const std::vector<double>& loss, const std::vector<double>& acc, bool* reached = nullptr) {
+      return target_index(loss, acc, s.target, s.target_value, reached);
     };
-    int64_t k = target_index(cv.loss, cv.acc, P.reached);
+    int64_t k = target_of(cv.loss, cv.acc, &P.reached);
     P.steps = cv.step[size_t(k)];
     std::vector<double> ts, finals;
     for (size_t r = 0; r < cv.run_loss.size(); ++r) {
-      bool ok;
-      ts.push_back(double(cv.step[size_t(target_index(cv.run_loss[r], cv.run_acc[r], ok))]));
+      ts.push_back(double(cv.step[size_t(target_of(cv.run_loss[r], cv.run_acc[r]))]));
       finals.push_back(cv.run_loss[r].back());
     }
     P.steps_lo = std::min<int64_t>(P.steps, int64_t(std::floor(percentile(ts, 5))));
     P.steps_hi = std::max<int64_t>(P.steps, int64_t(std::ceil(percentile(ts, 95))));
     for (const auto& [al, aa] : alt_curves) {  // the extrapolation's sensitivity to its fit window
-      bool ok;
-      const int64_t a = cv.step[size_t(target_index(al, aa, ok))];
+      const int64_t a = cv.step[size_t(target_of(al, aa))];
       P.steps_lo = std::min(P.steps_lo, a);
       P.steps_hi = std::max(P.steps_hi, a);
     }

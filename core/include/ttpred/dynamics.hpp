@@ -71,6 +71,12 @@ int64_t time_to_epsilon(const std::vector<double>& loss, double eps);
 // First index with value <= v (`below`) or >= v; -1 when never.
 int64_t first_reaching(const std::vector<double>& values, double v, bool below);
 
+// The index at which a target is met: T(ε) for epsilon, else the first step
+// with loss <= value / accuracy >= value. Not met: the last index, and
+// *reached (when given) is set false.
+int64_t target_index(const std::vector<double>& loss, const std::vector<double>& acc, TargetKind kind, double value,
+                     bool* reached = nullptr);
+
 // p-th percentile (0..100) with linear interpolation.
 double percentile(std::vector<double> v, double p);
 
