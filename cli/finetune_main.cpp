@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
       secs_train += r.seconds_train;
       secs_total += r.seconds_total;
       runs.push_back({{"seed", seed}, {"final_loss", r.loss.back()}, {"seconds_train", r.seconds_train},
-                      {"steps_measured", r.step[size_t(time_to_epsilon(r.loss, s.target_value))]}});
+                      {"steps_measured", r.step[size_t(target_index(r.loss, r.acc, s.target, s.target_value))]}});
     }
     bool reached = true;
     const int64_t k = target_index(mean_loss, mean_acc, s.target, s.target_value, &reached);
