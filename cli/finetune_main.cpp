@@ -66,18 +66,8 @@ int main(int argc, char** argv) {
     for (uint64_t seed : seeds) {
       Model model(s.model, s.device);  // fresh pre-trained weights for each seed
       C = model.num_classes(d);
-      Eigen::MatrixXd y = Eigen::MatrixXd::Zero(N, C);
-      for (int64_t i = 0; i < N; ++i) {
-        if (d.has_labels()) {
-          if (d.y[size_t(i)] >= C)
-            throw Error(Exit::invalid, fmt::format("{}: y: label {} of sample {} is out of range for C={}", d.source,
-                                                   d.y[size_t(i)], i, C));
-          y(i, d.y[size_t(i)]) = 1;
-        } else {
-          if (s.loss == Loss::cross_entropy) s.fail("loss", "cross_entropy needs class ids in y");
-          for (int64_t c = 0; c < C; ++c) y(i, c) = d.targets[size_t(i * C + c)];
-        }
-      }
+      if (!d.has_labels() && s.loss == Loss::cross_entropy) s.fail("loss", "cross_entropy needs class ids in y");
+      const Eigen::MatrixXd y = target_matrix(d, N, C);
       FinetuneOptions fo;
       fo.seed = seed;
       fo.log_every = log_every;

@@ -10,6 +10,41 @@
 
 namespace ttpred {
 
+Eigen::MatrixXd target_matrix(const Dataset& d, const std::vector<int64_t>& idx, int64_t classes,
+                              std::vector<int64_t>* labels) {
+  const int64_t n = int64_t(idx.size()), C = classes;
+  if (!d.has_labels() && d.target_dim != C)
+    throw Error(Exit::invalid, d.source + ": y: float targets have " + std::to_string(d.target_dim) +
+                                   " columns but the model has C=" + std::to_string(C) + " outputs");
+  Eigen::MatrixXd y = Eigen::MatrixXd::Zero(n, C);
+  if (labels) labels->resize(size_t(n));
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t i = idx[size_t(r)];
+    int64_t label = 0;
+    if (d.has_labels()) {
+      label = d.y[size_t(i)];
+      if (label < 0 || label >= C)
+        throw Error(Exit::invalid, d.source + ": y: label " + std::to_string(label) + " of sample " +
+                                       std::to_string(i) + " is out of range for a model with C=" +
+                                       std::to_string(C) + " outputs");
+      y(r, label) = 1.0;
+    } else {
+      for (int64_t c = 0; c < C; ++c) y(r, c) = d.targets[size_t(i * C + c)];
+      Eigen::Index am;
+      y.row(r).maxCoeff(&am);
+      label = am;
+    }
+    if (labels) (*labels)[size_t(r)] = label;
+  }
+  return y;
+}
+
+Eigen::MatrixXd target_matrix(const Dataset& d, int64_t rows, int64_t classes) {
+  std::vector<int64_t> idx(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) idx[size_t(i)] = i;
+  return target_matrix(d, idx, classes);
+}
+
 int64_t Dataset::sample_numel() const {
   int64_t k = 1;
   for (auto s : sample_shape) k *= s;

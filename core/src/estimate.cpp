@@ -57,6 +57,7 @@ struct Kernel {
   double seconds_jacobian = 0, seconds_gram = 0;
   bool used = false;      // the first prediction using it carries its cost
   bool cached = false;
+  std::map<int64_t, std::pair<Problem, double>> extrapolated;  // N -> (Θ extrapolated to N, shared modes)
   std::string engine;
   int threads = 1;
   int64_t trace_k = 0;
@@ -105,6 +106,93 @@ double interpolate(const std::vector<int64_t>& xs, const std::vector<double>& ys
   return ys.back();
 }
 
+// ∂ℓ/∂f at outputs F (flattened, row i·C + c): softmax - y, or 2 (f - y) / C.
+Eigen::VectorXd loss_gradient(const Problem& p, const Eigen::MatrixXd& F) {
+  const int64_t n = p.n(), C = p.classes();
+  Eigen::VectorXd g(n * C);
+  for (int64_t i = 0; i < n; ++i) {
+    if (p.loss == Loss::cross_entropy) {
+      const double mx = F.row(i).maxCoeff();
+      const double z = (F.row(i).array() - mx).exp().sum();
+      for (int64_t c = 0; c < C; ++c) g(i * C + c) = std::exp(F(i, c) - mx) / z - p.y(i, c);
+    } else {
+      for (int64_t c = 0; c < C; ++c) g(i * C + c) = 2.0 * (F(i, c) - p.y(i, c)) / double(C);
+    }
+  }
+  return g;
+}
+
+// The problem restricted to samples at positions `pos` (ascending).
+Problem restrict_problem(const Problem& p, const std::vector<int64_t>& pos) {
+  const int64_t C = p.classes(), m = int64_t(pos.size());
+  std::vector<int64_t> rows;
+  for (int64_t i : pos)
+    for (int64_t c = 0; c < C; ++c) rows.push_back(i * C + c);
+  Problem q;
+  q.loss = p.loss;
+  q.theta.resize(m * C, m * C);
+  for (int64_t b = 0; b < m * C; ++b)
+    for (int64_t a = 0; a < m * C; ++a) q.theta(a, b) = p.theta(rows[size_t(a)], rows[size_t(b)]);
+  auto take = [&](const Eigen::MatrixXd& x) {
+    if (x.size() == 0) return Eigen::MatrixXd();
+    Eigen::MatrixXd y(m, x.cols());
+    for (int64_t r = 0; r < m; ++r) y.row(r) = x.row(pos[size_t(r)]);
+    return y;
+  };
+  q.f0 = take(p.f0);
+  q.jw0 = take(p.jw0);
+  q.u0 = take(p.u0);
+  q.y = take(p.y);
+  for (int64_t i : pos) q.labels.push_back(p.labels[size_t(i)]);
+  return q;
+}
+
+// p with Θ extrapolated from its N0 samples to a training set of N (extrapolate.hpp),
+// from the residual at p's starting outputs.
+Problem extrapolated_problem(const Problem& p, int64_t N, uint64_t seed, double* shared_modes) {
+  Problem q;
+  Extrapolated x = extrapolate_kernel(p.theta, p.classes(), N, loss_gradient(p, p.f0), seed);
+  q.theta = std::move(x.theta);
+  q.f0 = p.f0;
+  q.jw0 = p.jw0;
+  q.u0 = p.u0;
+  q.y = p.y;
+  q.labels = p.labels;
+  q.loss = p.loss;
+  if (shared_modes) *shared_modes = x.shared_modes;
+  return q;
+}
+
+// The extrapolation checked on the job itself: from N1 = N0/4 (or N0/2) of the
+// N0 samples, extrapolated to N0, against the simulation on all N0.
+struct Check {
+  int64_t from = 0, steps = 0, direct = 0;
+  double error = 0;
+};
+Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& so, const Spec& s) {
+  const int64_t n0 = raw.n();
+  const int64_t least = std::max<int64_t>(32, 2 * std::min(h.batch_size, n0));
+  int64_t n1 = n0 / 4;
+  if (n1 < least) n1 = n0 / 2;
+  if (n1 < least) return {};
+  std::mt19937_64 rng = run_rng(s.seed, -2);
+  std::vector<int64_t> pos = epoch_permutation(rng, n0);
+  pos.resize(size_t(n1));
+  std::sort(pos.begin(), pos.end());
+  const Problem sub = extrapolated_problem(restrict_problem(raw, pos), n0, s.seed, nullptr);
+  SimOptions o = so;
+  o.runs = std::min(so.runs, 8);
+  o.progress = nullptr;
+  const Curves a = simulate(sub, h, o), b = simulate(raw, h, o);
+  Check c;
+  c.from = n1;
+  c.steps = a.step[size_t(target_index(a.loss, a.acc, s.target, s.target_value))];
+  c.direct = b.step[size_t(target_index(b.loss, b.acc, s.target, s.target_value))];
+  if (!std::isfinite(a.loss.back()) || !std::isfinite(b.loss.back())) return {};
+  c.error = std::fabs(double(c.steps - c.direct)) / double(std::max<int64_t>(1, c.direct));
+  return c;
+}
+
 Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s,
                    int64_t C, const EstimateOptions& opt) {
   Kernel k;
@@ -112,20 +200,7 @@ Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64
   Problem& prob = k.prob;
   const int64_t n = int64_t(idx.size());
   prob.loss = s.loss;
-  prob.y = Eigen::MatrixXd::Zero(n, C);
-  prob.labels.resize(size_t(n));
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t i = idx[size_t(r)];
-    if (d.has_labels()) {
-      prob.y(r, d.y[size_t(i)]) = 1.0;
-      prob.labels[size_t(r)] = d.y[size_t(i)];
-    } else {
-      for (int64_t c = 0; c < C; ++c) prob.y(r, c) = d.targets[size_t(i * C + c)];
-      Eigen::Index am;
-      prob.y.row(r).maxCoeff(&am);
-      prob.labels[size_t(r)] = am;
-    }
-  }
+  prob.y = target_matrix(d, idx, C, &prob.labels);
   // Θ at the pre-trained weights depends only on the model, the samples and the
   // projection: a resubmission or another hyper-parameter set reuses it (cache.hpp).
   const GramOptions go = gram_options(s, n * C, opt);
@@ -155,11 +230,7 @@ StepTime time_steps(Model& model, const Dataset& d, const Spec& s, int64_t C) {
   if (s.step_seconds > 0) {
     st.median = st.lo = st.hi = s.step_seconds;
   } else {
-    Eigen::MatrixXd targets = Eigen::MatrixXd::Zero(d.n, C);
-    for (int64_t i = 0; i < d.n; ++i)
-      for (int64_t c = 0; c < C; ++c)
-        targets(i, c) = d.has_labels() ? double(d.y[size_t(i)] == c) : d.targets[size_t(i * C + c)];
-    auto secs = time_sgd_steps(model, d, s.loss, targets, s.lr, s.momentum, s.weight_decay, s.batch_size,
+    auto secs = time_sgd_steps(model, d, s.loss, target_matrix(d, d.n, C), s.lr, s.momentum, s.weight_decay, s.batch_size,
                                s.calibrate_steps > 0 ? s.calibrate_steps : 5, s.seed);
     st.median = percentile(secs, 50);
     st.lo = percentile(secs, 10);
@@ -188,20 +259,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
   Dataset d = load_dataset(load);
   for (const Spec& s : specs) max_pool = std::max(max_pool, s.data.size > 0 ? std::min(s.data.size, d.n) : d.n);
   const int64_t C = model.num_classes(d);
-  if (d.has_labels()) {
-    for (int64_t i = 0; i < max_pool; ++i)
-      if (d.y[size_t(i)] >= C)
-        throw Error(Exit::invalid, d.source + ": y: label " + std::to_string(d.y[size_t(i)]) + " of sample " +
-                                       std::to_string(i) + " is out of range for a model with C=" +
-                                       std::to_string(C) + " outputs");
-  } else {
-    if (first.loss == Loss::cross_entropy)
-      first.fail("loss",
-                 "cross_entropy needs int64 class ids in y; " + d.source + " holds float targets (use mse)");
-    if (d.target_dim != C)
-      throw Error(Exit::invalid, d.source + ": y: float targets have " + std::to_string(d.target_dim) +
-                                     " columns but the model has C=" + std::to_string(C) + " outputs");
-  }
+  if (!d.has_labels() && first.loss == Loss::cross_entropy)
+    first.fail("loss", "cross_entropy needs int64 class ids in y; " + d.source + " holds float targets (use mse)");
+  const Eigen::MatrixXd pool_targets = target_matrix(d, max_pool, C);  // also validates every label
   const double load_seconds = now() - t0;
 
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Kernel>> kernels;  // (pool, N0) -> Θ
@@ -253,6 +313,28 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
 
     t0 = now();
     const Problem& prob = K.prob;
+    // N0 < N: simulate on the kernel extrapolated to N (extrapolate.hpp); it
+    // depends on N, not on the optimizer, so a sweep shares it.
+    const bool extrap = P.subset < P.size && s.extrapolate;
+    double extrapolate_seconds = 0;  // also inside "diagnose" when re-linearizing: not counted twice
+    // The problem simulated from w0: Θ at w0, extrapolated when N0 < N (computed
+    // on first use: with re-linearization only the Θ at w_K is extrapolated).
+    auto sim_w0 = [&]() -> const Problem& {
+      if (!extrap) return prob;
+      auto it = K.extrapolated.find(P.size);
+      if (it == K.extrapolated.end()) {
+        const double t_ex = now();
+        double shared = 0;
+        Problem q = extrapolated_problem(prob, P.size, s.seed, &shared);
+        it = K.extrapolated.emplace(P.size, std::make_pair(std::move(q), shared)).first;
+        extrapolate_seconds += now() - t_ex;
+      }
+      P.extrapolated = true;
+      P.shared_modes = it->second.second;
+      return it->second.first;
+    };
+    Problem relin_raw;  // Θ at w_K on the N0 samples, before extrapolation (for the self-check)
+    Hyper relin_h;
     Hyper h;
     h.lr = s.lr;
     h.schedule = s.schedule;
@@ -287,18 +369,21 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       hk.horizon = P.horizon;
       SimOptions one = so;
       one.runs = 1;
-      cv = simulate(prob, hk, one);
+      cv = simulate(prob, hk, one);  // the N0 alone: only the diagnosis's first K steps
     } else {
-      cv = simulate(prob, h, so);
+      cv = simulate(sim_w0(), h, so);
     }
 
     // Diagnosis: k real SGD steps on the N0 samples with run 0's batches, against
     // the linearized run 0 (same batches: the gap is the network's nonlinearity).
+    // When extrapolating to N, the real steps draw their batches among all the
+    // samples at hand (the real training's first steps) and track the N0: the
+    // gap then also holds SGD noise.
     // With engine.relinearize = k, Θ is then recomputed at the weights w_k and the
     // rest of the horizon simulated from the real outputs (docs/method.md §7).
     double diagnose_seconds = 0;
     if (diagnose) {
-      const double t_diag = now();
+      const double t_diag = now(), ex_before = extrapolate_seconds;
       const Weights w0 = save_weights(model);
       struct Restore {
         Model& m;
@@ -313,7 +398,15 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       // Every step when the real prefix becomes part of the predicted curve.
       fo.log_every = relin > 0 ? 1 : std::max<int64_t>(1, kdiag / 10);
       fo.keep_outputs = relin > 0;
-      FinetuneResult real = finetune(model, d, K.idx, s.loss, prob.y, hk, fo);
+      FinetuneResult real;
+      if (extrap) {
+        std::vector<int64_t> all(static_cast<size_t>(pool));
+        for (int64_t i = 0; i < pool; ++i) all[size_t(i)] = i;
+        fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
+        real = finetune(model, d, all, s.loss, pool_targets, hk, fo);
+      } else {
+        real = finetune(model, d, K.idx, s.loss, prob.y, hk, fo);
+      }
       double worst = 0, lowest = real.loss.front();
       for (size_t j = 0; j < real.step.size(); ++j) {
         const double lin = cv.run_loss[0][size_t(real.step[j])];
@@ -332,6 +425,14 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         p2.u0 = (real.f_prev - real.f_last) / hk.lr_at(kdiag - 1);
         Hyper h2 = h;
         h2.t0 = kdiag;
+        if (extrap) {
+          const double t_ex = now();
+          relin_raw = p2;
+          relin_h = h2;
+          p2 = extrapolated_problem(relin_raw, P.size, s.seed, &P.shared_modes);
+          P.extrapolated = true;
+          extrapolate_seconds += now() - t_ex;
+        }
         Curves tail = simulate(p2, h2, so);
         Curves both;
         both.stride = 1;
@@ -352,10 +453,10 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         cv = std::move(both);
         P.relinearized_at = kdiag;
       }
-      diagnose_seconds = now() - t_diag;
+      diagnose_seconds = now() - t_diag - (extrapolate_seconds - ex_before);
       P.timing.emplace_back("diagnose", diagnose_seconds);
     }
-    if (cv.step.back() != P.horizon) cv = simulate(prob, h, so);  // re-linearization not used
+    if (cv.step.back() != P.horizon) cv = simulate(sim_w0(), h, so);  // re-linearization not used
 
     // Stability of the linearized full-batch map: η λ_max(H) < 2 (1 + m), with H
     // the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE).
@@ -364,52 +465,16 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       peak_lr = std::max(peak_lr, s.schedule.at(s.lr, t, P.horizon));
     const double curv = s.loss == Loss::mse ? 2.0 / double(C) : 0.5;
     P.lr_stability = peak_lr * curv * K.lambda_max / double(P.subset) / (2.0 * (1.0 + s.momentum));
-    P.timing.emplace_back("simulate", now() - t0 - diagnose_seconds);  // "diagnose" is reported on its own
+    P.timing.emplace_back("simulate", now() - t0 - diagnose_seconds - extrapolate_seconds);  // others on their own
 
-    // N0 < N: the subset is easier to fit than the whole set (its spectrum lacks
-    // the slow tail). Extrapolate the spectrum of Θ to N·C modes, and move the
-    // simulated curves onto the full set's clock (docs/method.md §5).
-    std::vector<std::pair<std::vector<double>, std::vector<double>>> alt_curves;  // (loss, acc)
-    if (P.subset < P.size && s.extrapolate && P.relinearized_at == 0 && !cv.run_loss.empty()) {
+    // The extrapolation's own error on this job (N0/4 -> N0), for the band.
+    Check chk;
+    if (extrap && std::isfinite(cv.loss.back())) {
       const double t_ex = now();
-      Eigen::VectorXd r(prob.theta.rows());
-      for (int64_t i = 0; i < P.subset; ++i)
-        for (int64_t c = 0; c < C; ++c) {
-          double g = prob.f0(i, c) - prob.y(i, c);
-          if (s.loss == Loss::cross_entropy) {
-            const double mx = prob.f0.row(i).maxCoeff();
-            const double z = (prob.f0.row(i).array() - mx).exp().sum();
-            g = std::exp(prob.f0(i, c) - mx) / z - prob.y(i, c);
-          }
-          r(i * C + c) = g;
-        }
-      const Spectrum sub = subset_spectrum(prob.theta, P.subset, r);
-      const double a = s.lr / (1.0 - s.momentum) * (s.loss == Loss::mse ? 2.0 / double(C) : 1.0 / double(C));
-      const int64_t rows_full = P.size * C, m0 = sub.lambda.size();
-      const std::vector<double> Lsub = proxy_curve(sub, a, P.horizon);
-      auto warp_with = [&](int64_t from, int64_t keep) {
-        return time_warp(Lsub, proxy_curve(extrapolate_spectrum(sub, rows_full, from, keep), a, P.horizon));
-      };
-      auto apply = [&](const std::vector<double>& w, const std::vector<double>& ys) {
-        std::vector<double> out(cv.step.size());
-        for (size_t j = 0; j < cv.step.size(); ++j) out[j] = interpolate(cv.step, ys, w[size_t(cv.step[j])]);
-        return out;
-      };
-      const std::vector<double> w = warp_with(m0 / 16, m0 / 4);
-      // Sensitivity to the fit window: two other windows give the band's spread.
-      for (auto [from, keep] : {std::pair<int64_t, int64_t>{m0 / 32, m0 / 8}, {m0 / 8, m0 / 2}}) {
-        const std::vector<double> wa = warp_with(from, keep);
-        alt_curves.emplace_back(apply(wa, cv.loss), apply(wa, cv.acc));
-      }
-      cv.loss = apply(w, cv.loss);
-      cv.acc = apply(w, cv.acc);
-      for (size_t rr = 0; rr < cv.run_loss.size(); ++rr) {
-        cv.run_loss[rr] = apply(w, cv.run_loss[rr]);
-        cv.run_acc[rr] = apply(w, cv.run_acc[rr]);
-      }
-      P.extrapolated = true;
-      P.timing.emplace_back("extrapolate", now() - t_ex);
+      chk = P.relinearized_at > 0 ? extrapolation_check(relin_raw, relin_h, so, s) : extrapolation_check(prob, h, so, s);
+      extrapolate_seconds += now() - t_ex;
     }
+    if (extrap) P.timing.emplace_back("extrapolate", extrapolate_seconds);
 
     // T on the mean curve; its band from the runs.
     auto target_of = [&](const std::vector<double>& loss, const std::vector<double>& acc, bool* reached = nullptr) {
@@ -424,10 +489,18 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     }
     P.steps_lo = std::min<int64_t>(P.steps, int64_t(std::floor(percentile(ts, 5))));
     P.steps_hi = std::max<int64_t>(P.steps, int64_t(std::ceil(percentile(ts, 95))));
-    for (const auto& [al, aa] : alt_curves) {  // the extrapolation's sensitivity to its fit window
-      const int64_t a = cv.step[size_t(target_of(al, aa))];
-      P.steps_lo = std::min(P.steps_lo, a);
-      P.steps_hi = std::max(P.steps_hi, a);
+    // Extrapolation error: the self-check's relative error, grown with the
+    // ratio to cover (log N/N0 over log N0/N1), at most 100%.
+    if (chk.from > 0) {
+      P.check_from = chk.from;
+      P.check_steps = chk.steps;
+      P.check_direct = chk.direct;
+      P.check_error = chk.error;
+      const double w = std::min(1.0, chk.error * std::log(double(P.size) / double(P.subset)) /
+                                         std::log(double(P.subset) / double(chk.from)));
+      P.extrapolation_width = w;
+      P.steps_lo = std::min(P.steps_lo, int64_t(std::floor(double(P.steps) * (1 - w))));
+      P.steps_hi = std::max(P.steps_hi, std::min(P.horizon, int64_t(std::ceil(double(P.steps) * (1 + w)))));
     }
     // The linearization error is not in the SGD-noise band: widen it by the drift
     // measured against real steps (relative, capped at 100%).
@@ -460,7 +533,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
                            " is not reached within the horizon of " + std::to_string(P.horizon) + " steps");
     if (P.subset < P.size && !P.extrapolated)
       P.warnings.push_back("Theta computed on " + std::to_string(P.subset) + " of " + std::to_string(P.size) +
-                           " samples and not extrapolated to N: the prediction is for the subset (too fast)");
+                           " samples and not extrapolated to N (engine.extrapolate: false): the prediction is for the subset (too fast)");
 
     // Curves, decimated to about curve_points points (0 and T always kept).
     const size_t m = cv.step.size();

@@ -2,100 +2,73 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
+#include <stdexcept>
 
 namespace ttpred {
 
-namespace {
-
-// Least-squares slope and intercept of log y against log x over ranks [a, b) (1-based x).
-std::pair<double, double> loglog_fit(const std::vector<double>& y, int64_t a, int64_t b) {
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
-  int64_t n = 0;
-  for (int64_t k = a; k < b; ++k) {
-    if (!(y[size_t(k)] > 0)) continue;
-    const double x = std::log(double(k + 1)), v = std::log(y[size_t(k)]);
-    sx += x, sy += v, sxx += x * x, sxy += x * v;
-    ++n;
+Eigen::VectorXd shared_fraction(const Eigen::MatrixXd& V, const Eigen::VectorXd& g, int64_t classes, uint64_t seed,
+                                int splits, double window) {
+  const int64_t m = V.rows();
+  if (classes <= 0 || m % classes != 0 || g.size() != m || V.cols() != m)
+    throw std::invalid_argument("shared_fraction: shapes do not match");
+  const int64_t n0 = m / classes;
+  splits = std::max(1, splits);
+  // One column per split: g restricted to half a of the samples.
+  Eigen::MatrixXd half = Eigen::MatrixXd::Zero(m, splits);
+  std::mt19937_64 rng(seed ^ 0x5eed5a4f1e5ULL);
+  for (int s = 0; s < splits; ++s)
+    for (int64_t i = 0; i < n0; ++i)
+      if (rng() & 1)
+        for (int64_t c = 0; c < classes; ++c) half(i * classes + c, s) = g(i * classes + c);
+  const Eigen::VectorXd p = V.transpose() * g;
+  const Eigen::MatrixXd pa = V.transpose() * half;  // m × splits
+  Eigen::VectorXd num(m), den(m);
+  for (int64_t k = 0; k < m; ++k) {
+    double acc = 0;
+    for (int s = 0; s < splits; ++s) acc += 4.0 * pa(k, s) * (p(k) - pa(k, s));
+    num(k) = acc / splits;
+    den(k) = p(k) * p(k);
   }
-  if (n < 2) return {0.0, n ? sy / double(n) : 0.0};
-  const double slope = (double(n) * sxy - sx * sy) / std::max(1e-300, double(n) * sxx - sx * sx);
-  return {slope, (sy - slope * sx) / double(n)};
-}
-
-}  // namespace
-
-Spectrum extrapolate_spectrum(const Spectrum& s, int64_t rows, int64_t from, int64_t keep) {
-  const int64_t m0 = s.lambda.size();
-  if (rows <= m0 || m0 < 32) return s;
-  if (keep <= 0) keep = m0 / 4;
-  if (from <= 0) from = m0 / 16;
-  keep = std::clamp<int64_t>(keep, 2, m0);
-  from = std::clamp<int64_t>(from, 0, keep - 2);
-  std::vector<double> lam(s.lambda.data(), s.lambda.data() + m0);
-  // Energy not yet explained after rank k: tail_k = Σ_{j>k} e_j.
-  std::vector<double> tail(static_cast<size_t>(m0));
-  double acc = 0;
-  for (int64_t k = m0 - 1; k >= 0; --k) {
-    tail[size_t(k)] = acc;
-    acc += s.energy(k);
+  // Smooth over a window of ranks (per-mode products are noisy): ratio of sums.
+  std::vector<double> cn(size_t(m + 1), 0.0), cd(size_t(m + 1), 0.0);
+  for (int64_t k = 0; k < m; ++k) cn[size_t(k + 1)] = cn[size_t(k)] + num(k), cd[size_t(k + 1)] = cd[size_t(k)] + den(k);
+  Eigen::VectorXd out(m);
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t lo = std::clamp<int64_t>(int64_t(std::floor(double(k) / window)), 0, k);
+    const int64_t hi = std::clamp<int64_t>(int64_t(std::ceil(double(k + 1) * window)), k + 1, m);
+    const double d = cd[size_t(hi)] - cd[size_t(lo)];
+    out(k) = d > 0 ? std::clamp((cn[size_t(hi)] - cn[size_t(lo)]) / d, 0.0, 1.0) : 0.0;
   }
-  auto [la, lb] = loglog_fit(lam, from, keep);
-  auto [ta, tb] = loglog_fit(tail, from, keep);
-  Spectrum out;
-  out.alpha = -la;
-  out.gamma = -ta;
-  out.lambda.resize(rows);
-  out.energy.resize(rows);
-  for (int64_t k = 0; k < keep; ++k) out.lambda(k) = s.lambda(k), out.energy(k) = s.energy(k);
-  // Beyond `keep`: λ_k = exp(lb) (k+1)^la, and the remaining energy tail_keep
-  // spread as the fitted tail decays (its differences), renormalised to sum to it.
-  const double rest = tail[size_t(keep - 1)];
-  auto fitted_tail = [&](int64_t k) { return std::exp(tb) * std::pow(double(k + 1), ta); };
-  double sum = 0;
-  for (int64_t k = keep; k < rows; ++k) {
-    out.lambda(k) = std::exp(lb) * std::pow(double(k + 1), la);
-    out.energy(k) = std::max(0.0, fitted_tail(k - 1) - fitted_tail(k));
-    sum += out.energy(k);
-  }
-  // The residual of N samples lies entirely in the N·C modes of their kernel:
-  // the remaining energy is spread over ranks keep .. N·C in the fitted shape.
-  if (sum > 0)
-    for (int64_t k = keep; k < rows; ++k) out.energy(k) *= rest / sum;
   return out;
 }
 
-std::vector<double> proxy_curve(const Spectrum& s, double a, int64_t steps) {
-  std::vector<double> L(static_cast<size_t>(steps + 1), 0.0);
-  for (Eigen::Index k = 0; k < s.lambda.size(); ++k) {
-    const double e = s.energy(k);
-    if (e <= 0) continue;
-    // |1 - aλ| capped below 1 keeps the proxy a decay (unstable modes: see lr_stability).
-    const double q = std::min(0.999999, std::fabs(1.0 - a * std::max(0.0, s.lambda(k))));
-    const double q2 = q * q;
-    double v = e;
-    for (int64_t t = 0; t <= steps; ++t) {
-      L[size_t(t)] += v;
-      v *= q2;
-      if (v < 1e-300) break;
-    }
+Extrapolated extrapolate_kernel(const Eigen::MatrixXd& theta, int64_t classes, int64_t n, const Eigen::VectorXd& g,
+                                uint64_t seed) {
+  const int64_t m = theta.rows(), n0 = classes > 0 ? m / classes : 0;
+  if (n0 <= 0 || n < n0) throw std::invalid_argument("extrapolate_kernel: need N >= N0 > 0");
+  Extrapolated out;
+  if (n == n0) {
+    out.theta = theta;
+    out.shared_modes = double(m);
+    return out;
   }
-  return L;
-}
-
-std::vector<double> time_warp(const std::vector<double>& sub, const std::vector<double>& full) {
-  std::vector<double> w(full.size(), 0.0);
-  size_t j = 0;
-  for (size_t t = 0; t < full.size(); ++t) {
-    // Both decrease; find j with sub[j] >= full[t] >= sub[j+1], never beyond t.
-    while (j + 1 <= t && j + 1 < sub.size() && sub[j + 1] >= full[t]) ++j;
-    double tp = double(j);
-    if (j + 1 < sub.size() && j + 1 <= t && sub[j] > sub[j + 1]) {
-      const double f = (sub[j] - full[t]) / (sub[j] - sub[j + 1]);
-      tp += std::clamp(f, 0.0, 1.0);
-    }
-    w[t] = std::min(double(t), tp);
-  }
-  return w;
+  const Eigensystem es = eigh_descending(theta);
+  const Eigen::VectorXd s = shared_fraction(es.vectors, g, classes, seed);
+  const double r = double(n0) / double(n);
+  // Θ' = r Θ_S + (1 - r) Σ_k w_k s_k v_k v_kᵀ over the shared modes; s_k < 1 %
+  // counts as sample-specific (keeps the sum short: the tail of s is noise).
+  std::vector<int64_t> shared;
+  for (int64_t k = 0; k < m; ++k)
+    if (s(k) >= 0.01 && es.values(k) > 0) shared.push_back(k);
+  Eigen::MatrixXd Vs(m, int64_t(shared.size()));
+  for (size_t j = 0; j < shared.size(); ++j)
+    Vs.col(int64_t(j)) = es.vectors.col(shared[j]) * std::sqrt(es.values(shared[j]) * s(shared[j]));
+  out.theta = r * theta;
+  out.theta.selfadjointView<Eigen::Lower>().rankUpdate(Vs, 1.0 - r);
+  out.theta.triangularView<Eigen::StrictlyUpper>() = out.theta.transpose();
+  for (int64_t k : shared) out.shared_modes += s(k);
+  return out;
 }
 
 }  // namespace ttpred

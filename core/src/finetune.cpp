@@ -1,6 +1,7 @@
 #include "ttpred/finetune.hpp"
 
 #include <chrono>
+#include <stdexcept>
 
 #include "model_impl.hpp"
 #include "ttpred/dynamics.hpp"
@@ -51,14 +52,19 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   const int64_t B = full ? n : h.batch_size, per_epoch = full ? 1 : n / B;
   std::vector<int64_t> all(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) all[size_t(i)] = i;
-  // Whole training set, for evaluation (in chunks).
+  // Evaluated samples (positions in idx): all, or the tracked ones.
+  const std::vector<int64_t>& eval_pos = opt.track.empty() ? all : opt.track;
+  const int64_t ne = int64_t(eval_pos.size());
+  for (int64_t p : eval_pos)
+    if (p < 0 || p >= n) throw std::invalid_argument("finetune: tracked position out of range");
+  // Loss and accuracy on them (in chunks).
   auto evaluate = [&](FinetuneResult& r, int64_t t) {
     torch::NoGradGuard ng;
     double s = 0;
     int64_t ok = 0;
     const int64_t chunk = 512;
-    for (int64_t a = 0; a < n; a += chunk) {
-      std::vector<int64_t> rows(all.begin() + a, all.begin() + std::min(n, a + chunk));
+    for (int64_t a = 0; a < ne; a += chunk) {
+      std::vector<int64_t> rows(eval_pos.begin() + a, eval_pos.begin() + std::min(ne, a + chunk));
       std::vector<int64_t> src(rows.size());
       for (size_t k = 0; k < rows.size(); ++k) src[k] = idx[size_t(rows[k])];
       torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
@@ -67,18 +73,18 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
       ok += (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
     }
     r.step.push_back(t);
-    r.loss.push_back(s / double(n));
-    r.acc.push_back(double(ok) / double(n));
+    r.loss.push_back(s / double(ne));
+    r.acc.push_back(double(ok) / double(ne));
   };
-  // Outputs on all n samples, as an n × C matrix.
+  // Outputs on the evaluated samples, as an ne × C matrix.
   auto outputs = [&]() {
     torch::NoGradGuard ng;
     Eigen::MatrixXd f;
-    for (int64_t a = 0; a < n; a += 512) {
+    for (int64_t a = 0; a < ne; a += 512) {
       std::vector<int64_t> src;
-      for (int64_t k = a; k < std::min(n, a + 512); ++k) src.push_back(idx[size_t(k)]);
+      for (int64_t k = a; k < std::min(ne, a + 512); ++k) src.push_back(idx[size_t(eval_pos[size_t(k)])]);
       torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype)).to(torch::kCPU, torch::kDouble).contiguous();
-      if (f.size() == 0) f.resize(n, out.size(1));
+      if (f.size() == 0) f.resize(ne, out.size(1));
       auto acc = out.accessor<double, 2>();
       for (int64_t r = 0; r < out.size(0); ++r)
         for (int64_t c = 0; c < out.size(1); ++c) f(a + r, c) = acc[r][c];

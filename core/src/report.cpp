@@ -54,6 +54,13 @@ std::string to_json(const Prediction& p) {
   j["drift_steps"] = p.drift_steps;
   j["relinearized_at"] = p.relinearized_at;
   j["extrapolated"] = p.extrapolated;
+  if (p.extrapolated) {
+    json x = {{"shared_modes", num(p.shared_modes)}, {"band_width", num(p.extrapolation_width)}};
+    if (p.check_from > 0)
+      x["check"] = {{"from", p.check_from}, {"to", p.subset}, {"steps", p.check_steps},
+                    {"direct", p.check_direct}, {"error", num(p.check_error)}};
+    j["extrapolation"] = x;
+  }
   j["step_seconds"] = p.step_seconds;
   j["step_seconds_source"] = p.step_source;
   j["seconds"] = double(p.steps) * p.step_seconds;
@@ -96,6 +103,13 @@ std::string to_table(const Prediction& p) {
   row("model", fmt::format("{} ({} parameters, {} classes)", s.model, p.params, p.classes));
   row("data", fmt::format("N = {}, Gram on N0 = {} samples ({}{})", p.size, p.subset, p.gram_method,
                           p.gram_method == "exact" ? "" : fmt::format(", D0 = {}", p.gram_dim)));
+  if (p.extrapolated)
+    row("extrapolated", p.check_from > 0
+                            ? fmt::format("N0 -> N: {:.0f} shared modes; self-check {} -> {} samples off by {:.0f}%, "
+                                          "band widened by {:.0f}%",
+                                          p.shared_modes, p.check_from, p.subset, 100 * p.check_error,
+                                          100 * p.extrapolation_width)
+                            : fmt::format("N0 -> N: {:.0f} shared modes (no self-check: N0 too small)", p.shared_modes));
   row("training", fmt::format("{} loss, SGD lr {} momentum {} weight decay {}, batch {}", to_string(s.loss), s.lr,
                               s.momentum, s.weight_decay, s.batch_size));
   row("horizon", fmt::format("{} steps ({:.2f} epochs of {} steps)", p.horizon,

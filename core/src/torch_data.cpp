@@ -66,31 +66,25 @@ Dataset read_torch_dict(const std::string& path) {
 
 }  // namespace ttpred
 
-// The eigendecomposition behind ttpred::subset_spectrum lives here, with the
-// other LibTorch code (LAPACK through torch::linalg).
+// ttpred::eigh_descending lives here, with the other LibTorch code (LAPACK
+// through torch::linalg).
 #include "ttpred/extrapolate.hpp"
 
 namespace ttpred {
 
-Spectrum subset_spectrum(const Eigen::MatrixXd& theta, int64_t n, const Eigen::VectorXd& r) {
-  const int64_t m = theta.rows();
-  torch::Tensor t = torch::from_blob(const_cast<double*>(theta.data()), {m, m}, torch::kDouble);
-  auto eig = torch::linalg_eigh(t);  // ascending; Θ symmetric, so layout does not matter
-  torch::Tensor vals = std::get<0>(eig).contiguous();
-  torch::Tensor vecs = std::get<1>(eig).contiguous();  // row-major: column j is eigenvector j
-  torch::Tensor rt = torch::from_blob(const_cast<double*>(r.data()), {m}, torch::kDouble);
-  torch::Tensor proj = torch::matmul(vecs.t(), rt).pow(2).contiguous();
-  const double total = std::max(1e-300, proj.sum().item<double>());
-  Spectrum s;
-  s.lambda.resize(m);
-  s.energy.resize(m);
-  const double* v = vals.data_ptr<double>();
-  const double* p = proj.data_ptr<double>();
-  for (int64_t k = 0; k < m; ++k) {  // descending
-    s.lambda(k) = std::max(0.0, v[m - 1 - k]) / double(n);
-    s.energy(k) = p[m - 1 - k] / total;
-  }
-  return s;
+Eigensystem eigh_descending(const Eigen::MatrixXd& a) {
+  const int64_t m = a.rows();
+  // Column-major a is its own transpose: symmetric, so the layout does not matter.
+  torch::Tensor t = torch::from_blob(const_cast<double*>(a.data()), {m, m}, torch::kDouble);
+  auto eig = torch::linalg_eigh(t);  // ascending
+  torch::Tensor vals = std::get<0>(eig).flip(0).contiguous();
+  // Row-major, column j = eigenvector j; flipped to descending, then transposed so
+  // that the row-major buffer of the transpose is the column-major Eigen matrix.
+  torch::Tensor vecs = std::get<1>(eig).flip(1).t().contiguous();
+  Eigensystem es;
+  es.values = Eigen::Map<const Eigen::VectorXd>(vals.data_ptr<double>(), m);
+  es.vectors = Eigen::Map<const Eigen::MatrixXd>(vecs.data_ptr<double>(), m, m);
+  return es;
 }
 
 }  // namespace ttpred

@@ -2,6 +2,8 @@
 // prediction, targets, bands, subsets, and the JSON report.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -84,7 +86,37 @@ TEST_CASE("a subset of the data, and a dataset larger than the file") {
   CHECK(p.steps_per_epoch == 25);
   CHECK(p.horizon == 125);
   CHECK(p.gram_rows == 72);
-  CHECK(p.warnings.size() >= 2);
+  // Θ on 24 samples is extrapolated to N = 200 (the self-check needs N0/2 >= 32: none here).
+  CHECK(p.extrapolated);
+  CHECK(p.shared_modes > 0);
+  CHECK(p.shared_modes <= double(p.gram_rows));
+  CHECK(p.check_from == 0);
+  bool larger = false;
+  for (const auto& w : p.warnings) larger |= w.find("exceeds the 64 samples") != std::string::npos;
+  CHECK(larger);
+  // With engine.extrapolate: false, the prediction is the subset's, with a warning; it is faster.
+  Spec off = s;
+  off.extrapolate = false;
+  Prediction q = estimate(off);
+  CHECK_FALSE(q.extrapolated);
+  bool warned = false;
+  for (const auto& w : q.warnings) warned |= w.find("not extrapolated") != std::string::npos;
+  CHECK(warned);
+  CHECK(q.final_loss < p.final_loss);
+  // N0 = 64 of N = 200: the self-check runs from 32 of them, and widens the band
+  // by its error grown with ln(N/N0)/ln(N0/N1).
+  Spec all = s;
+  all.data.subset = 64;
+  Prediction r = estimate(all);
+  CHECK(r.extrapolated);
+  CHECK(r.relinearized_at > 0);
+  CHECK(r.check_from == 32);
+  CHECK(r.check_direct > 0);
+  CHECK(r.check_error == doctest::Approx(std::fabs(double(r.check_steps - r.check_direct)) / r.check_direct));
+  CHECK(r.extrapolation_width == doctest::Approx(std::min(1.0, r.check_error * std::log(200.0 / 64) / std::log(2.0))));
+  CHECK(r.steps_lo <= int64_t(std::floor(r.steps * (1 - r.extrapolation_width))) + 1);
+  CHECK(r.steps_lo <= r.steps);
+  CHECK(r.steps <= r.steps_hi);
   s.data.subset = 100;  // more than the file holds
   CHECK_THROWS_AS(estimate(s), Error);
 }

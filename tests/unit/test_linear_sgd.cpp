@@ -30,19 +30,7 @@ Problem problem_for(const Model& m, const Dataset& d, Loss loss, const std::vect
   const int64_t n = int64_t(idx.size()), C = m.num_classes(d);
   Problem p;
   p.loss = loss;
-  p.y = Eigen::MatrixXd::Zero(n, C);
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t i = idx[size_t(r)];
-    if (d.has_labels()) {
-      p.y(r, d.y[size_t(i)]) = 1;
-      p.labels.push_back(d.y[size_t(i)]);
-    } else {
-      for (int64_t c = 0; c < C; ++c) p.y(r, c) = d.targets[size_t(i * C + c)];
-      Eigen::Index am;
-      p.y.row(r).maxCoeff(&am);
-      p.labels.push_back(am);
-    }
-  }
+  p.y = target_matrix(d, idx, C, &p.labels);
   GramOptions go;
   go.projection = "exact";
   Gram g = compute_gram(m, d, idx, go);

@@ -555,11 +555,12 @@ TEST_CASE("learning-rate schedules follow PyTorch's schedulers, per step") {
 }
 
 TEST_CASE("engine keys of the later stages: values and errors") {
-  Spec s = parse_spec(kBase + "engine:\n  relinearize: 0\n  diagnose_steps: 7\n  extrapolate: true\n  trace_ntk: 4\n",
+  Spec s = parse_spec(kBase + "engine:\n  relinearize: 0\n  diagnose_steps: 7\n  extrapolate: false\n  trace_ntk: 4\n",
                       "spec.yaml", "/tmp");
   CHECK(s.relinearize == 0);
   CHECK(s.diagnose_steps == 7);
-  CHECK(s.extrapolate);
+  CHECK_FALSE(s.extrapolate);
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").extrapolate);  // on by default
   CHECK(s.trace_ntk == 4);
   CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(T/10), at most 50
   check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");

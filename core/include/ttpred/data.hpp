@@ -1,5 +1,6 @@
 // Training data held on the host as plain arrays (no LibTorch in this header).
 #pragma once
+#include <Eigen/Dense>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,6 +22,15 @@ struct Dataset {
   int64_t sample_numel() const;
   bool has_labels() const { return !y.empty(); }
 };
+
+// Targets of samples idx as an idx.size() × C matrix (row r = sample idx[r]):
+// one-hot rows for class ids, the float targets otherwise; and the class id of
+// each row (the argmax for float targets), when `labels` is given. Throws
+// Error(invalid) for a class id >= C or float targets that are not C wide.
+Eigen::MatrixXd target_matrix(const Dataset& d, const std::vector<int64_t>& idx, int64_t classes,
+                              std::vector<int64_t>* labels = nullptr);
+// The same for samples 0 .. rows-1.
+Eigen::MatrixXd target_matrix(const Dataset& d, int64_t rows, int64_t classes);
 
 // Load the spec's data: torch.save'd dict or IDX pair, class filter and
 // normalisation applied, the first min(data.size, available) samples kept.

@@ -25,8 +25,15 @@ struct Prediction {
   std::string step_source;    // measured | spec
   double drift = 0;           // max |L_real - L_lin| over the first drift_steps, / the loss decrease
   int64_t drift_steps = 0;    // real SGD steps compared (0: no diagnosis)
-  int64_t relinearized_at = 0;
-  bool extrapolated = false;  // N0 < N: curves moved to the full set's clock through the spectrum  // > 0: Θ recomputed at the weights after this many real steps
+  int64_t relinearized_at = 0;  // > 0: Θ recomputed at the weights after this many real steps
+  // N0 < N: simulated on the kernel extrapolated to N (extrapolate.hpp).
+  bool extrapolated = false;
+  double shared_modes = 0;      // Σ s_k of the (last) extrapolated kernel
+  // Self-check of the extrapolation on this job: from check_from samples of the
+  // N0 to all N0, T predicted by extrapolation vs simulated on the N0 directly.
+  int64_t check_from = 0, check_steps = 0, check_direct = 0;
+  double check_error = 0;       // |check_steps - check_direct| / check_direct
+  double extrapolation_width = 0;  // relative band half-width it adds: check_error · ln(N/N0)/ln(N0/check_from)
   double lr_stability = 0;    // η_eff·λ_max / 2 of the linearized full-batch map (> 1: unstable)
   std::vector<int64_t> curve_step;
   std::vector<double> curve_loss, curve_lo, curve_hi, curve_acc;

@@ -1,35 +1,52 @@
-// Extrapolation from N0 samples to N through the spectrum of Θ (docs/method.md §5).
+// Extrapolation from N0 samples to N (docs/method.md §5).
+//
+// Training on N samples, a tracked sample i is pushed by its own gradient once
+// per epoch (when it is in a batch) and, at every step, by the others through
+// Θ[i, j]. Simulating SGD on the N0 samples alone visits each one N/N0 times
+// too often: the subset is memorised too fast. The N - N0 unseen samples act on
+// the tracked ones only through what the two groups share: the components of
+// the residual that are the same in every sample of the population (along the
+// leading eigenvectors of Θ), not the sample-specific ones. So the kernel
+// simulated on the N0 samples (batches drawn among them, as before) becomes
+//
+//   Θ' = V diag(w_k (N0/N + (1 - N0/N) s_k)) Vᵀ,   Θ_S = V diag(w_k) Vᵀ,
+//
+// where s_k ∈ [0, 1] is the fraction of the residual's projection on mode k
+// that is shared by the population, measured by split halves: for random
+// halves a, b of the samples, p_k = p_k^a + p_k^b and E[4 p_k^a p_k^b] is the
+// squared shared part (sample-specific parts are independent across halves),
+// averaged over splits and smoothed over neighbouring ranks. Mean dynamics:
+// shared modes are learnt at the per-step rate of Θ_S/N0, the rest at N0/N of
+// it (once per epoch of N). Θ' is positive semi-definite, equals Θ_S when
+// N0 = N, and is simulated by the same exact SGD code (CE, momentum, schedules).
 #pragma once
 #include <Eigen/Dense>
 #include <cstdint>
-#include <vector>
 
 namespace ttpred {
 
-// Eigenvalues of Θ/n (descending) and the fraction of a residual's energy along
-// each eigenvector (sums to 1).
-struct Spectrum {
-  Eigen::VectorXd lambda;
-  Eigen::VectorXd energy;
-  double alpha = 0, gamma = 0;  // fitted decays: λ_k ~ k^-alpha, energy tail ~ k^-gamma
+// Eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix
+// (LAPACK through LibTorch).
+struct Eigensystem {
+  Eigen::VectorXd values;
+  Eigen::MatrixXd vectors;
+};
+Eigensystem eigh_descending(const Eigen::MatrixXd& a);
+
+// s_k for each eigenvector (columns of V, rows grouped by sample: `classes`
+// consecutive rows per sample) and residual g: the split-half shared fraction,
+// averaged over `splits` seeded splits and smoothed over ranks [k/window, (k+1)·window).
+Eigen::VectorXd shared_fraction(const Eigen::MatrixXd& V, const Eigen::VectorXd& g, int64_t classes,
+                                uint64_t seed, int splits = 32, double window = 1.5);
+
+struct Extrapolated {
+  Eigen::MatrixXd theta;       // Θ' (n0·C square)
+  double shared_modes = 0;     // Σ s_k: how many modes the population shares, as resolved by N0
 };
 
-// From Θ (n·C square) and a residual r (n·C): eigendecomposition through LAPACK.
-Spectrum subset_spectrum(const Eigen::MatrixXd& theta, int64_t n, const Eigen::VectorXd& r);
-
-// The spectrum of Θ/N for `rows` = N·C: the subset's own modes up to rank M0/4
-// (where eigenvalues of Θ/N0 have converged), then power laws fitted on ranks
-// M0/16 .. M0/4 for the eigenvalues and for the energy not yet explained.
-// `from` and `keep` (default M0/16, M0/4) set the fit window; other windows
-// measure how sensitive the extrapolation is (the band).
-Spectrum extrapolate_spectrum(const Spectrum& s, int64_t rows, int64_t from = 0, int64_t keep = 0);
-
-// A proxy loss decay, Σ_k e_k (1 - a λ_k)^(2t), t = 0..T (a = η_eff·κ): how fast
-// gradient descent removes the residual's energy on that spectrum.
-std::vector<double> proxy_curve(const Spectrum& s, double a, int64_t steps);
-
-// For each t, the (fractional) t' <= t with sub(t') = full(t): the time on the
-// subset's clock at which it has made the progress the full set makes by t.
-std::vector<double> time_warp(const std::vector<double>& sub, const std::vector<double>& full);
+// Θ' for N0 = theta.rows()/classes tracked samples of a training set of n (>= N0),
+// from the residual g = ∂ℓ/∂f at the current outputs (n0·C, row i·C + c).
+Extrapolated extrapolate_kernel(const Eigen::MatrixXd& theta, int64_t classes, int64_t n, const Eigen::VectorXd& g,
+                                uint64_t seed);
 
 }  // namespace ttpred

@@ -16,15 +16,18 @@ struct FinetuneOptions {
   int64_t log_every = 1;     // evaluate the whole-training-set loss every k steps
   bool train_mode = false;   // module.train() (BatchNorm batch stats, Dropout on); default eval()
   bool keep_outputs = false; // fill FinetuneResult::f_prev / f_last
+  // Positions in idx on which the loss, accuracy and outputs are evaluated
+  // (training still draws its batches among all of idx); empty = all of idx.
+  std::vector<int64_t> track;
   Progress progress;
 };
 
 struct FinetuneResult {
   std::vector<int64_t> step;
-  std::vector<double> loss, acc;  // whole training set, at `step`
+  std::vector<double> loss, acc;  // whole training set (or the tracked samples), at `step`
   double seconds_total = 0, seconds_train = 0;  // all / SGD steps only (no evaluation)
   int64_t steps = 0;
-  Eigen::MatrixXd f_prev, f_last;  // outputs on the samples at steps T-1 and T (keep_outputs)
+  Eigen::MatrixXd f_prev, f_last;  // outputs on the (tracked) samples at steps T-1 and T (keep_outputs)
 };
 
 // The trainable weights of a model, to restore after training it in place.
