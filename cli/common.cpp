@@ -46,6 +46,8 @@ void Overrides::add_to(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-training", no_training,
                "The paper's training-free mode: no real SGD step at all (--relinearize 0 --diagnose-steps 0)");
+  app.add_flag("--no-extrapolate", no_extrapolate,
+               "N0 < N: predict for the N0 samples themselves (engine.extrapolate: false)");
   app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")
       ->check(CLI::PositiveNumber);
 }
@@ -72,6 +74,7 @@ void Overrides::apply(Spec& s) const {
   if (diagnose_steps) s.diagnose_steps = *diagnose_steps;
   if (no_training) s.relinearize = 0, s.diagnose_steps = 0;
   if (trace_ntk) s.trace_ntk = *trace_ntk;
+  if (no_extrapolate) s.extrapolate = false;
 }
 
 namespace {

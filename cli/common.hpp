@@ -17,7 +17,7 @@ struct Overrides {
   std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed, relinearize, diagnose_steps,
       trace_ntk;
   std::string projection;
-  bool no_training = false;
+  bool no_training = false, no_extrapolate = false;
   void add_to(CLI::App& app);
   void apply(Spec& s) const;  // then validate(s)
 };
