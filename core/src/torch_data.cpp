@@ -72,11 +72,13 @@ Dataset read_torch_dict(const std::string& path) {
 
 namespace ttpred {
 
-Eigensystem eigh_descending(const Eigen::MatrixXd& a) {
+Eigensystem eigh_descending(const Eigen::MatrixXd& a, bool single) {
   const int64_t m = a.rows();
   // Column-major a is its own transpose: symmetric, so the layout does not matter.
   torch::Tensor t = torch::from_blob(const_cast<double*>(a.data()), {m, m}, torch::kDouble);
+  if (single) t = t.to(torch::kFloat);
   auto eig = torch::linalg_eigh(t);  // ascending
+  if (single) eig = std::make_tuple(std::get<0>(eig).to(torch::kDouble), std::get<1>(eig).to(torch::kDouble));
   torch::Tensor vals = std::get<0>(eig).flip(0).contiguous();
   // Row-major, column j = eigenvector j; flipped to descending, then transposed so
   // that the row-major buffer of the transpose is the column-major Eigen matrix.

@@ -166,4 +166,7 @@ TEST_CASE("eigh_descending: descending values, orthonormal vectors, V diag(w) Vá
   for (Eigen::Index k = 1; k < es.values.size(); ++k) CHECK(es.values(k) <= es.values(k - 1));
   CHECK((es.vectors.transpose() * es.vectors - Eigen::MatrixXd::Identity(30, 30)).norm() < 1e-10);
   CHECK((es.vectors * es.values.asDiagonal() * es.vectors.transpose() - a).norm() < 1e-9 * a.norm());
+  const Eigensystem f = eigh_descending(a, /*single=*/true);
+  CHECK((f.values - es.values).norm() < 1e-5 * es.values(0));
+  CHECK((f.vectors * f.values.asDiagonal() * f.vectors.transpose() - a).norm() < 1e-5 * a.norm());
 }
