@@ -258,6 +258,9 @@ def main():
                     help="run only this scenario (exact name, else those containing it)")
     ap.add_argument("--n0", nargs="+", type=int, default=None,
                     help="Gram subset sizes (default: scenarios.json's, N/20 N/10 N/4 N)")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 when a call failed or a prediction with N0 < N was not extrapolated "
+                         "(for ctest's smoke run)")
     ap.add_argument("--steps", type=int, default=None,
                     help="override the horizon of both binaries (short test runs)")
     ap.add_argument("--extra-args", default="",
@@ -398,6 +401,12 @@ def main():
         print("run.py: warning: plot failed: %s" % e, file=sys.stderr)
     print("total benchmark time: %.0f s; wrote %s/results.json, results.md, extrapolation.png"
           % (time.monotonic() - t_start, out))
+    if a.strict:
+        bad = [r for r in rows if r["error"] is not None or (r["frac"] < 1 and not r["extrapolated"])]
+        bad += [g for g in gts.values() if "error" in g and g.get("error")]
+        if bad:
+            print("run.py: error: %d failed or unextrapolated call(s)" % len(bad), file=sys.stderr)
+            return 1
     return 0
 
 
