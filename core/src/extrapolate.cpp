@@ -53,7 +53,9 @@ Extrapolated extrapolate_kernel(const Eigen::MatrixXd& theta, int64_t classes, i
     out.shared_modes = double(m);
     return out;
   }
-  const Eigensystem es = eigh_descending(theta, /*single=*/true);
+  // float32 is much faster, but LAPACK's float workspace query (1 + 6m + 2m²,
+  // returned as a float) is exact only below 2^24: about m <= 2800.
+  const Eigensystem es = eigh_descending(theta, /*single=*/m <= 2800);
   const Eigen::VectorXd s = shared_fraction(es.vectors, g, classes, seed);
   const double r = double(n0) / double(n);
   // Θ' = r Θ_S + (1 - r) Σ_k w_k s_k v_k v_kᵀ over the shared modes; s_k < 1 %

@@ -27,7 +27,8 @@ namespace ttpred {
 
 // Eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix
 // (LAPACK through LibTorch); `single`: computed in float32 (5-8x faster at
-// 2500 rows; relative accuracy ~1e-6, enough for the extrapolation).
+// 2500 rows; relative accuracy ~1e-6, enough for the extrapolation). LAPACK's
+// float workspace size is exact only for m <= ~2800: use it below that.
 struct Eigensystem {
   Eigen::VectorXd values;
   Eigen::MatrixXd vectors;
