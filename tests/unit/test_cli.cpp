@@ -263,6 +263,26 @@ TEST_CASE("estimate --json on the embedded default: every field of docs/json.md"
   CHECK(t["total"].get<double>() >= t["simulate"].get<double>());
   REQUIRE(j["warnings"].is_array());
   for (const auto& w : j["warnings"]) CHECK(w.is_string());
+
+  // N0 = 200 of N = 2000: Θ is extrapolated to N, with its self-check (N0/4 = 50 < 2B = 64,
+  // so from N0/2 = 100).
+  CHECK(j["extrapolated"] == true);
+  REQUIRE(j["extrapolation"].is_object());
+  CHECK(j["extrapolation"]["shared_modes"].get<double>() > 0);
+  CHECK(j["extrapolation"]["band_width"].get<double>() >= 0);
+  CHECK(j["extrapolation"]["check"]["from"] == 100);
+  CHECK(j["extrapolation"]["check"]["to"] == 200);
+  CHECK(j["timing"].contains("extrapolate"));
+  for (const auto& w : j["warnings"]) CHECK_FALSE(has(w.get<std::string>(), "not extrapolated"));
+  // --no-extrapolate: the prediction for the 200 samples themselves, with a warning.
+  Result off = estimate({"--json", "--quiet", "--subset", "200", "--runs", "4", "--no-extrapolate"});
+  REQUIRE(off.code == 0);
+  json k = json::parse(off.out);
+  CHECK(k["extrapolated"] == false);
+  CHECK_FALSE(k.contains("extrapolation"));
+  bool warned = false;
+  for (const auto& w : k["warnings"]) warned |= has(w.get<std::string>(), "not extrapolated");
+  CHECK(warned);
 }
 
 TEST_CASE("estimate: the human table") {
