@@ -1,4 +1,5 @@
 #include "ttpred/estimate.hpp"
+#include "ttpred/clock.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -20,9 +21,6 @@ namespace ttpred {
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string fmt_num(double v) {
   std::ostringstream o;

@@ -1,4 +1,5 @@
 #include "ttpred/finetune.hpp"
+#include "ttpred/clock.hpp"
 
 #include <chrono>
 #include <stdexcept>
@@ -10,9 +11,6 @@ namespace ttpred {
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 torch::Tensor targets_of(const Eigen::MatrixXd& y, const std::vector<int64_t>& rows, torch::Device dev) {
   torch::Tensor t = torch::empty({int64_t(rows.size()), int64_t(y.cols())}, torch::kFloat);

@@ -13,13 +13,11 @@
 
 #include "model_impl.hpp"
 #include "ttpred/error.hpp"
+#include "ttpred/clock.hpp"
 
 namespace ttpred {
 
 namespace {
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 constexpr int64_t kDefaultSketchDim = 8192;
 }  // namespace
 
