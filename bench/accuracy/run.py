@@ -67,6 +67,15 @@ def child_env():
     return env
 
 
+def build_scenarios(script, scen_dir, flags):
+    """Runs a make_scenarios.py into scen_dir; False (after a message) when it fails."""
+    p = subprocess.run([sys.executable, script, scen_dir] + flags, env=child_env())
+    if p.returncode != 0:
+        print("run.py: error: make_scenarios.py failed (exit %d)" % p.returncode, file=sys.stderr)
+        return False
+    return True
+
+
 def run_json(cmd, fields, what):
     t0 = time.monotonic()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -432,15 +441,9 @@ def main():
             print("note: %s has no --diagnose-steps/--relinearize options: passing them as "
                   "engine.* keys of derived specs" % a.estimate)
     scen_dir = a.scenarios or os.path.join(out, "scenarios")
-    if a.scenarios is None:
-        cmd = [sys.executable, os.path.join(HERE, "make_scenarios.py"), scen_dir]
-        if a.reduced:
-            cmd.append("--reduced")
-        p = subprocess.run(cmd, env=child_env())
-        if p.returncode != 0:
-            print("run.py: error: make_scenarios.py failed (exit %d)" % p.returncode,
-                  file=sys.stderr)
-            return 1
+    if a.scenarios is None and not build_scenarios(os.path.join(HERE, "make_scenarios.py"), scen_dir,
+                                                   ["--reduced"] if a.reduced else []):
+        return 1
     with open(os.path.join(scen_dir, "scenarios.json")) as f:
         meta = json.load(f)
     scenarios = meta["scenarios"]

@@ -42,7 +42,6 @@ import importlib.util
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -279,15 +278,9 @@ def main():
             print("run.py: error: %s is not an executable" % b, file=sys.stderr)
             return 1
     scen_dir = a.scenario_dir or os.path.join(out, "scenarios")
-    if a.scenario_dir is None:
-        cmd = [sys.executable, os.path.join(HERE, "make_scenarios.py"), scen_dir]
-        if a.quick:
-            cmd.append("--quick")
-        p = subprocess.run(cmd, env=acc.child_env())
-        if p.returncode != 0:
-            print("run.py: error: make_scenarios.py failed (exit %d)" % p.returncode,
-                  file=sys.stderr)
-            return 1
+    if a.scenario_dir is None and not acc.build_scenarios(os.path.join(HERE, "make_scenarios.py"), scen_dir,
+                                                          ["--quick"] if a.quick else []):
+        return 1
     with open(os.path.join(scen_dir, "scenarios.json")) as f:
         meta = json.load(f)
     scenarios = meta["scenarios"]

@@ -135,6 +135,14 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
 double loss_of(const Problem& p, const Eigen::MatrixXd& F) { return loss_flat(p, flatten(F)); }
 double accuracy_of(const Problem& p, const Eigen::MatrixXd& F) { return acc_flat(p, flatten(F)); }
 
+Eigen::VectorXd loss_gradient(const Problem& p, const Eigen::MatrixXd& F) {
+  const Eigen::VectorXd f = flatten(F);
+  const int64_t C = p.classes();
+  Eigen::VectorXd g(f.size());
+  for (int64_t i = 0; i < p.n(); ++i) sample_grad(p, f.data() + i * C, i, g.data() + i * C);
+  return g;
+}
+
 Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt) {
   Curves cv;
   cv.stride = std::max<int64_t>(1, (h.steps - h.t0 + 19999) / 20000);  // at most ~20k recorded points

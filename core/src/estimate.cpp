@@ -2,7 +2,6 @@
 #include "ttpred/clock.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -20,7 +19,6 @@
 namespace ttpred {
 
 namespace {
-
 
 std::string fmt_num(double v) {
   std::ostringstream o;
@@ -102,22 +100,6 @@ double interpolate(const std::vector<int64_t>& xs, const std::vector<double>& ys
       return ys[i - 1] + a * (ys[i] - ys[i - 1]);
     }
   return ys.back();
-}
-
-// ∂ℓ/∂f at outputs F (flattened, row i·C + c): softmax - y, or 2 (f - y) / C.
-Eigen::VectorXd loss_gradient(const Problem& p, const Eigen::MatrixXd& F) {
-  const int64_t n = p.n(), C = p.classes();
-  Eigen::VectorXd g(n * C);
-  for (int64_t i = 0; i < n; ++i) {
-    if (p.loss == Loss::cross_entropy) {
-      const double mx = F.row(i).maxCoeff();
-      const double z = (F.row(i).array() - mx).exp().sum();
-      for (int64_t c = 0; c < C; ++c) g(i * C + c) = std::exp(F(i, c) - mx) / z - p.y(i, c);
-    } else {
-      for (int64_t c = 0; c < C; ++c) g(i * C + c) = 2.0 * (F(i, c) - p.y(i, c)) / double(C);
-    }
-  }
-  return g;
 }
 
 // The problem restricted to samples at positions `pos` (ascending).

@@ -1,7 +1,6 @@
 #include "ttpred/finetune.hpp"
 #include "ttpred/clock.hpp"
 
-#include <chrono>
 #include <stdexcept>
 
 #include "model_impl.hpp"

@@ -1,5 +1,4 @@
 // Per-sample Jacobians and the Gram matrix Θ = J Jᵀ (the empirical NTK).
-#include <chrono>
 #include <ATen/Parallel.h>
 #include <ATen/VmapMode.h>
 

@@ -63,12 +63,7 @@ Problem first_samples(const Problem& p, int64_t n0) {
   return q;
 }
 
-Eigen::VectorXd residual(const Problem& p) {  // softmax(0) - y
-  Eigen::VectorXd g(p.n() * kC);
-  for (int64_t i = 0; i < p.n(); ++i)
-    for (int64_t c = 0; c < kC; ++c) g(i * kC + c) = 1.0 / kC - p.y(i, c);
-  return g;
-}
+Eigen::VectorXd residual(const Problem& p) { return loss_gradient(p, p.f0); }  // softmax(0) - y
 
 struct Outcome {
   int64_t steps;

@@ -58,6 +58,9 @@ struct Curves {
 // nn.CrossEntropyLoss / nn.MSELoss (mean) semantics.
 double loss_of(const Problem& p, const Eigen::MatrixXd& F);
 double accuracy_of(const Problem& p, const Eigen::MatrixXd& F);
+// ∂ℓ_i/∂f_i of every sample at outputs F (n × C), flattened (row i·C + c), per sample
+// (not divided by the batch): softmax - y for cross-entropy, 2 (f - y) / C for MSE.
+Eigen::VectorXd loss_gradient(const Problem& p, const Eigen::MatrixXd& F);
 
 Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt);
 
