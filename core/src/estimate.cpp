@@ -8,6 +8,7 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 #include "ttpred/data.hpp"
 #include "ttpred/dynamics.hpp"
@@ -58,6 +59,15 @@ struct Kernel {
   int threads = 1;
   int64_t trace_k = 0;
 };
+
+// Θ at w_K after K real steps with engine.relinearize_with's optimizer values
+// (a sweep's shared re-linearization): computed once, used by every row.
+struct AnchorKernel {
+  Problem raw;      // Θ at the anchor's w_K on the N0 samples, J·w0 there, its outputs f_K (for the residual)
+  int64_t steps = 0;
+  std::map<int64_t, std::pair<Eigen::MatrixXd, double>> extrapolated;  // N -> (Θ' at N, shared modes)
+};
+using AnchorKey = std::tuple<int64_t, int64_t, double, double, double, int64_t, int64_t, int64_t>;
 
 struct StepTime {
   double median = 0, lo = 0, hi = 0, seconds = 0;
@@ -246,6 +256,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
 
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Kernel>> kernels;  // (pool, N0) -> Θ
   std::map<int64_t, StepTime> step_times;                                  // batch size -> s/step
+  std::map<AnchorKey, std::unique_ptr<AnchorKernel>> anchors;               // shared re-linearizations
   std::vector<Prediction> out;
   for (size_t si = 0; si < specs.size(); ++si) {
     const Spec& s = specs[si];
@@ -362,6 +373,13 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     // With engine.relinearize = k, Θ is then recomputed at the weights w_k and the
     // rest of the horizon simulated from the real outputs (docs/method.md §7).
     double diagnose_seconds = 0;
+    // engine.relinearize_with (a sweep's shared kernel): Θ at w_K comes from K
+    // real steps with those optimizer values; the job's own K steps give the
+    // outputs the rest is simulated from.
+    const Spec::Anchor& an = s.relinearize_with;
+    const bool anchored = relin > 0 && an.set &&
+                          !(an.lr == s.lr && an.momentum == s.momentum && an.weight_decay == s.weight_decay &&
+                            an.batch_size == s.batch_size);
     if (diagnose) {
       const double t_diag = now(), ex_before = extrapolate_seconds;
       const Weights w0 = save_weights(model);
@@ -370,23 +388,26 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         const Weights& w;
         ~Restore() { restore_weights(m, w); }
       } restore{model, w0};
-      Hyper hk = h;
-      hk.steps = kdiag;
-      hk.horizon = P.horizon;
-      FinetuneOptions fo;
-      fo.seed = s.seed;
-      // Every step when the real prefix becomes part of the predicted curve.
-      fo.log_every = relin > 0 ? 1 : std::max<int64_t>(1, kdiag / 10);
-      fo.keep_outputs = relin > 0;
-      FinetuneResult real;
-      if (extrap) {
+      // K real steps from w0 with hyper-parameters hk (the model is left at w_K).
+      // When extrapolating to N they draw their batches among all samples at hand
+      // and track the N0; otherwise they train on the N0 alone.
+      auto real_steps = [&](const Hyper& hk, int64_t log_every) {
+        FinetuneOptions fo;
+        fo.seed = s.seed;
+        fo.log_every = log_every;
+        fo.keep_outputs = relin > 0;
+        if (!extrap) return finetune(model, d, K.idx, s.loss, prob.y, hk, fo);
         std::vector<int64_t> all(static_cast<size_t>(pool));
         for (int64_t i = 0; i < pool; ++i) all[size_t(i)] = i;
         fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
-        real = finetune(model, d, all, s.loss, pool_targets, hk, fo);
-      } else {
-        real = finetune(model, d, K.idx, s.loss, prob.y, hk, fo);
-      }
+        return finetune(model, d, all, s.loss, pool_targets, hk, fo);
+      };
+      Hyper hk = h;
+      hk.steps = kdiag;
+      hk.horizon = P.horizon;
+      // The real prefix becomes part of the predicted curve (interpolated between
+      // about 8 evaluations of the N0 samples: each costs a forward pass over them).
+      const FinetuneResult real = real_steps(hk, std::max<int64_t>(1, relin > 0 ? kdiag / 8 : kdiag / 10));
       double worst = 0, lowest = real.loss.front();
       for (size_t j = 0; j < real.step.size(); ++j) {
         const double lin = cv.run_loss[0][size_t(real.step[j])];
@@ -395,12 +416,50 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       }
       P.drift = worst / std::max(real.loss.front() - lowest, 1e-12);
       P.drift_steps = kdiag;
-      if (relin > 0 && std::isfinite(real.loss.back())) {
-        Gram g2 = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
+      // The shared re-linearization: K_a real steps with the anchor's values
+      // (K_a by the same rule, on the anchor's own horizon), Θ there; once per anchor.
+      AnchorKernel* A = nullptr;
+      if (anchored && std::isfinite(real.loss.back())) {
+        Hyper ha = h;
+        ha.lr = an.lr;
+        ha.momentum = an.momentum;
+        ha.weight_decay = an.weight_decay;
+        ha.batch_size = an.batch_size >= P.size ? P.subset : an.batch_size;
+        ha.horizon = s.steps > 0 ? s.steps
+                                 : int64_t(std::ceil(s.epochs * double(P.size / std::min(an.batch_size, P.size)) - 1e-9));
+        ha.steps = std::min(s.relinearize >= 0 ? s.relinearize
+                                               : std::clamp<int64_t>(int64_t(std::llround(0.1 * double(ha.horizon))), 1, 50),
+                            ha.horizon - 1);
+        auto& slot = anchors[AnchorKey{pool, P.subset, an.lr, an.momentum, an.weight_decay, an.batch_size, ha.steps,
+                                       ha.horizon}];
+        if (!slot && ha.steps > 0) {
+          restore_weights(model, w0);
+          const FinetuneResult ra = real_steps(ha, ha.steps);  // only w_K and f_K are used
+          if (std::isfinite(ra.loss.back())) {
+            auto a = std::make_unique<AnchorKernel>();
+            Gram ga = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
+            a->raw = prob;
+            a->raw.theta = std::move(ga.theta);
+            a->raw.jw0 = std::move(ga.jw0);
+            a->raw.f0 = ra.f_last;
+            a->steps = ha.steps;
+            slot = std::move(a);
+          }
+        }
+        A = slot.get();
+        if (A) P.relinearized_with_steps = A->steps;
+      }
+      if (relin > 0 && std::isfinite(real.loss.back()) && (!anchored || A)) {
         Problem p2 = prob;
-        p2.theta = std::move(g2.theta);
+        if (A) {
+          p2.theta = A->raw.theta;
+          p2.jw0 = A->raw.jw0;
+        } else {
+          Gram g2 = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
+          p2.theta = std::move(g2.theta);
+          p2.jw0 = std::move(g2.jw0);
+        }
         p2.f0 = real.f_last;
-        p2.jw0 = std::move(g2.jw0);
         // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
         p2.u0 = (real.f_prev - real.f_last) / hk.lr_at(kdiag - 1);
         Hyper h2 = h;
@@ -409,7 +468,18 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
           const double t_ex = now();
           relin_raw = p2;
           relin_h = h2;
-          p2 = extrapolated_problem(relin_raw, P.size, s.seed, &P.shared_modes);
+          if (A) {  // Θ' from the anchor's residual: shared by every row
+            auto it = A->extrapolated.find(P.size);
+            if (it == A->extrapolated.end()) {
+              double shared = 0;
+              Problem q = extrapolated_problem(A->raw, P.size, s.seed, &shared);
+              it = A->extrapolated.emplace(P.size, std::make_pair(std::move(q.theta), shared)).first;
+            }
+            p2.theta = it->second.first;
+            P.shared_modes = it->second.second;
+          } else {
+            p2 = extrapolated_problem(relin_raw, P.size, s.seed, &P.shared_modes);
+          }
           P.extrapolated = true;
           extrapolate_seconds += now() - t_ex;
         }

@@ -53,6 +53,13 @@ std::string to_json(const Prediction& p) {
   j["drift"] = num(p.drift);
   j["drift_steps"] = p.drift_steps;
   j["relinearized_at"] = p.relinearized_at;
+  if (p.relinearized_with_steps > 0) {
+    const Spec::Anchor& a = s.relinearize_with;
+    j["relinearized_with"] = {{"lr", a.lr}, {"momentum", a.momentum}, {"weight_decay", a.weight_decay},
+                              {"batch_size", a.batch_size}, {"steps", p.relinearized_with_steps}};
+  } else {
+    j["relinearized_with"] = nullptr;
+  }
   j["extrapolated"] = p.extrapolated;
   if (p.extrapolated) {
     json x = {{"shared_modes", num(p.shared_modes)}, {"band_width", num(p.extrapolation_width)}};
@@ -112,6 +119,11 @@ std::string to_table(const Prediction& p) {
                             : fmt::format("N0 -> N: {:.0f} shared modes (no self-check: N0 too small)", p.shared_modes));
   row("training", fmt::format("{} loss, SGD lr {} momentum {} weight decay {}, batch {}", to_string(s.loss), s.lr,
                               s.momentum, s.weight_decay, s.batch_size));
+  if (p.relinearized_with_steps > 0)
+    row("re-linearized", fmt::format("Theta at w_K from {} real steps with lr {} momentum {} weight decay {}, batch {} "
+                                     "(engine.relinearize_with); this job's own {} steps give the start",
+                                     p.relinearized_with_steps, s.relinearize_with.lr, s.relinearize_with.momentum,
+                                     s.relinearize_with.weight_decay, s.relinearize_with.batch_size, p.relinearized_at));
   row("horizon", fmt::format("{} steps ({:.2f} epochs of {} steps)", p.horizon,
                              double(p.horizon) / double(std::max<int64_t>(1, p.steps_per_epoch)), p.steps_per_epoch));
   std::string what = s.target == TargetKind::epsilon ? fmt::format("|L_t - L_T| < {}", s.target_value)
@@ -207,6 +219,14 @@ std::string sweep_table(const std::vector<Prediction>& ps, double seconds) {
   o += fmt::format("\n  total {:.4f} GPU-hours for the whole sweep (each run's full horizon x hardware.gpus)\n", total);
   o += fmt::format("  prediction cost {:.2f} s for all {} configurations (one Gram matrix per distinct N, N0)\n",
                    seconds, ps.size());
+  for (const Prediction& p : ps)
+    if (p.relinearized_with_steps > 0) {
+      const Spec::Anchor& a = p.spec.relinearize_with;
+      o += fmt::format("  shared kernel: Theta at w_K re-linearized once, with lr {} batch {} momentum {} (the spec's "
+                       "own values; engine.sweep_kernel: each re-linearizes every row)\n",
+                       a.lr, a.batch_size, a.momentum);
+      break;
+    }
   o += "  ! = the row has warnings beyond the subset note: see --json\n";
   return o;
 }

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -253,7 +254,23 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   if (top.has("engine")) {
     Reader e(s, top.map("engine"), "engine.");
     e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate",
-             "trace_ntk"});
+             "trace_ntk", "relinearize_with", "sweep_kernel"});
+    if (e.has("sweep_kernel")) {
+      const std::string v = e.string("sweep_kernel");
+      if (v != "shared" && v != "each") s.fail("engine.sweep_kernel", "must be shared or each (got '" + v + "')");
+      s.sweep_kernel_shared = v == "shared";
+    }
+    if (e.has("relinearize_with")) {
+      // Missing keys: the job's own optimizer values (filled in below, once read).
+      Reader a(s, e.map("relinearize_with"), "engine.relinearize_with.");
+      a.allow({"lr", "momentum", "weight_decay", "batch_size"});
+      s.relinearize_with.set = true;
+      const double unset = std::numeric_limits<double>::quiet_NaN();
+      s.relinearize_with.lr = a.has("lr") ? a.number("lr") : unset;
+      s.relinearize_with.momentum = a.has("momentum") ? a.number("momentum") : unset;
+      s.relinearize_with.weight_decay = a.has("weight_decay") ? a.number("weight_decay") : unset;
+      s.relinearize_with.batch_size = a.has("batch_size") ? a.integer("batch_size") : INT64_MIN;
+    }
     if (e.has("trace_ntk")) s.trace_ntk = e.integer_in("trace_ntk", 0, 100000);
     if (e.has("extrapolate")) s.extrapolate = e.get<bool>("extrapolate", "true or false");
     if (e.has("relinearize")) s.relinearize = e.integer_in("relinearize", 0, 100000000);
@@ -277,6 +294,13 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
       if (!(s.step_seconds > 0)) s.fail("hardware.step_seconds", "must be > 0");
     }
     if (h.has("calibrate_steps")) s.calibrate_steps = static_cast<int>(h.integer_in("calibrate_steps", 0, 1000));
+  }
+  if (s.relinearize_with.set) {
+    Spec::Anchor& a = s.relinearize_with;
+    if (std::isnan(a.lr)) a.lr = s.lr;
+    if (std::isnan(a.momentum)) a.momentum = s.momentum;
+    if (std::isnan(a.weight_decay)) a.weight_decay = s.weight_decay;
+    if (a.batch_size == INT64_MIN) a.batch_size = s.batch_size;
   }
   if (top.has("sweep")) {
     Reader w(s, top.map("sweep"), "sweep.");
@@ -313,6 +337,19 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
 std::vector<Spec> expand_sweep(const Spec& spec) {
   std::vector<Spec> out{spec};
   out.front().sweep.clear();
+  // engine.sweep_kernel: shared: every row re-linearizes with the spec's own
+  // optimizer values (docs/budgets.md), unless the spec names others.
+  bool optimizer_swept = false;
+  for (const auto& kv : spec.sweep)
+    optimizer_swept |= kv.first == "lr" || kv.first == "momentum" || kv.first == "weight_decay" || kv.first == "batch_size";
+  if (optimizer_swept && spec.sweep_kernel_shared && !spec.relinearize_with.set) {
+    Spec::Anchor& a = out.front().relinearize_with;
+    a.set = true;
+    a.lr = spec.lr;
+    a.momentum = spec.momentum;
+    a.weight_decay = spec.weight_decay;
+    a.batch_size = spec.batch_size;
+  }
   for (const auto& [key, values] : spec.sweep) {
     std::vector<Spec> next;
     for (const Spec& base : out)
@@ -357,6 +394,16 @@ void validate(const Spec& s) {
     bad("optimizer.weight_decay", "must be >= 0 (got " + num(s.weight_decay) + ")");
   if (s.batch_size <= 0)
     bad("optimizer.batch_size", "must be > 0 (got " + std::to_string(s.batch_size) + ")");
+  if (s.relinearize_with.set) {
+    const Spec::Anchor& a = s.relinearize_with;
+    if (!(a.lr > 0) || !std::isfinite(a.lr)) bad("engine.relinearize_with.lr", "must be > 0 (got " + num(a.lr) + ")");
+    if (!(a.momentum >= 0 && a.momentum < 1))
+      bad("engine.relinearize_with.momentum", "must be in [0, 1) (got " + num(a.momentum) + ")");
+    if (!(a.weight_decay >= 0) || !std::isfinite(a.weight_decay))
+      bad("engine.relinearize_with.weight_decay", "must be >= 0 (got " + num(a.weight_decay) + ")");
+    if (a.batch_size <= 0)
+      bad("engine.relinearize_with.batch_size", "must be > 0 (got " + std::to_string(a.batch_size) + ")");
+  }
   if (s.steps < 0 || (s.steps == 0 && !(s.epochs > 0)))
     bad(s.lines.count("training.epochs") && !s.lines.count("training.steps") ? "training.epochs" : "training.steps",
         "the horizon must be > 0");

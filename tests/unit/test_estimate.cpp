@@ -167,6 +167,51 @@ TEST_CASE("a sweep: one Gram matrix, each row equal to the single-configuration 
   CHECK(sweep_table(rows, 1.0).find("GPU-h") != std::string::npos);
 }
 
+TEST_CASE("a sweep's shared kernel: Θ at w_K once, from the spec's own values; each row = its single prediction") {
+  Spec s = small_spec();
+  s.data.size = 200;
+  s.data.subset = 64;  // extrapolated to N: the shared Θ' too
+  s.epochs = 2;
+  s.sweep = {{"lr", {0.05, 0.1}}, {"batch_size", {8, 16}}};
+  std::vector<Spec> all = expand_sweep(s);
+  REQUIRE(all.size() == 4);
+  std::vector<Prediction> rows = estimate_all(all);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    CAPTURE(i);
+    CHECK(rows[i].relinearized_at > 0);
+    CHECK(rows[i].extrapolated);
+    // Row 2 (lr 0.1, batch 8) is the spec's own configuration: its own kernel.
+    const bool own = all[i].lr == 0.1 && all[i].batch_size == 8;
+    CHECK((rows[i].relinearized_with_steps == 0) == own);
+    Prediction one = estimate(all[i]);  // a single spec with the same engine.relinearize_with
+    CHECK(rows[i].steps == one.steps);
+    CHECK(rows[i].steps_lo == one.steps_lo);
+    CHECK(rows[i].steps_hi == one.steps_hi);
+    CHECK(rows[i].curve_loss == one.curve_loss);
+    CHECK(rows[i].relinearized_with_steps == one.relinearized_with_steps);
+  }
+  // Anchored at lr 0.1, batch 8: K = round(2 epochs x 25 steps / 10) = 5 steps.
+  CHECK(rows[0].relinearized_with_steps == 5);
+  auto j = nlohmann::json::parse(to_json(rows[0]));
+  CHECK(j["relinearized_with"]["lr"] == 0.1);
+  CHECK(j["relinearized_with"]["batch_size"] == 8);
+  CHECK(j["relinearized_with"]["steps"] == 5);
+  CHECK(nlohmann::json::parse(to_json(rows[2]))["relinearized_with"].is_null());
+  CHECK(to_table(rows[0]).find("engine.relinearize_with") != std::string::npos);
+  CHECK(sweep_table(rows, 1.0).find("shared kernel") != std::string::npos);
+  // engine.sweep_kernel: each: the plain single predictions, own kernel everywhere.
+  s.sweep_kernel_shared = false;
+  std::vector<Spec> each = expand_sweep(s);
+  std::vector<Prediction> plain = estimate_all(each);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    CAPTURE(i);
+    CHECK(plain[i].relinearized_with_steps == 0);
+    Spec alone = each[i];
+    CHECK(plain[i].steps == estimate(alone).steps);
+  }
+  CHECK(plain[2].steps == rows[2].steps);  // the spec's own row is the same either way
+}
+
 TEST_CASE("a diverging learning rate gives no prediction, flagged") {
   Spec s = small_spec();
   s.loss = Loss::mse;

@@ -513,6 +513,41 @@ TEST_CASE("sweep: cartesian product, first key slowest, each combination validat
   CHECK(tt[3].steps == 0);
 }
 
+TEST_CASE("sweep: the rows share the spec's re-linearization unless engine.sweep_kernel is each") {
+  Spec s = parse_spec(kBase + "sweep:\n  lr: [0.05, 0.2]\n  batch_size: [8, 16]\n", "spec.yaml", "/tmp");
+  CHECK(s.sweep_kernel_shared);
+  CHECK_FALSE(s.relinearize_with.set);  // the spec itself: its own values
+  for (const Spec& r : expand_sweep(s)) {
+    CHECK(r.relinearize_with.set);
+    CHECK(r.relinearize_with.lr == 0.1);
+    CHECK(r.relinearize_with.momentum == 0.9);
+    CHECK(r.relinearize_with.weight_decay == 0.0001);
+    CHECK(r.relinearize_with.batch_size == 8);
+  }
+  Spec each = parse_spec(kBase + "engine:\n  sweep_kernel: each\nsweep:\n  lr: [0.05, 0.2]\n", "spec.yaml", "/tmp");
+  CHECK_FALSE(each.sweep_kernel_shared);
+  for (const Spec& r : expand_sweep(each)) CHECK_FALSE(r.relinearize_with.set);
+  // A sweep of N or the horizon only: nothing to share, the rows are plain.
+  for (const Spec& r : expand_sweep(parse_spec(kBase + "sweep:\n  size: [32, 64]\n", "spec.yaml", "/tmp")))
+    CHECK_FALSE(r.relinearize_with.set);
+  // Named in the spec: missing keys are the spec's own; the sweep keeps it.
+  Spec named = parse_spec(kBase + "engine:\n  relinearize_with:\n    lr: 0.3\n    batch_size: 16\n"
+                                  "sweep:\n  lr: [0.05, 0.2]\n", "spec.yaml", "/tmp");
+  CHECK(named.relinearize_with.set);
+  CHECK(named.relinearize_with.lr == 0.3);
+  CHECK(named.relinearize_with.batch_size == 16);
+  CHECK(named.relinearize_with.momentum == 0.9);
+  CHECK(named.relinearize_with.weight_decay == 0.0001);
+  for (const Spec& r : expand_sweep(named)) CHECK(r.relinearize_with.lr == 0.3);
+  check_spec_error(kBase + "engine:\n  sweep_kernel: some\n", 17, "engine.sweep_kernel");
+  check_spec_error(kBase + "engine:\n  relinearize_with:\n    lr: -1\n", 18, "engine.relinearize_with.lr");
+  check_spec_error(kBase + "engine:\n  relinearize_with:\n    momentum: 1\n", 18, "engine.relinearize_with.momentum");
+  check_spec_error(kBase + "engine:\n  relinearize_with:\n    batch_size: 0\n", 18,
+                   "engine.relinearize_with.batch_size");
+  check_spec_error(kBase + "engine:\n  relinearize_with:\n    gamma: 1\n", 18, "engine.relinearize_with.gamma");
+  check_spec_error(kBase + "engine:\n  relinearize_with: 0.1\n", 17, "engine.relinearize_with");
+}
+
 TEST_CASE("sweep errors name the sweep line") {
   check_spec_error(kBase + "sweep:\n  lr: [0.1, -0.5]\n", 17, "optimizer.lr");
   check_spec_error(kBase + "sweep:\n  lr: 0.1\n", 17, "sweep.lr");

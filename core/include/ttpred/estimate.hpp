@@ -26,6 +26,9 @@ struct Prediction {
   double drift = 0;           // max |L_real - L_lin| over the first drift_steps, / the loss decrease
   int64_t drift_steps = 0;    // real SGD steps compared (0: no diagnosis)
   int64_t relinearized_at = 0;  // > 0: Θ recomputed at the weights after this many real steps
+  // > 0: that Θ came from this many real steps with spec.relinearize_with's
+  // optimizer values (a sweep's shared kernel), not the job's own.
+  int64_t relinearized_with_steps = 0;
   // N0 < N: simulated on the kernel extrapolated to N (extrapolate.hpp).
   bool extrapolated = false;
   double shared_modes = 0;      // Σ s_k of the (last) extrapolated kernel
@@ -58,9 +61,10 @@ int64_t default_subset(int64_t n, int64_t classes);
 
 Prediction estimate(const Spec& spec, const EstimateOptions& opt = {});
 // Many configurations of one model and data (a sweep): Θ is computed once per
-// distinct (N, N0) and the step time once per batch size; each result equals
-// what estimate() gives for that configuration alone. Timings of shared phases
-// are charged to the first prediction that uses them.
+// distinct (N, N0), Θ at w_K once per engine.relinearize_with (expand_sweep
+// sets it: the shared kernel) and the step time once per batch size; each
+// result equals what estimate() gives for that configuration alone. Timings of
+// shared phases are charged to the first prediction that uses them.
 std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const EstimateOptions& opt = {});
 
 std::string to_json(const Prediction& p);   // docs/json.md

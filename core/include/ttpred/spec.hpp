@@ -63,6 +63,17 @@ struct Spec {
   bool extrapolate = true;           // N0 < N: extrapolate Θ to N (engine.extrapolate; extrapolate.hpp)
   int64_t relinearize = -1;          // K real steps, then Θ again at w_K (-1 = auto: clamp(T/10, 1, 50); 0 = off)
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
+  // engine.relinearize_with: Θ at w_K from K real steps with these optimizer
+  // values instead of the job's own (the job's own K steps still give the
+  // outputs the rest is simulated from). A sweep sets it to the spec's own
+  // values in every row (engine.sweep_kernel: shared), so one Θ at w_K prices
+  // all rows.
+  struct Anchor {
+    bool set = false;
+    double lr = 0, momentum = 0, weight_decay = 0;
+    int64_t batch_size = 0;
+  } relinearize_with;
+  bool sweep_kernel_shared = true;   // engine.sweep_kernel: shared (true) | each
   uint64_t seed = 0;
   // hardware
   double step_seconds = 0.0;         // > 0: take it instead of timing real steps
