@@ -60,14 +60,16 @@ struct Kernel {
   int64_t trace_k = 0;
 };
 
-// Θ at w_K after K real steps with engine.relinearize_with's optimizer values
-// (a sweep's shared re-linearization): computed once, used by every row.
+// Θ at w_K after K real steps with given optimizer values: the job's own, or
+// engine.relinearize_with's (a sweep's shared re-linearization). Computed once
+// per distinct values, used by every row that re-linearizes with them.
 struct AnchorKernel {
-  Problem raw;      // Θ at the anchor's w_K on the N0 samples, J·w0 there, its outputs f_K (for the residual)
+  Problem raw;      // Θ at w_K on the N0 samples, J·w0 there, the outputs f_K there (for the residual)
   int64_t steps = 0;
   std::map<int64_t, std::pair<Eigen::MatrixXd, double>> extrapolated;  // N -> (Θ' at N, shared modes)
 };
-using AnchorKey = std::tuple<int64_t, int64_t, double, double, double, int64_t, int64_t, int64_t>;
+// pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
+using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
 
 struct StepTime {
   double median = 0, lo = 0, hi = 0, seconds = 0;
@@ -416,49 +418,51 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       }
       P.drift = worst / std::max(real.loss.front() - lowest, 1e-12);
       P.drift_steps = kdiag;
-      // The shared re-linearization: K_a real steps with the anchor's values
-      // (K_a by the same rule, on the anchor's own horizon), Θ there; once per anchor.
+      // Θ at w_K: after the job's own K steps (the model is there now), or after
+      // K_a real steps with engine.relinearize_with's values (K_a by the same
+      // rule, on their own horizon). Once per distinct values: a sweep's rows
+      // share it, and the row of the spec's own values shares it with them.
       AnchorKernel* A = nullptr;
-      if (anchored && std::isfinite(real.loss.back())) {
-        Hyper ha = h;
-        ha.lr = an.lr;
-        ha.momentum = an.momentum;
-        ha.weight_decay = an.weight_decay;
-        ha.batch_size = an.batch_size >= P.size ? P.subset : an.batch_size;
-        ha.horizon = s.steps > 0 ? s.steps
-                                 : int64_t(std::ceil(s.epochs * double(P.size / std::min(an.batch_size, P.size)) - 1e-9));
-        ha.steps = std::min(s.relinearize >= 0 ? s.relinearize
-                                               : std::clamp<int64_t>(int64_t(std::llround(0.1 * double(ha.horizon))), 1, 50),
-                            ha.horizon - 1);
-        auto& slot = anchors[AnchorKey{pool, P.subset, an.lr, an.momentum, an.weight_decay, an.batch_size, ha.steps,
-                                       ha.horizon}];
+      if (relin > 0 && std::isfinite(real.loss.back())) {
+        Hyper ha = hk;
+        if (anchored) {
+          ha.lr = an.lr;
+          ha.momentum = an.momentum;
+          ha.weight_decay = an.weight_decay;
+          ha.batch_size = an.batch_size >= P.size ? P.subset : an.batch_size;
+          ha.horizon = s.steps > 0 ? s.steps
+                                   : int64_t(std::ceil(s.epochs * double(P.size / std::min(an.batch_size, P.size)) - 1e-9));
+          ha.steps = std::min(s.relinearize >= 0 ? s.relinearize
+                                                 : std::clamp<int64_t>(int64_t(std::llround(0.1 * double(ha.horizon))), 1, 50),
+                              ha.horizon - 1);
+        }
+        auto& slot = anchors[AnchorKey{pool, P.subset, extrap, ha.lr, ha.momentum, ha.weight_decay, ha.batch_size,
+                                       ha.steps, ha.horizon}];
         if (!slot && ha.steps > 0) {
-          restore_weights(model, w0);
-          const FinetuneResult ra = real_steps(ha, ha.steps);  // only w_K and f_K are used
-          if (std::isfinite(ra.loss.back())) {
+          Eigen::MatrixXd f_k = real.f_last;
+          if (anchored) {
+            restore_weights(model, w0);
+            const FinetuneResult ra = real_steps(ha, ha.steps);  // only w_K and f_K are used
+            f_k = std::isfinite(ra.loss.back()) ? ra.f_last : Eigen::MatrixXd();
+          }
+          if (f_k.size() > 0) {
             auto a = std::make_unique<AnchorKernel>();
             Gram ga = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
             a->raw = prob;
             a->raw.theta = std::move(ga.theta);
             a->raw.jw0 = std::move(ga.jw0);
-            a->raw.f0 = ra.f_last;
+            a->raw.f0 = std::move(f_k);
             a->steps = ha.steps;
             slot = std::move(a);
           }
         }
         A = slot.get();
-        if (A) P.relinearized_with_steps = A->steps;
+        if (A && anchored) P.relinearized_with_steps = A->steps;
       }
-      if (relin > 0 && std::isfinite(real.loss.back()) && (!anchored || A)) {
+      if (A) {
         Problem p2 = prob;
-        if (A) {
-          p2.theta = A->raw.theta;
-          p2.jw0 = A->raw.jw0;
-        } else {
-          Gram g2 = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
-          p2.theta = std::move(g2.theta);
-          p2.jw0 = std::move(g2.jw0);
-        }
+        p2.theta = A->raw.theta;
+        p2.jw0 = A->raw.jw0;
         p2.f0 = real.f_last;
         // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
         p2.u0 = (real.f_prev - real.f_last) / hk.lr_at(kdiag - 1);
@@ -468,18 +472,15 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
           const double t_ex = now();
           relin_raw = p2;
           relin_h = h2;
-          if (A) {  // Θ' from the anchor's residual: shared by every row
-            auto it = A->extrapolated.find(P.size);
-            if (it == A->extrapolated.end()) {
-              double shared = 0;
-              Problem q = extrapolated_problem(A->raw, P.size, s.seed, &shared);
-              it = A->extrapolated.emplace(P.size, std::make_pair(std::move(q.theta), shared)).first;
-            }
-            p2.theta = it->second.first;
-            P.shared_modes = it->second.second;
-          } else {
-            p2 = extrapolated_problem(relin_raw, P.size, s.seed, &P.shared_modes);
+          // Θ' from the residual at that w_K (the job's own when it is its own kernel).
+          auto it = A->extrapolated.find(P.size);
+          if (it == A->extrapolated.end()) {
+            double shared = 0;
+            Problem q = extrapolated_problem(A->raw, P.size, s.seed, &shared);
+            it = A->extrapolated.emplace(P.size, std::make_pair(std::move(q.theta), shared)).first;
           }
+          p2.theta = it->second.first;
+          P.shared_modes = it->second.second;
           P.extrapolated = true;
           extrapolate_seconds += now() - t_ex;
         }

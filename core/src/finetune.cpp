@@ -54,8 +54,8 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   const int64_t ne = int64_t(eval_pos.size());
   for (int64_t p : eval_pos)
     if (p < 0 || p >= n) throw std::invalid_argument("finetune: tracked position out of range");
-  // Loss and accuracy on them (in chunks).
-  auto evaluate = [&](FinetuneResult& r, int64_t t) {
+  // Loss and accuracy on them (in chunks); their outputs too when `f` is given.
+  auto evaluate = [&](FinetuneResult& r, int64_t t, Eigen::MatrixXd* f = nullptr) {
     torch::NoGradGuard ng;
     double s = 0;
     int64_t ok = 0;
@@ -65,28 +65,23 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
       std::vector<int64_t> src(rows.size());
       for (size_t k = 0; k < rows.size(); ++k) src[k] = idx[size_t(rows[k])];
       torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
-      torch::Tensor tg = targets_of(targets, rows, m.device);
-      s += loss_fn(loss, out, tg).item<double>() * double(rows.size());
-      ok += (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
+      if (t >= 0) {
+        torch::Tensor tg = targets_of(targets, rows, m.device);
+        s += loss_fn(loss, out, tg).item<double>() * double(rows.size());
+        ok += (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
+      }
+      if (f) {
+        torch::Tensor o = out.to(torch::kCPU, torch::kDouble).contiguous();
+        if (f->size() == 0) f->resize(ne, o.size(1));
+        auto acc = o.accessor<double, 2>();
+        for (int64_t q = 0; q < o.size(0); ++q)
+          for (int64_t c = 0; c < o.size(1); ++c) (*f)(a + q, c) = acc[q][c];
+      }
     }
+    if (t < 0) return;  // outputs only
     r.step.push_back(t);
     r.loss.push_back(s / double(ne));
     r.acc.push_back(double(ok) / double(ne));
-  };
-  // Outputs on the evaluated samples, as an ne × C matrix.
-  auto outputs = [&]() {
-    torch::NoGradGuard ng;
-    Eigen::MatrixXd f;
-    for (int64_t a = 0; a < ne; a += 512) {
-      std::vector<int64_t> src;
-      for (int64_t k = a; k < std::min(ne, a + 512); ++k) src.push_back(idx[size_t(eval_pos[size_t(k)])]);
-      torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype)).to(torch::kCPU, torch::kDouble).contiguous();
-      if (f.size() == 0) f.resize(ne, out.size(1));
-      auto acc = out.accessor<double, 2>();
-      for (int64_t r = 0; r < out.size(0); ++r)
-        for (int64_t c = 0; c < out.size(1); ++c) f(a + r, c) = acc[r][c];
-    }
-    return f;
   };
   FinetuneResult r;
   const double t_start = now();
@@ -100,13 +95,14 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     std::vector<int64_t> rows(perm.begin() + k * B, perm.begin() + (k + 1) * B), src(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) src[size_t(b)] = idx[size_t(rows[size_t(b)])];
     static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(h.lr_at(t));
-    if (opt.keep_outputs && t + 1 == h.steps) r.f_prev = outputs();
+    const bool last = t + 1 == h.steps;
+    if (opt.keep_outputs && last) evaluate(r, -1, &r.f_prev);
     train += sgd_step(m, sgd, loss, d, src, targets, rows);
-    if ((t + 1) % opt.log_every == 0 || t + 1 == h.steps) evaluate(r, t + 1);
+    if ((t + 1) % opt.log_every == 0 || last) evaluate(r, t + 1, opt.keep_outputs && last ? &r.f_last : nullptr);
     if (opt.progress) opt.progress("finetune", t + 1, h.steps);
   }
   if (opt.keep_outputs) {
-    r.f_last = outputs();
+    if (r.f_last.size() == 0) evaluate(r, -1, &r.f_last);  // no steps
     if (r.f_prev.size() == 0) r.f_prev = r.f_last;
   }
   m.module.eval();
