@@ -60,17 +60,6 @@ struct Kernel {
   int64_t trace_k = 0;
 };
 
-// Θ at w_K after K real steps with given optimizer values: the job's own, or
-// engine.relinearize_with's (a sweep's shared re-linearization). Computed once
-// per distinct values, used by every row that re-linearizes with them.
-struct AnchorKernel {
-  Problem raw;      // Θ at w_K on the N0 samples, J·w0 there, the outputs f_K there (for the residual)
-  int64_t steps = 0;
-  std::map<int64_t, std::pair<Eigen::MatrixXd, double>> extrapolated;  // N -> (Θ' at N, shared modes)
-};
-// pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
-using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
-
 struct StepTime {
   double median = 0, lo = 0, hi = 0, seconds = 0;
   bool used = false;
@@ -184,6 +173,22 @@ Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& 
   c.error = std::fabs(double(c.steps - c.direct)) / double(std::max<int64_t>(1, c.direct));
   return c;
 }
+
+// Θ at w_K after K real steps with given optimizer values: the job's own, or
+// engine.relinearize_with's (a sweep's shared re-linearization). Computed once
+// per distinct values, used by every row that re-linearizes with them.
+// Its extrapolation's self-check too (from the residual at that w_K, with
+// those values): a property of the kernel, shared like it.
+struct AnchorKernel {
+  Problem raw;      // Θ at w_K on the N0 samples, J·w0, the outputs f_K and velocity u_K there
+  Hyper after;      // the rest of the horizon with those values (t0 = K)
+  int64_t steps = 0;
+  std::map<int64_t, std::pair<Eigen::MatrixXd, double>> extrapolated;  // N -> (Θ' at N, shared modes)
+  bool checked = false;
+  Check check;
+};
+// pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
+using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
 
 Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s,
                    int64_t C, const EstimateOptions& opt) {
@@ -326,8 +331,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       P.shared_modes = it->second.second;
       return it->second.first;
     };
-    Problem relin_raw;  // Θ at w_K on the N0 samples, before extrapolation (for the self-check)
-    Hyper relin_h;
+    AnchorKernel* A = nullptr;  // Θ at w_K when re-linearizing
     Hyper h;
     h.lr = s.lr;
     h.schedule = s.schedule;
@@ -422,7 +426,6 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       // K_a real steps with engine.relinearize_with's values (K_a by the same
       // rule, on their own horizon). Once per distinct values: a sweep's rows
       // share it, and the row of the spec's own values shares it with them.
-      AnchorKernel* A = nullptr;
       if (relin > 0 && std::isfinite(real.loss.back())) {
         Hyper ha = hk;
         if (anchored) {
@@ -439,19 +442,28 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         auto& slot = anchors[AnchorKey{pool, P.subset, extrap, ha.lr, ha.momentum, ha.weight_decay, ha.batch_size,
                                        ha.steps, ha.horizon}];
         if (!slot && ha.steps > 0) {
-          Eigen::MatrixXd f_k = real.f_last;
+          FinetuneResult ra;
           if (anchored) {
             restore_weights(model, w0);
-            const FinetuneResult ra = real_steps(ha, ha.steps);  // only w_K and f_K are used
-            f_k = std::isfinite(ra.loss.back()) ? ra.f_last : Eigen::MatrixXd();
+            ra = real_steps(ha, ha.steps);  // only w_K, f_K and f_{K-1} are used
           }
-          if (f_k.size() > 0) {
+          const FinetuneResult& at = anchored ? ra : real;
+          if (std::isfinite(at.loss.back())) {
             auto a = std::make_unique<AnchorKernel>();
             Gram ga = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
             a->raw = prob;
             a->raw.theta = std::move(ga.theta);
             a->raw.jw0 = std::move(ga.jw0);
-            a->raw.f0 = std::move(f_k);
+            a->raw.f0 = at.f_last;
+            // J v_K in function space, from the last real step: F_K = F_{K-1} - η J v_K.
+            a->raw.u0 = (at.f_prev - at.f_last) / ha.lr_at(ha.steps - 1);
+            a->after = h;
+            a->after.lr = ha.lr;
+            a->after.momentum = ha.momentum;
+            a->after.weight_decay = ha.weight_decay;
+            a->after.batch_size = ha.batch_size;
+            a->after.steps = ha.horizon;
+            a->after.t0 = ha.steps;
             a->steps = ha.steps;
             slot = std::move(a);
           }
@@ -470,8 +482,6 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         h2.t0 = kdiag;
         if (extrap) {
           const double t_ex = now();
-          relin_raw = p2;
-          relin_h = h2;
           // Θ' from the residual at that w_K (the job's own when it is its own kernel).
           auto it = A->extrapolated.find(P.size);
           if (it == A->extrapolated.end()) {
@@ -522,7 +532,12 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     Check chk;
     if (extrap && std::isfinite(cv.loss.back())) {
       const double t_ex = now();
-      chk = P.relinearized_at > 0 ? extrapolation_check(relin_raw, relin_h, so, s) : extrapolation_check(prob, h, so, s);
+      if (P.relinearized_at > 0 && A) {
+        if (!A->checked) A->check = extrapolation_check(A->raw, A->after, so, s), A->checked = true;
+        chk = A->check;
+      } else {
+        chk = extrapolation_check(prob, h, so, s);
+      }
       extrapolate_seconds += now() - t_ex;
     }
     if (extrap) P.timing.emplace_back("extrapolate", extrapolate_seconds);
