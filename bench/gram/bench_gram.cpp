@@ -4,7 +4,7 @@
 //
 //   bench_gram --model M.pt --data D.pt --n N0 [--methods loop,fast,vmap,trace:K,fast@exact]
 //              [--projection auto|exact|countsketch] [--dim D0] [--threads T]
-//              [--epoch SAMPLES] [--batch B] [--json OUT]
+//              [--epoch SAMPLES] [--batch B] [--json OUT] [--jw0 0|1]
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   std::string model_path, data_path, json_path, projection = "auto", methods = "loop,fast";
   int64_t n = 100, dim = 0, epoch = 0, batch = 32;
   int threads = 0;
+  bool jw0 = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--model") model_path = v;
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
     else if (k == "--epoch") epoch = std::stoll(v);
     else if (k == "--batch") batch = std::stoll(v);
     else if (k == "--json") json_path = v;
+    else if (k == "--jw0") jw0 = v != "0";  // 0: skip J·w0 (what ttpred does without weight decay)
     else {
       std::cerr << "bench_gram: unknown option " << k << "\n";
       return 2;
@@ -103,6 +105,7 @@ int main(int argc, char** argv) {
       o.projection = projection;
       o.dim = dim;
       o.threads = threads;
+      o.jw0 = jw0;
       // METHOD[@PROJECTION], METHOD = loop | fast | vmap | trace:K
       std::string meth = spec;
       if (auto at = spec.find('@'); at != std::string::npos) {

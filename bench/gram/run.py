@@ -136,6 +136,12 @@ def main():
     ap.add_argument("--epoch", type=int, default=30000, help="samples in the timed fine-tuning epoch")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cases", help="comma-separated subset of the zoo")
+    ap.add_argument("--n0", type=int, nargs="+", help="N0 values instead of the plan's")
+    ap.add_argument("--methods", help="comma-separated engines instead of loop,fast,vmap,trace:1")
+    ap.add_argument("--resnet-epoch", type=int, default=3200,
+                    help="samples in the timed ResNet fine-tuning epoch (batch 32)")
+    ap.add_argument("--peer-bytes", type=float, default=PEER_J_BYTES,
+                    help="run the peer (and ttpred exact) where its J fits in this many bytes")
     ap.add_argument("--table", nargs="+", metavar="RESULTS_JSON", help="only print the table of earlier runs")
     args = ap.parse_args()
     if args.table:
@@ -156,7 +162,7 @@ def main():
         scripted.save(mpath)
         with torch.no_grad():  # the twin computes what the C++ side loads
             assert torch.allclose(model(x[:4]), torch.jit.load(mpath)(x[:4]), atol=1e-5)
-        ns = [20] if args.smoke else PLAN[name]
+        ns = [20] if args.smoke else (args.n0 or PLAN[name])
         for i, n in enumerate(ns):
             dpath = os.path.join(args.out, "%s_%d.pt" % (name, n))
             xs = x[torch.arange(n) % x.shape[0]].contiguous()
@@ -166,8 +172,10 @@ def main():
             # ttpred's own choice (projection auto: exact while 2(N0·C)²·D <= 2e11,
             # else CountSketch D0 = 8192); the peer is exact, so where it runs
             # (J <= PEER_J_BYTES) ttpred's fast engine also runs exact.
-            peer = 4.0 * n * C * D <= PEER_J_BYTES
+            peer = 4.0 * n * C * D <= args.peer_bytes
             methods = ["loop", "fast", "vmap", "trace:1"] if not args.smoke else ["loop", "fast", "vmap", "trace:2"]
+            if args.methods:
+                methods = args.methods.split(",")
             if peer and not args.smoke:
                 methods += ["fast@exact", "trace:1@exact"]
             cmd = [args.bench, "--model", mpath, "--data", dpath, "--n", str(n), "--methods", ",".join(methods),
@@ -176,7 +184,7 @@ def main():
             if i == 0 and not args.smoke and name.startswith(("default", "mlp")):
                 cmd += ["--epoch", str(args.epoch)]
             elif i == 0:
-                cmd += ["--epoch", "320" if args.smoke else "3200"]
+                cmd += ["--epoch", "320" if args.smoke else str(args.resnet_epoch)]
             sys.stderr.write(" ".join(cmd) + "\n")
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             with open(dpath + ".json") as f:

@@ -246,6 +246,7 @@ std::string gram_cache_key(const std::string& model_path, const Dataset& d, cons
   h.pod(opt.seed);
   h.pod(opt.max_exact_flops);
   h.pod(opt.max_jacobian_bytes);
+  h.pod(opt.jw0);
   h.str(device);
   return h.hex();
 }

@@ -58,6 +58,7 @@ struct Kernel {
   std::string engine;
   int threads = 1;
   int64_t trace_k = 0;
+  bool jw0 = true;        // J·w0 computed (some prediction has weight decay); else zero
 };
 
 struct StepTime {
@@ -81,8 +82,10 @@ std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed) {
   return idx;
 }
 
-GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt) {
+// jw0: J·w0 is needed (some prediction has weight decay).
+GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt, bool jw0) {
   GramOptions go;
+  go.jw0 = jw0;
   go.projection = s.projection;
   // Default sketch: at least 4 dimensions per row of Θ (its noise falls as rows / D0).
   go.dim = s.projection_dim > 0 ? s.projection_dim : std::max<int64_t>(8192, 4 * rows);
@@ -191,8 +194,9 @@ struct AnchorKernel {
 using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
 
 Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s,
-                   int64_t C, const EstimateOptions& opt) {
+                   int64_t C, const EstimateOptions& opt, bool jw0) {
   Kernel k;
+  k.jw0 = jw0;
   k.idx = idx;
   Problem& prob = k.prob;
   const int64_t n = int64_t(idx.size());
@@ -200,7 +204,7 @@ Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64
   prob.y = target_matrix(d, idx, C, &prob.labels);
   // Θ at the pre-trained weights depends only on the model, the samples and the
   // projection: a resubmission or another hyper-parameter set reuses it (cache.hpp).
-  const GramOptions go = gram_options(s, n * C, opt);
+  const GramOptions go = gram_options(s, n * C, opt, jw0);
   const std::string key = opt.use_cache ? gram_cache_key(s.model, d, idx, go, model.device()) : std::string();
   std::optional<Gram> hit = key.empty() ? std::nullopt : cache_load(key);
   Gram g = hit ? std::move(*hit) : compute_gram(model, d, idx, go);
@@ -261,6 +265,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
   const Eigen::MatrixXd pool_targets = target_matrix(d, max_pool, C);  // also validates every label
   const double load_seconds = now() - t0;
 
+  // J·w0 only matters with weight decay (the trace-NTK pays two forward passes for it).
+  bool any_weight_decay = false;
+  for (const Spec& s : specs) any_weight_decay |= s.weight_decay > 0;
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Kernel>> kernels;  // (pool, N0) -> Θ
   std::map<int64_t, StepTime> step_times;                                  // batch size -> s/step
   std::map<AnchorKey, std::unique_ptr<AnchorKernel>> anchors;               // shared re-linearizations
@@ -292,7 +299,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     if (si == 0) P.timing.emplace_back("load", load_seconds);
 
     auto& kp = kernels[{pool, P.subset}];
-    if (!kp) kp = std::make_unique<Kernel>(make_kernel(model, d, choose_subset(pool, P.subset, s.seed), s, C, opt));
+    if (!kp) kp = std::make_unique<Kernel>(make_kernel(model, d, choose_subset(pool, P.subset, s.seed), s, C, opt, any_weight_decay));
     Kernel& K = *kp;
     P.timing.emplace_back("jacobian", K.used ? 0.0 : K.seconds_jacobian);
     P.timing.emplace_back("gram", K.used ? 0.0 : K.seconds_gram);
@@ -450,7 +457,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
           const FinetuneResult& at = anchored ? ra : real;
           if (std::isfinite(at.loss.back())) {
             auto a = std::make_unique<AnchorKernel>();
-            Gram ga = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt));
+            Gram ga = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt, K.jw0));
             a->raw = prob;
             a->raw.theta = std::move(ga.theta);
             a->raw.jw0 = std::move(ga.jw0);

@@ -436,7 +436,9 @@ Gram gram_fast(const Model& model, const Dataset& d, const std::vector<int64_t>&
   g.seconds_gram = now() - t0;
 
   // J·w0 (n × C), outside both timings as in the loop engine's Θ phase.
-  if (P.trace) {
+  if (!opt.jw0) {
+    g.jw0 = Eigen::MatrixXd::Zero(n, C);
+  } else if (P.trace) {
     g.jw0 = jw0_central_difference(m, d, idx, C);
   } else {
     g.jw0.resize(n, C);

@@ -328,3 +328,24 @@ TEST_CASE("Θ cache: store, load, key sensitivity, corruption, LRU bound") {
   unsetenv("TTPRED_CACHE_DIR");
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("jw0 = false: the same Θ and f0, J·w0 left zero (trace-NTK skips its central difference)") {
+  Dataset d = read_torch_dict(std::string(TEST_MODELS) + "/vec_train.pt");
+  Model m(std::string(TEST_MODELS) + "/mlp.pt", "cpu");
+  for (int64_t trace_k : {int64_t(0), int64_t(2)}) {
+    CAPTURE(trace_k);
+    GramOptions o;
+    o.projection = "exact";
+    o.trace_k = trace_k;
+    const Gram a = compute_gram(m, d, first(16), o);
+    o.jw0 = false;
+    const Gram b = compute_gram(m, d, first(16), o);
+    CHECK(a.theta == b.theta);
+    CHECK(a.f0 == b.f0);
+    CHECK(a.jw0.cwiseAbs().maxCoeff() > 0);
+    CHECK(b.jw0.rows() == a.jw0.rows());
+    CHECK(b.jw0.cwiseAbs().maxCoeff() == 0);
+    CHECK(gram_cache_key(std::string(TEST_MODELS) + "/mlp.pt", d, first(16), o, "cpu") !=
+          gram_cache_key(std::string(TEST_MODELS) + "/mlp.pt", d, first(16), GramOptions{}, "cpu"));
+  }
+}

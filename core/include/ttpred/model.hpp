@@ -65,6 +65,9 @@ struct GramOptions {
   // then comes from a central difference along w0 (relative error ~1e-5 to 1e-4). 0 = off.
   int64_t trace_k = 0;
   bool symmetric_product = true;    // Θ = J Jᵀ by upper block products (≈ half the flops)
+  // J·w0 (Gram::jw0). Only weight decay uses it; false leaves it zero, which saves
+  // the trace-NTK's central difference (two forward passes over the N0 samples).
+  bool jw0 = true;
 };
 
 struct Gram {
