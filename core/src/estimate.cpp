@@ -189,6 +189,7 @@ struct AnchorKernel {
   std::map<int64_t, std::pair<Eigen::MatrixXd, double>> extrapolated;  // N -> (Θ' at N, shared modes)
   bool checked = false;
   Check check;
+  bool failed = false;  // its real steps diverged: no re-linearization with these values
 };
 // pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
 using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
@@ -449,14 +450,16 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         auto& slot = anchors[AnchorKey{pool, P.subset, extrap, ha.lr, ha.momentum, ha.weight_decay, ha.batch_size,
                                        ha.steps, ha.horizon}];
         if (!slot && ha.steps > 0) {
+          slot = std::make_unique<AnchorKernel>();
           FinetuneResult ra;
           if (anchored) {
             restore_weights(model, w0);
             ra = real_steps(ha, ha.steps);  // only w_K, f_K and f_{K-1} are used
           }
           const FinetuneResult& at = anchored ? ra : real;
-          if (std::isfinite(at.loss.back())) {
-            auto a = std::make_unique<AnchorKernel>();
+          AnchorKernel* a = slot.get();
+          a->failed = !std::isfinite(at.loss.back());
+          if (!a->failed) {
             Gram ga = compute_gram(model, d, K.idx, gram_options(s, K.rows, opt, K.jw0));
             a->raw = prob;
             a->raw.theta = std::move(ga.theta);
@@ -472,10 +475,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
             a->after.steps = ha.horizon;
             a->after.t0 = ha.steps;
             a->steps = ha.steps;
-            slot = std::move(a);
           }
         }
-        A = slot.get();
+        A = slot && !slot->failed ? slot.get() : nullptr;
         if (A && anchored) P.relinearized_with_steps = A->steps;
       }
       if (A) {

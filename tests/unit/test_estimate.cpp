@@ -212,6 +212,27 @@ TEST_CASE("a sweep's shared kernel: Θ at w_K once, from the spec's own values; 
   CHECK(plain[2].steps == rows[2].steps);  // the spec's own row is the same either way
 }
 
+TEST_CASE("engine.relinearize_with whose real steps diverge: no re-linearization, a pure prediction") {
+  const std::string dir = TEST_MODELS;
+  std::string y = "model: mlp.pt\ndata:\n  path: vec_mse.pt\nloss: mse\n"
+                  "optimizer:\n  lr: 0.05\n  batch_size: 8\ntraining:\n  steps: 40\n"
+                  "target:\n  epsilon: 0.01\nengine:\n  runs: 4\n  relinearize_with:\n    lr: 100000\n"
+                  "hardware:\n  step_seconds: 0.1\n";
+  Spec s = parse_spec(y, "div.yaml", dir);
+  Prediction p = estimate(s);
+  CHECK(p.relinearized_at == 0);
+  CHECK(p.relinearized_with_steps == 0);
+  CHECK(p.drift_steps > 0);  // its own real steps ran (the diagnosis)
+  CHECK_FALSE(p.diverged);
+  CHECK(p.curve_step.back() == 40);
+  // In a sweep, every row falls back the same way (the failed kernel is not retried).
+  s.relinearize_with.set = false;
+  s.lr = 100000;
+  s.sweep = {{"lr", {0.05, 0.02}}};
+  std::vector<Prediction> rows = estimate_all(expand_sweep(s));
+  for (const auto& r : rows) CHECK(r.relinearized_at == 0);
+}
+
 TEST_CASE("a diverging learning rate gives no prediction, flagged") {
   Spec s = small_spec();
   s.loss = Loss::mse;
