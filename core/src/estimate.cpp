@@ -8,6 +8,7 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "ttpred/data.hpp"
@@ -408,6 +409,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       auto real_steps = [&](const Hyper& hk, int64_t log_every) {
         FinetuneOptions fo;
         fo.seed = s.seed;
+        fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
         fo.log_every = log_every;
         fo.keep_outputs = relin > 0;
         if (!extrap) return finetune(model, d, K.idx, s.loss, prob.y, hk, fo);

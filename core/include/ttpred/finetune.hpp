@@ -19,6 +19,10 @@ struct FinetuneOptions {
   // Positions in idx on which the loss, accuracy and outputs are evaluated
   // (training still draws its batches among all of idx); empty = all of idx.
   std::vector<int64_t> track;
+  // Intra-op threads while training (0: leave LibTorch's setting). The prediction's
+  // own real steps use all cores; the ground truth and the step timing keep the
+  // default, which is what the user's job gets.
+  int threads = 0;
   Progress progress;
 };
 
