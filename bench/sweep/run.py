@@ -56,7 +56,7 @@ _spec = importlib.util.spec_from_file_location(
 acc = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(acc)
 
-FT_TAIL = ["--json", "--quiet", "--seeds", "0", "1", "2", "--log-every", "2"]
+FT_TAIL = ["--json", "--quiet", "--seeds"] + acc.SEEDS + ["--log-every", "2"]
 
 
 def absolute_spec(path):
@@ -165,8 +165,7 @@ def main():
     for name, _, _ in calls:
         if name not in med:
             continue
-        ref = med["single --no-training" if "no-training" in name else "single"] if (
-            ("single --no-training" if "no-training" in name else "single") in med) else None
+        ref = med.get("single --no-training" if "no-training" in name else "single")
         rows = combos if name.startswith("sweep") else 1
         cost.append({"call": name, "rows": rows, "wall_s": med[name], "runs": walls[name],
                      "ratio_to_single": med[name] / ref if ref else None,

@@ -44,6 +44,9 @@ double top_eigenvalue(const Eigen::MatrixXd& a) {
   return lambda;
 }
 
+// N -> (a problem with Θ extrapolated to N, its shared modes), computed once per N.
+using ExtrapolatedByN = std::map<int64_t, std::pair<Problem, double>>;
+
 // What depends on the model and the data subset only: shared by every
 // hyper-parameter combination of a sweep.
 struct Kernel {
@@ -55,7 +58,7 @@ struct Kernel {
   double seconds_jacobian = 0, seconds_gram = 0;
   bool used = false;      // the first prediction using it carries its cost
   bool cached = false;
-  std::map<int64_t, std::pair<Problem, double>> extrapolated;  // N -> (Θ extrapolated to N, shared modes)
+  ExtrapolatedByN extrapolated;  // Θ at w0 extrapolated
   std::string engine;
   int threads = 1;
   int64_t trace_k = 0;
@@ -148,6 +151,17 @@ Problem extrapolated_problem(const Problem& p, int64_t N, uint64_t seed, double*
   return q;
 }
 
+// raw extrapolated to N (from the residual at raw's outputs), from `cache` when it was before.
+const std::pair<Problem, double>& extrapolated_at(ExtrapolatedByN& cache, const Problem& raw, int64_t N, uint64_t seed) {
+  auto it = cache.find(N);
+  if (it == cache.end()) {
+    double shared = 0;
+    Problem q = extrapolated_problem(raw, N, seed, &shared);
+    it = cache.emplace(N, std::make_pair(std::move(q), shared)).first;
+  }
+  return it->second;
+}
+
 // The extrapolation checked on the job itself: from N1 = N0/4 (or N0/2) of the
 // N0 samples, extrapolated to N0, against the simulation on all N0.
 struct Check {
@@ -187,7 +201,7 @@ struct AnchorKernel {
   Problem raw;      // Θ at w_K on the N0 samples, J·w0, the outputs f_K and velocity u_K there
   Hyper after;      // the rest of the horizon with those values (t0 = K)
   int64_t steps = 0;
-  std::map<int64_t, std::pair<Eigen::MatrixXd, double>> extrapolated;  // N -> (Θ' at N, shared modes)
+  ExtrapolatedByN extrapolated;  // Θ at w_K extrapolated
   bool checked = false;
   Check check;
   bool failed = false;  // its real steps diverged: no re-linearization with these values
@@ -328,17 +342,12 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     // on first use: with re-linearization only the Θ at w_K is extrapolated).
     auto sim_w0 = [&]() -> const Problem& {
       if (!extrap) return prob;
-      auto it = K.extrapolated.find(P.size);
-      if (it == K.extrapolated.end()) {
-        const double t_ex = now();
-        double shared = 0;
-        Problem q = extrapolated_problem(prob, P.size, s.seed, &shared);
-        it = K.extrapolated.emplace(P.size, std::make_pair(std::move(q), shared)).first;
-        extrapolate_seconds += now() - t_ex;
-      }
+      const double t_ex = now();
+      const auto& [q, shared] = extrapolated_at(K.extrapolated, prob, P.size, s.seed);
+      extrapolate_seconds += now() - t_ex;
       P.extrapolated = true;
-      P.shared_modes = it->second.second;
-      return it->second.first;
+      P.shared_modes = shared;
+      return q;
     };
     AnchorKernel* A = nullptr;  // Θ at w_K when re-linearizing
     Hyper h;
@@ -392,9 +401,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     // real steps with those optimizer values; the job's own K steps give the
     // outputs the rest is simulated from.
     const Spec::Anchor& an = s.relinearize_with;
-    const bool anchored = relin > 0 && an.set &&
-                          !(an.lr == s.lr && an.momentum == s.momentum && an.weight_decay == s.weight_decay &&
-                            an.batch_size == s.batch_size);
+    const bool anchored = relin > 0 && an.set && !an.same_values(s.optimizer_values());
     if (diagnose) {
       const double t_diag = now(), ex_before = extrapolate_seconds;
       const Weights w0 = save_weights(model);
@@ -483,28 +490,24 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         if (A && anchored) P.relinearized_with_steps = A->steps;
       }
       if (A) {
-        Problem p2 = prob;
-        p2.theta = A->raw.theta;
-        p2.jw0 = A->raw.jw0;
+        // The N0 samples with Θ (extrapolated to N when N0 < N) and J·w0 at w_K,
+        // from this job's own outputs and velocity there.
+        const Problem* at_k = &A->raw;
+        if (extrap) {
+          const double t_ex = now();
+          // Θ' from the residual at that w_K (the job's own when it is its own kernel).
+          const auto& [q, shared] = extrapolated_at(A->extrapolated, A->raw, P.size, s.seed);
+          at_k = &q;
+          P.shared_modes = shared;
+          P.extrapolated = true;
+          extrapolate_seconds += now() - t_ex;
+        }
+        Problem p2 = *at_k;
         p2.f0 = real.f_last;
         // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
         p2.u0 = (real.f_prev - real.f_last) / hk.lr_at(kdiag - 1);
         Hyper h2 = h;
         h2.t0 = kdiag;
-        if (extrap) {
-          const double t_ex = now();
-          // Θ' from the residual at that w_K (the job's own when it is its own kernel).
-          auto it = A->extrapolated.find(P.size);
-          if (it == A->extrapolated.end()) {
-            double shared = 0;
-            Problem q = extrapolated_problem(A->raw, P.size, s.seed, &shared);
-            it = A->extrapolated.emplace(P.size, std::make_pair(std::move(q.theta), shared)).first;
-          }
-          p2.theta = it->second.first;
-          P.shared_modes = it->second.second;
-          P.extrapolated = true;
-          extrapolate_seconds += now() - t_ex;
-        }
         Curves tail = simulate(p2, h2, so);
         Curves both;
         both.stride = 1;

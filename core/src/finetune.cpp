@@ -2,9 +2,6 @@
 #include "ttpred/clock.hpp"
 
 #include <stdexcept>
-#include <thread>
-
-#include <ATen/Parallel.h>
 
 #include "model_impl.hpp"
 #include "ttpred/dynamics.hpp"
@@ -45,13 +42,7 @@ double sgd_step(Model::Impl& m, torch::optim::SGD& sgd, Loss loss, const Dataset
 FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_t>& idx, Loss loss,
                         const Eigen::MatrixXd& targets, const Hyper& h, const FinetuneOptions& opt) {
   Model::Impl& m = model.impl();
-  struct IntraOp {
-    int saved = at::get_num_threads();
-    explicit IntraOp(int n) {
-      if (n > 0) at::set_num_threads(n);
-    }
-    ~IntraOp() { at::set_num_threads(saved); }
-  } intra_op(opt.threads);
+  IntraOpThreads intra_op(opt.threads);
   if (opt.train_mode) m.module.train();
   torch::optim::SGD sgd(m.params, torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
   const int64_t n = int64_t(idx.size());

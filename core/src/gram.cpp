@@ -255,14 +255,7 @@ Eigen::MatrixXd jw0_central_difference(Model::Impl& m, const Dataset& d, const s
   const double h = 1e-2;  // float32 rounding ~1e-7/h, curvature ~h²
   // Two batched forward passes over the N0 samples: on all cores (LibTorch may
   // default to one intra-op thread), restored on the way out.
-  struct IntraOp {
-    int saved = at::get_num_threads();
-    IntraOp() {
-      const int hw = int(std::thread::hardware_concurrency());
-      if (hw > saved) at::set_num_threads(std::min(hw, 8));
-    }
-    ~IntraOp() { at::set_num_threads(saved); }
-  } intra_op;
+  IntraOpThreads intra_op(std::max(at::get_num_threads(), std::min(int(std::thread::hardware_concurrency()), 8)));
   std::vector<torch::Tensor> saved;
   for (auto& p : m.params) saved.push_back(p.detach().clone());
   auto forward_all = [&](double scale) {

@@ -1,5 +1,6 @@
 // Private: the LibTorch side of ttpred::Model. Include only from torch .cpp files.
 #pragma once
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -14,6 +15,19 @@ struct Model::Impl {
   torch::jit::Module module;
   std::vector<torch::Tensor> params;  // trainable ones, in module order
   torch::ScalarType dtype = torch::kFloat;
+};
+
+// LibTorch's intra-op threads set to n for a scope (n <= 0: left as they are), restored after.
+struct IntraOpThreads {
+  int saved = at::get_num_threads();
+  explicit IntraOpThreads(int n) {
+    if (n > 0 && n != saved) at::set_num_threads(n);
+  }
+  ~IntraOpThreads() {
+    if (at::get_num_threads() != saved) at::set_num_threads(saved);
+  }
+  IntraOpThreads(const IntraOpThreads&) = delete;
+  IntraOpThreads& operator=(const IntraOpThreads&) = delete;
 };
 
 // Samples `idx` of d as a tensor [idx.size(), ...sample_shape] on `device`.

@@ -3,7 +3,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
-#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -261,15 +260,14 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
       s.sweep_kernel_shared = v == "shared";
     }
     if (e.has("relinearize_with")) {
-      // Missing keys: the job's own optimizer values (filled in below, once read).
+      // Missing keys: the job's own optimizer values (read above).
       Reader a(s, e.map("relinearize_with"), "engine.relinearize_with.");
       a.allow({"lr", "momentum", "weight_decay", "batch_size"});
-      s.relinearize_with.set = true;
-      const double unset = std::numeric_limits<double>::quiet_NaN();
-      s.relinearize_with.lr = a.has("lr") ? a.number("lr") : unset;
-      s.relinearize_with.momentum = a.has("momentum") ? a.number("momentum") : unset;
-      s.relinearize_with.weight_decay = a.has("weight_decay") ? a.number("weight_decay") : unset;
-      s.relinearize_with.batch_size = a.has("batch_size") ? a.integer("batch_size") : INT64_MIN;
+      Spec::Anchor& w = s.relinearize_with = s.optimizer_values();
+      if (a.has("lr")) w.lr = a.number("lr");
+      if (a.has("momentum")) w.momentum = a.number("momentum");
+      if (a.has("weight_decay")) w.weight_decay = a.number("weight_decay");
+      if (a.has("batch_size")) w.batch_size = a.integer("batch_size");
     }
     if (e.has("trace_ntk")) s.trace_ntk = e.integer_in("trace_ntk", 0, 100000);
     if (e.has("extrapolate")) s.extrapolate = e.get<bool>("extrapolate", "true or false");
@@ -294,13 +292,6 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
       if (!(s.step_seconds > 0)) s.fail("hardware.step_seconds", "must be > 0");
     }
     if (h.has("calibrate_steps")) s.calibrate_steps = static_cast<int>(h.integer_in("calibrate_steps", 0, 1000));
-  }
-  if (s.relinearize_with.set) {
-    Spec::Anchor& a = s.relinearize_with;
-    if (std::isnan(a.lr)) a.lr = s.lr;
-    if (std::isnan(a.momentum)) a.momentum = s.momentum;
-    if (std::isnan(a.weight_decay)) a.weight_decay = s.weight_decay;
-    if (a.batch_size == INT64_MIN) a.batch_size = s.batch_size;
   }
   if (top.has("sweep")) {
     Reader w(s, top.map("sweep"), "sweep.");
@@ -342,14 +333,8 @@ std::vector<Spec> expand_sweep(const Spec& spec) {
   bool optimizer_swept = false;
   for (const auto& kv : spec.sweep)
     optimizer_swept |= kv.first == "lr" || kv.first == "momentum" || kv.first == "weight_decay" || kv.first == "batch_size";
-  if (optimizer_swept && spec.sweep_kernel_shared && !spec.relinearize_with.set) {
-    Spec::Anchor& a = out.front().relinearize_with;
-    a.set = true;
-    a.lr = spec.lr;
-    a.momentum = spec.momentum;
-    a.weight_decay = spec.weight_decay;
-    a.batch_size = spec.batch_size;
-  }
+  if (optimizer_swept && spec.sweep_kernel_shared && !spec.relinearize_with.set)
+    out.front().relinearize_with = spec.optimizer_values();
   for (const auto& [key, values] : spec.sweep) {
     std::vector<Spec> next;
     for (const Spec& base : out)
@@ -387,23 +372,16 @@ void validate(const Spec& s) {
     o << v;
     return o.str();
   };
-  if (!(s.lr > 0) || !std::isfinite(s.lr)) bad("optimizer.lr", "must be > 0 (got " + num(s.lr) + ")");
-  if (!(s.momentum >= 0 && s.momentum < 1))
-    bad("optimizer.momentum", "must be in [0, 1) (got " + num(s.momentum) + ")");
-  if (!(s.weight_decay >= 0) || !std::isfinite(s.weight_decay))
-    bad("optimizer.weight_decay", "must be >= 0 (got " + num(s.weight_decay) + ")");
-  if (s.batch_size <= 0)
-    bad("optimizer.batch_size", "must be > 0 (got " + std::to_string(s.batch_size) + ")");
-  if (s.relinearize_with.set) {
-    const Spec::Anchor& a = s.relinearize_with;
-    if (!(a.lr > 0) || !std::isfinite(a.lr)) bad("engine.relinearize_with.lr", "must be > 0 (got " + num(a.lr) + ")");
-    if (!(a.momentum >= 0 && a.momentum < 1))
-      bad("engine.relinearize_with.momentum", "must be in [0, 1) (got " + num(a.momentum) + ")");
+  // The optimizer's values, and engine.relinearize_with's under their own keys.
+  auto optimizer = [&](const std::string& at, const Spec::Anchor& a) {
+    if (!(a.lr > 0) || !std::isfinite(a.lr)) bad(at + "lr", "must be > 0 (got " + num(a.lr) + ")");
+    if (!(a.momentum >= 0 && a.momentum < 1)) bad(at + "momentum", "must be in [0, 1) (got " + num(a.momentum) + ")");
     if (!(a.weight_decay >= 0) || !std::isfinite(a.weight_decay))
-      bad("engine.relinearize_with.weight_decay", "must be >= 0 (got " + num(a.weight_decay) + ")");
-    if (a.batch_size <= 0)
-      bad("engine.relinearize_with.batch_size", "must be > 0 (got " + std::to_string(a.batch_size) + ")");
-  }
+      bad(at + "weight_decay", "must be >= 0 (got " + num(a.weight_decay) + ")");
+    if (a.batch_size <= 0) bad(at + "batch_size", "must be > 0 (got " + std::to_string(a.batch_size) + ")");
+  };
+  optimizer("optimizer.", s.optimizer_values());
+  if (s.relinearize_with.set) optimizer("engine.relinearize_with.", s.relinearize_with);
   if (s.steps < 0 || (s.steps == 0 && !(s.epochs > 0)))
     bad(s.lines.count("training.epochs") && !s.lines.count("training.steps") ? "training.epochs" : "training.steps",
         "the horizon must be > 0");

@@ -72,7 +72,11 @@ struct Spec {
     bool set = false;
     double lr = 0, momentum = 0, weight_decay = 0;
     int64_t batch_size = 0;
+    bool same_values(const Anchor& o) const {
+      return lr == o.lr && momentum == o.momentum && weight_decay == o.weight_decay && batch_size == o.batch_size;
+    }
   } relinearize_with;
+  Anchor optimizer_values() const { return {true, lr, momentum, weight_decay, batch_size}; }  // the job's own
   bool sweep_kernel_shared = true;   // engine.sweep_kernel: shared (true) | each
   uint64_t seed = 0;
   // hardware
