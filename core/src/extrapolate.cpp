@@ -1,5 +1,7 @@
 #include "ttpred/extrapolate.hpp"
 
+#include "stages.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -71,6 +73,86 @@ Extrapolated extrapolate_kernel(const Eigen::MatrixXd& theta, int64_t classes, i
   out.theta.triangularView<Eigen::StrictlyUpper>() = out.theta.transpose();
   for (int64_t k : shared) out.shared_modes += s(k);
   return out;
+}
+
+// ---- The stage around it (stages.hpp): N0 -> N for a prediction -----------------
+
+Problem restrict_problem(const Problem& p, const std::vector<int64_t>& pos) {
+  const int64_t C = p.classes(), m = int64_t(pos.size());
+  std::vector<int64_t> rows;
+  for (int64_t i : pos)
+    for (int64_t c = 0; c < C; ++c) rows.push_back(i * C + c);
+  Problem q;
+  q.loss = p.loss;
+  q.theta.resize(m * C, m * C);
+  for (int64_t b = 0; b < m * C; ++b)
+    for (int64_t a = 0; a < m * C; ++a) q.theta(a, b) = p.theta(rows[size_t(a)], rows[size_t(b)]);
+  auto take = [&](const Eigen::MatrixXd& x) {
+    if (x.size() == 0) return Eigen::MatrixXd();
+    Eigen::MatrixXd y(m, x.cols());
+    for (int64_t r = 0; r < m; ++r) y.row(r) = x.row(pos[size_t(r)]);
+    return y;
+  };
+  q.f0 = take(p.f0);
+  q.jw0 = take(p.jw0);
+  q.u0 = take(p.u0);
+  q.y = take(p.y);
+  for (int64_t i : pos) q.labels.push_back(p.labels[size_t(i)]);
+  return q;
+}
+
+namespace {
+
+// p with Θ extrapolated from its N0 samples to a training set of N, from the
+// residual at p's starting outputs.
+Problem extrapolated_problem(const Problem& p, int64_t N, uint64_t seed, double* shared_modes) {
+  Problem q;
+  Extrapolated x = extrapolate_kernel(p.theta, p.classes(), N, loss_gradient(p, p.f0), seed);
+  q.theta = std::move(x.theta);
+  q.f0 = p.f0;
+  q.jw0 = p.jw0;
+  q.u0 = p.u0;
+  q.y = p.y;
+  q.labels = p.labels;
+  q.loss = p.loss;
+  if (shared_modes) *shared_modes = x.shared_modes;
+  return q;
+}
+
+}  // namespace
+
+const std::pair<Problem, double>& extrapolated_at(ExtrapolatedByN& cache, const Problem& raw, int64_t N, uint64_t seed) {
+  auto it = cache.find(N);
+  if (it == cache.end()) {
+    double shared = 0;
+    Problem q = extrapolated_problem(raw, N, seed, &shared);
+    it = cache.emplace(N, std::make_pair(std::move(q), shared)).first;
+  }
+  return it->second;
+}
+
+Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& so, const Spec& s) {
+  const int64_t n0 = raw.n();
+  const int64_t least = std::max<int64_t>(32, 2 * std::min(h.batch_size, n0));
+  int64_t n1 = n0 / 4;
+  if (n1 < least) n1 = n0 / 2;
+  if (n1 < least) return {};
+  std::mt19937_64 rng = run_rng(s.seed, -2);
+  std::vector<int64_t> pos = epoch_permutation(rng, n0);
+  pos.resize(size_t(n1));
+  std::sort(pos.begin(), pos.end());
+  const Problem sub = extrapolated_problem(restrict_problem(raw, pos), n0, s.seed, nullptr);
+  SimOptions o = so;
+  o.runs = std::min(so.runs, 8);
+  o.progress = nullptr;
+  const Curves a = simulate(sub, h, o), b = simulate(raw, h, o);
+  Check c;
+  c.from = n1;
+  c.steps = a.step[size_t(target_index(a.loss, a.acc, s.target, s.target_value))];
+  c.direct = b.step[size_t(target_index(b.loss, b.acc, s.target, s.target_value))];
+  if (!std::isfinite(a.loss.back()) || !std::isfinite(b.loss.back())) return {};
+  c.error = std::fabs(double(c.steps - c.direct)) / double(std::max<int64_t>(1, c.direct));
+  return c;
 }
 
 }  // namespace ttpred

@@ -1,0 +1,163 @@
+// Stage: the real prefix (docs/method.md §7). K real SGD steps from w0 with the
+// batches of simulated run 0: the gap to the linearized run is the drift (the
+// network's nonlinearity), and Θ recomputed at w_K re-linearizes the rest.
+#include <algorithm>
+#include <cmath>
+#include <thread>
+
+#include "stages.hpp"
+#include "ttpred/clock.hpp"
+#include "ttpred/model.hpp"
+
+namespace ttpred {
+
+int64_t relinearize_steps(const Spec& s, int64_t horizon) {
+  // Default (measured in docs/accuracy.md): K = round(T/10), at most 50 so the
+  // cost stays bounded on long horizons.
+  return s.relinearize >= 0 ? s.relinearize : std::clamp<int64_t>(int64_t(std::llround(0.1 * double(horizon))), 1, 50);
+}
+
+namespace {
+
+// K real steps from w0 with hyper-parameters hk (the model is left at w_K).
+// When extrapolating to N they draw their batches among all samples at hand
+// and track the N0; otherwise they train on the N0 alone.
+FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int64_t log_every, bool keep_outputs,
+                          bool extrap) {
+  FinetuneOptions fo;
+  fo.seed = job.spec.seed;
+  fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
+  fo.log_every = log_every;
+  fo.keep_outputs = keep_outputs;
+  if (!extrap) return finetune(job.model, job.data, K.idx, job.spec.loss, K.prob.y, hk, fo);
+  std::vector<int64_t> all(static_cast<size_t>(job.pool));
+  for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;
+  fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
+  return finetune(job.model, job.data, all, job.spec.loss, job.pool_targets, hk, fo);
+}
+
+// max_t |L_real - L_lin| over the prefix, relative to the real loss decrease.
+double drift_of(const FinetuneResult& real, const Curves& lin) {
+  double worst = 0, lowest = real.loss.front();
+  for (size_t j = 0; j < real.step.size(); ++j) {
+    const double l = lin.run_loss[0][size_t(real.step[j])];
+    if (std::isfinite(l) && std::isfinite(real.loss[j])) worst = std::max(worst, std::fabs(real.loss[j] - l));
+    if (std::isfinite(real.loss[j])) lowest = std::min(lowest, real.loss[j]);
+  }
+  return worst / std::max(real.loss.front() - lowest, 1e-12);
+}
+
+// The hyper-parameters whose K real steps give Θ at w_K: the job's own (hk), or
+// engine.relinearize_with's, with K by the same rule on their own horizon.
+Hyper anchor_hyper(const Spec& s, const Prediction& P, const Hyper& hk, bool anchored) {
+  Hyper ha = hk;
+  if (!anchored) return ha;
+  const Spec::Anchor& an = s.relinearize_with;
+  ha.lr = an.lr;
+  ha.momentum = an.momentum;
+  ha.weight_decay = an.weight_decay;
+  ha.batch_size = an.batch_size >= P.size ? P.subset : an.batch_size;
+  ha.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.size / std::min(an.batch_size, P.size)) - 1e-9));
+  ha.steps = std::min(relinearize_steps(s, ha.horizon), ha.horizon - 1);
+  return ha;
+}
+
+}  // namespace
+
+Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& h, int64_t k, bool relinearize,
+                   bool extrap, const Curves& lin, Anchors& anchors) {
+  const Spec& s = job.spec;
+  const double t0 = now();
+  Prefix out;
+  out.steps = k;
+  const Weights w0 = save_weights(job.model);
+  struct Restore {
+    Model& m;
+    const Weights& w;
+    ~Restore() { restore_weights(m, w); }
+  } restore{job.model, w0};
+  Hyper hk = h;
+  hk.steps = k;
+  hk.horizon = P.horizon;
+  // The real prefix becomes part of the predicted curve (interpolated between
+  // about 8 evaluations of the N0 samples: each costs a forward pass over them).
+  out.real = real_steps(job, K, hk, std::max<int64_t>(1, relinearize ? k / 8 : k / 10), relinearize, extrap);
+  out.drift = drift_of(out.real, lin);
+  if (!relinearize || !std::isfinite(out.real.loss.back())) {
+    out.seconds = now() - t0;
+    return out;
+  }
+  // Θ at w_K: after the job's own K steps (the model is there now), or after
+  // K_a real steps with engine.relinearize_with's values. Once per distinct
+  // values: a sweep's rows share it, and the row of the spec's own values
+  // shares it with them.
+  const bool anchored = s.relinearize_with.set && !s.relinearize_with.same_values(s.optimizer_values());
+  const Hyper ha = anchor_hyper(s, P, hk, anchored);
+  auto& slot = anchors[AnchorKey{job.pool, P.subset, extrap, ha.lr, ha.momentum, ha.weight_decay, ha.batch_size,
+                                 ha.steps, ha.horizon}];
+  if (!slot && ha.steps > 0) {
+    slot = std::make_unique<AnchorKernel>();
+    FinetuneResult ra;
+    if (anchored) {
+      restore_weights(job.model, w0);
+      ra = real_steps(job, K, ha, ha.steps, true, extrap);  // only w_K, f_K and f_{K-1} are used
+    }
+    const FinetuneResult& at = anchored ? ra : out.real;
+    AnchorKernel* a = slot.get();
+    a->failed = !std::isfinite(at.loss.back());
+    if (!a->failed) {
+      Gram ga = compute_gram(job.model, job.data, K.idx, gram_options(s, K.rows, job.opt, K.jw0));
+      a->raw = K.prob;
+      a->raw.theta = std::move(ga.theta);
+      a->raw.jw0 = std::move(ga.jw0);
+      a->raw.f0 = at.f_last;
+      // J v_K in function space, from the last real step: F_K = F_{K-1} - η J v_K.
+      a->raw.u0 = (at.f_prev - at.f_last) / ha.lr_at(ha.steps - 1);
+      a->after = h;
+      a->after.lr = ha.lr;
+      a->after.momentum = ha.momentum;
+      a->after.weight_decay = ha.weight_decay;
+      a->after.batch_size = ha.batch_size;
+      a->after.steps = ha.horizon;
+      a->after.t0 = ha.steps;
+      a->steps = ha.steps;
+    }
+  }
+  out.anchor = slot && !slot->failed ? slot.get() : nullptr;
+  if (out.anchor && anchored) P.relinearized_with_steps = out.anchor->steps;
+  out.seconds = now() - t0;
+  return out;
+}
+
+// Value of a piecewise-linear curve (xs ascending) at x.
+static double interpolate(const std::vector<int64_t>& xs, const std::vector<double>& ys, double x) {
+  if (x <= double(xs.front())) return ys.front();
+  for (size_t i = 1; i < xs.size(); ++i)
+    if (x <= double(xs[i])) {
+      const double a = (x - double(xs[i - 1])) / double(xs[i] - xs[i - 1]);
+      return ys[i - 1] + a * (ys[i] - ys[i - 1]);
+    }
+  return ys.back();
+}
+
+Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
+  Curves both;
+  both.stride = 1;
+  for (int64_t t = 0; t < k; ++t) {
+    both.step.push_back(t);
+    both.loss.push_back(interpolate(real.step, real.loss, double(t)));
+    both.acc.push_back(interpolate(real.step, real.acc, double(t)));
+  }
+  both.run_loss.assign(tail.run_loss.size(), both.loss);
+  both.run_acc.assign(tail.run_acc.size(), both.acc);
+  both.step.insert(both.step.end(), tail.step.begin(), tail.step.end());
+  both.loss.insert(both.loss.end(), tail.loss.begin(), tail.loss.end());
+  both.acc.insert(both.acc.end(), tail.acc.begin(), tail.acc.end());
+  for (size_t r = 0; r < tail.run_loss.size(); ++r) {
+    both.run_loss[r].insert(both.run_loss[r].end(), tail.run_loss[r].begin(), tail.run_loss[r].end());
+    both.run_acc[r].insert(both.run_acc[r].end(), tail.run_acc[r].begin(), tail.run_acc[r].end());
+  }
+  return both;
+}
+
+}  // namespace ttpred

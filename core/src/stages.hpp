@@ -1,0 +1,133 @@
+// The stages of one prediction (docs/method.md), each in its own file; estimate.cpp runs them:
+//
+//   kernel.cpp       Θ at w0 on the N0 samples: subset, Jacobians, Gram matrix, cache    (§2)
+//   relinearize.cpp  K real steps from w0: the drift diagnosis and Θ at w_K             (§7)
+//   extrapolate.cpp  Θ extrapolated from N0 to N, and its self-check on the job         (§5)
+//   dynamics.cpp     the linearized SGD simulation in function space                    (§3)
+//   band.cpp         T from the predicted curve, its band, the warnings on it           (§4, §8)
+//   seconds.cpp      seconds per step                                                   (§4)
+//
+// Internal to ttpred_core (not installed): the public entry points are in ttpred/estimate.hpp.
+#pragma once
+#include <Eigen/Dense>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "ttpred/data.hpp"
+#include "ttpred/dynamics.hpp"
+#include "ttpred/estimate.hpp"
+#include "ttpred/finetune.hpp"
+#include "ttpred/model.hpp"
+#include "ttpred/spec.hpp"
+
+namespace ttpred {
+
+// What one prediction works on: the model, the data, and the pool of samples it may use.
+struct Job {
+  const Spec& spec;
+  Model& model;
+  const Dataset& data;
+  int64_t pool = 0;                    // samples at hand (the first `pool` of the file)
+  const Eigen::MatrixXd& pool_targets;  // their target matrix (pool × C)
+  const EstimateOptions& opt;
+};
+
+// ---- extrapolate.cpp: N0 -> N -------------------------------------------------
+// N -> (a problem with Θ extrapolated to N, its shared modes), computed once per N.
+using ExtrapolatedByN = std::map<int64_t, std::pair<Problem, double>>;
+// The problem restricted to samples at positions `pos` (ascending).
+Problem restrict_problem(const Problem& p, const std::vector<int64_t>& pos);
+// p with Θ extrapolated from its N0 samples to a training set of N, from the
+// residual at p's starting outputs; from `cache` when it was computed before.
+const std::pair<Problem, double>& extrapolated_at(ExtrapolatedByN& cache, const Problem& raw, int64_t N, uint64_t seed);
+// The extrapolation checked on the job itself: from N1 = N0/4 (or N0/2) of the
+// N0 samples, extrapolated to N0, against the simulation on all N0.
+struct Check {
+  int64_t from = 0, steps = 0, direct = 0;
+  double error = 0;
+};
+Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& so, const Spec& s);
+
+// ---- kernel.cpp: Θ at w0 --------------------------------------------------------
+// What depends on the model and the data subset only: shared by every
+// hyper-parameter combination of a sweep.
+struct Kernel {
+  Problem prob;
+  std::vector<int64_t> idx;  // the N0 samples
+  std::string method;
+  int64_t dim = 0, rows = 0;
+  double lambda_max = 0;  // of Θ
+  double seconds_jacobian = 0, seconds_gram = 0;
+  bool used = false;      // the first prediction using it carries its cost
+  bool cached = false;
+  ExtrapolatedByN extrapolated;  // Θ at w0 extrapolated
+  std::string engine;
+  int threads = 1;
+  int64_t trace_k = 0;
+  bool jw0 = true;        // J·w0 computed (some prediction has weight decay); else zero
+};
+// The seeded uniform subset of N0 among the first `pool` samples (all when N0 = pool).
+std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed);
+GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt, bool jw0);
+Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s, int64_t C,
+                   const EstimateOptions& opt, bool jw0);
+
+// ---- relinearize.cpp: the real prefix -----------------------------------------
+// Θ at w_K after K real steps with given optimizer values: the job's own, or
+// engine.relinearize_with's (a sweep's shared re-linearization). Computed once
+// per distinct values, used by every row that re-linearizes with them.
+// Its extrapolation's self-check too (from the residual at that w_K, with
+// those values): a property of the kernel, shared like it.
+struct AnchorKernel {
+  Problem raw;      // Θ at w_K on the N0 samples, J·w0, the outputs f_K and velocity u_K there
+  Hyper after;      // the rest of the horizon with those values (t0 = K)
+  int64_t steps = 0;
+  ExtrapolatedByN extrapolated;  // Θ at w_K extrapolated
+  bool checked = false;
+  Check check;
+  bool failed = false;  // its real steps diverged: no re-linearization with these values
+};
+// pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
+using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
+using Anchors = std::map<AnchorKey, std::unique_ptr<AnchorKernel>>;
+
+// K = clamp(round(T/10), 1, 50) unless the spec sets engine.relinearize (docs/method.md §7).
+int64_t relinearize_steps(const Spec& s, int64_t horizon);
+
+// The real prefix: its curve on the N0 and the drift against linearized run 0.
+struct Prefix {
+  FinetuneResult real;          // the K real steps (the model is back at w0 afterwards)
+  AnchorKernel* anchor = nullptr;  // Θ at w_K to simulate the rest from (null: none)
+  double drift = 0;
+  int64_t steps = 0;            // K
+  double seconds = 0;           // wall-clock, extrapolation excluded
+};
+// Runs k real SGD steps from w0 with the batches of simulated run 0 (`lin`: the
+// linearized run 0 over them), measures the drift and, when relinearizing,
+// provides Θ at w_K (from `anchors` when another prediction computed it). The
+// model is back at w0 afterwards.
+Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& h, int64_t k, bool relinearize,
+                   bool extrap, const Curves& lin, Anchors& anchors);
+// The predicted curve: the real prefix up to K, then the simulation from w_K.
+Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k);
+
+// ---- band.cpp: T and its band -------------------------------------------------
+// Sets P.steps, reached, the band, the final loss, the warnings on them and the
+// decimated curves from the predicted curves cv and the extrapolation check.
+void target_and_band(Prediction& P, const Curves& cv, const Check& chk, const Spec& s, int curve_points);
+
+// ---- seconds.cpp: seconds per step ----------------------------------------------
+struct StepTime {
+  double median = 0, lo = 0, hi = 0, seconds = 0;
+  bool used = false;
+};
+StepTime time_steps(Model& model, const Dataset& d, const Spec& s, int64_t C);
+
+std::string fmt_num(double v);
+
+}  // namespace ttpred
