@@ -59,6 +59,7 @@ extern void* acct_db_conn __attribute__((weak));
 extern uint16_t accounting_enforce __attribute__((weak));
 // slurmctld: the batch environment of a job (state save file), for TTPRED_TICKET.
 char** get_job_env(void* job_ptr, uint32_t* env_size) __attribute__((weak));
+void* find_part_record(char* name) __attribute__((weak));  // slurmctld, part read lock held
 void slurm_xfree_array(char*** array) __attribute__((weak));
 int slurm_env_array_overwrite(char*** array_ptr, const char* name, const char* value)
     __attribute__((weak));
@@ -224,6 +225,15 @@ int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
   if (&default_part_name && default_part_name) in.default_partition = str(default_part_name);
   const std::string first_part = !in.partition.empty() ? in.partition : in.default_partition;
   in.account = resolve_account(uid, job_desc->account, first_part, in.account_note);
+  if (in.account && find_part_record && !in.partition.empty()) {
+    // A partition that does not exist: slurmctld rejects the job, charge nothing.
+    for (const auto& p : split_list(in.partition))
+      if (!find_part_record(const_cast<char*>(p.c_str()))) {
+        in.account.reset();
+        in.account_note = "partition '" + sanitize(p, 64) + "' does not exist: slurmctld rejects the job";
+        break;
+      }
+  }
   in.qos = str(job_desc->qos);
   bool need_user = false;
   if (policy)
