@@ -111,7 +111,7 @@ std::string sanitize(const std::string& s, std::size_t max_len) {
   out.reserve(std::min(s.size(), max_len) + 3);
   for (std::size_t i = 0; i < s.size() && i < max_len; ++i) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    out += (c < 0x20 || c > 0x7e || c == '\'' || c == '"' || c == '\\') ? '?' : static_cast<char>(c);
+    out += (c < 0x20 || c > 0x7e) ? '?' : static_cast<char>(c);
   }
   if (s.size() > max_len) out += "...";
   return out;
@@ -197,12 +197,16 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
       break;
     }
   }
-  if (out.truncated)
-    problem("job control environment too large: parsing stopped after " +
+  if (out.truncated) {
+    // This one is always kept (first): it says the job's environment was cut.
+    ++out.problem_count;
+    out.problems.insert(out.problems.begin(),"job control environment too large: parsing stopped after " +
             std::to_string(ttpred_entries > kMaxTtpredEntries ? kMaxTtpredEntries : ttpred_entries) +
             " TTPRED_* entries (bounds: " + std::to_string(kMaxEnvScan) + " entries, " +
             std::to_string(kMaxTtpredEntries) + " TTPRED_* entries, " +
             std::to_string(kMaxTtpredBytes) + " bytes)");
+    if (out.problems.size() > kMaxProblems) out.problems.pop_back();
+  }
   if (!out.present) return out;
   auto& sec = slots[0].value;
   auto& hor = slots[3].value;

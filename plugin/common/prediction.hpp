@@ -81,8 +81,8 @@ inline constexpr std::size_t kMaxTtpredEntries = 64;
 inline constexpr std::size_t kMaxTtpredBytes = 16384;
 inline constexpr std::size_t kMaxProblems = 3;
 
-// For every log line and user message: control characters, non-ASCII bytes and
-// quotes replaced by '?', at most max_len characters ("..." appended when cut).
+// For every log line and user message: control characters and non-ASCII bytes
+// replaced by '?', at most max_len characters ("..." appended when cut).
 std::string sanitize(const std::string& s, std::size_t max_len = 64);
 std::string sanitize(const char* s, std::size_t max_len = 64);
 

@@ -60,7 +60,9 @@ extern uint16_t accounting_enforce __attribute__((weak));
 // slurmctld: the batch environment of a job (state save file), for TTPRED_TICKET.
 char** get_job_env(void* job_ptr, uint32_t* env_size) __attribute__((weak));
 void* find_part_record(char* name) __attribute__((weak));  // slurmctld, part read lock held
-void slurm_xfree_array(char*** array) __attribute__((weak));
+// Its result is one buffer (env[0]) plus the pointer array, not NULL-terminated:
+// freed with xfree(env[0]); xfree(env) (as accounting_storage/slurmdbd does).
+void slurm_xfree(void** p) __attribute__((weak));
 int slurm_env_array_overwrite(char*** array_ptr, const char* name, const char* value)
     __attribute__((weak));
 }
@@ -278,7 +280,7 @@ int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char
                        job_desc->tres_per_job || job_desc->tres_per_node || job_desc->tres_per_task ||
                        job_desc->tres_per_socket || job_desc->min_nodes != NO_VAL ||
                        job_desc->max_nodes != NO_VAL || job_desc->qos;
-  if (!changes || !get_job_env) return SLURM_SUCCESS;
+  if (!changes || !get_job_env || !slurm_xfree) return SLURM_SUCCESS;
   auto policy = current_policy();
   if (!policy) return SLURM_SUCCESS;
   uint32_t n = 0;
@@ -286,13 +288,19 @@ int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char
   std::string key;
   if (env) {
     if (const char* v = env_lookup(env, n, kEnvTicket)) key = std::string(v, strnlen(v, 64));
-    if (slurm_xfree_array) slurm_xfree_array(&env);
+    if (slurm_xfree) {
+      if (n > 0) slurm_xfree(reinterpret_cast<void**>(&env[0]));
+      slurm_xfree(reinterpret_cast<void**>(&env));
+    }
   }
   if (key.empty()) return SLURM_SUCCESS;  // not a ttpred batch job
   auto ticket = g_tickets.get(key);
   if (!ticket) {
-    slurm_info("job_submit/ttpred: update of job %u by uid %u: ticket unknown (slurmctld restarted?): "
-               "not re-checked", job_desc->job_id, submit_uid);
+    slurm_info("job_submit/ttpred: update of job %s by uid %u: ticket unknown (slurmctld restarted?): "
+               "not re-checked",
+               job_desc->job_id != NO_VAL ? std::to_string(job_desc->job_id).c_str()
+                                          : sanitize(job_desc->job_id_str, 32).c_str(),
+               submit_uid);
     return SLURM_SUCCESS;
   }
   ModifyInput in;
@@ -318,8 +326,10 @@ int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char
   if (job_desc->min_nodes != NO_VAL) in.min_nodes = job_desc->min_nodes;
   if (job_desc->max_nodes != NO_VAL) in.max_nodes = job_desc->max_nodes;
   ModifyOutput out = evaluate_modify(*policy, *ticket, in, g_tally);
+  const std::string id = job_desc->job_id != NO_VAL ? std::to_string(job_desc->job_id)
+                                                    : sanitize(job_desc->job_id_str, 32);
   std::vector<std::string> lines;
-  for (const auto& l : out.log_lines) lines.push_back("job " + std::to_string(job_desc->job_id) + ": " + l);
+  for (const auto& l : out.log_lines) lines.push_back("job " + id + ": " + l);
   log_lines(lines, false);
   for (const auto& m : out.user_messages) append_msg(err_msg, sanitize(m, 1024));
   if (out.rc == ModifyOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
