@@ -125,6 +125,7 @@ start_accounting() {
     echo "DbdHost=localhost"
     echo "DbdAddr=127.0.0.1"
     echo "DbdPort=$dbd_port"
+    echo "CommunicationParameters=NoInAddrAny"  # loopback only (DbdHost's address)
     echo "SlurmUser=root"
     echo "PidFile=$dir/slurmdbd.pid"
     echo "LogFile=$dir/log/slurmdbd.log"

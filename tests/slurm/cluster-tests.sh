@@ -621,6 +621,14 @@ t_acct_setup() {
   TTPRED_POLICY_FILE="$TTPRED_TEST_SRC/policies/test.yaml" TTPRED_PARTITIONS="debug rejectp" \
     "$TTPRED_REPO/scripts/local-cluster.sh" start "$dir" || fail "accounting cluster did not start"
   export SLURM_CONF="$dir/slurm.conf"
+  local p
+  for p in "$(cat "$dir/slurmctld.pid")" "$(cat "$dir/slurmd.pid")" "$(cat "$dir/slurmdbd.pid")" \
+           "$(cat "$dir/mysql/mysqld.pid")"; do
+    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep -q .; then
+      ss -Htlnp | grep "pid=$p,"
+      fail "a daemon of the accounting cluster listens on a non-loopback address"
+    fi
+  done
   local i
   for i in $(seq 1 50); do  # sacctmgr changes reach slurmctld asynchronously
     scontrol show assoc_mgr accounts=physics flags=assoc 2>/dev/null | grep -q 'gres/gpu=600(' && break
