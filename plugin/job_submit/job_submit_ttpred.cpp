@@ -168,8 +168,11 @@ bool have_associations() {
 std::optional<std::string> resolve_account(uid_t uid, const char* account, const std::string& partition,
                                            std::string& note) {
   if (!have_associations()) {
-    if (account && *account) return sanitize(account, 64) == account ? std::optional<std::string>(account)
-                                                                    : std::nullopt;
+    if (account && *account) {
+      if (sanitize(account, 64) == account) return std::string(account);
+      note = "account name too long or not printable";
+      return std::nullopt;
+    }
     note = "no --account and no enforced associations";
     return std::nullopt;
   }

@@ -111,7 +111,7 @@ t_setup() {
   local pids p
   pids="$(cat "$dir/slurmctld.pid") $(cat "$dir/slurmd.pid")"
   for p in $pids; do
-    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep -q .; then
+    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep . >/dev/null; then
       ss -Htlnp | grep "pid=$p,"
       fail "a daemon of the test cluster listens on a non-loopback address"
     fi
@@ -137,7 +137,8 @@ t_plugins_loaded() {
   load_cluster plugins_loaded
   ctld_log_has "job_submit/ttpred: loaded policy $dir/ttpred.yaml (5 rules)" \
     || fail "slurmctld did not load job_submit/ttpred with the policy next to slurm.conf"
-  sbatch --help 2>&1 | grep -q -- '--ttpred=SPEC' || fail "sbatch --help does not list --ttpred"
+  # grep without -q reads all of it: with pipefail, an early exit would SIGPIPE sbatch
+  sbatch --help 2>&1 | grep -- '--ttpred=SPEC' >/dev/null || fail "sbatch --help does not list --ttpred"
   pass "job_submit/ttpred loaded by slurmctld, --ttpred registered in sbatch"
 }
 
@@ -624,7 +625,7 @@ t_acct_setup() {
   local p
   for p in "$(cat "$dir/slurmctld.pid")" "$(cat "$dir/slurmd.pid")" "$(cat "$dir/slurmdbd.pid")" \
            "$(cat "$dir/mysql/mysqld.pid")"; do
-    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep -q .; then
+    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep . >/dev/null; then
       ss -Htlnp | grep "pid=$p,"
       fail "a daemon of the accounting cluster listens on a non-loopback address"
     fi
