@@ -5,9 +5,12 @@
 #   plugins_loaded time_limit_fake sbatch_directive converge_account warn reject
 #   estimator_fails estimator_hangs forged_env broken_policy real_estimator stress
 #   budget_policy budget_forged          budgets without slurmdbd (policy tally)
+#   trust_forged_marker trust_rejected trust_band trust_step_seconds trust_update
+#   trust_array trust_flood trust_misc   issue 13: what a user cannot get around
 #   acct_setup | acct_cleanup            fixture: a second cluster with MariaDB +
 #                                        slurmdbd (TTPRED_ACCOUNTING=1), 4 fake GPUs
 #   acct_budget_shown acct_budget_warn acct_budget_reject acct_user_limit acct_usage
+#   acct_trust_rejected
 # Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
 # estimator in this build).
 #
@@ -733,13 +736,13 @@ t_acct_trust_rejected() {
   echo "$o"
   echo "$o" | grep -q '^job ' || fail "default-account job not submitted"
   echo "$o" | grep -q 'victim-lab' && fail "the forged marker was used"
-  sleep 0.2
-  ctld_log_has "no association for this user and account: slurmctld rejects the job" || fail "unresolved account not logged"
   # victim-lab's own member still has the whole budget
   o=$(forge -H -u "$nobody" -A victim-lab -g "$(gres_gpu 1)" -t 60 TTPRED_HORIZON_SECONDS=600)
   echo "$o"
   echo "$o" | grep -qF "account victim-lab (policy budget, this month) has 10 of 10 GPU-hours left" \
     || fail "victim-lab was charged by jobs that were not its own"
+  sleep 0.2
+  ctld_log_has "no association for this user and account: slurmctld rejects the job" || fail "unresolved account not logged"
   pass "a rejected job and a forged default-account marker charge nothing to victim-lab"
 }
 
