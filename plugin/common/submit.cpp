@@ -39,14 +39,15 @@ std::string fmt_g(double v) {
 
 }  // namespace
 
-const char* env_lookup(const char* const* env, std::size_t count, const char* name) {
+const char* env_lookup(const char* const* env, std::size_t count, const char* name,
+                       bool spank_prefix) {
   if (!env) return nullptr;
   const std::size_t n = std::strlen(name);
   const std::size_t scan = std::min(count, kMaxEnvScan);
   for (std::size_t i = 0; i < scan; ++i) {
     const char* e = env[i];
     if (!e) continue;
-    if (std::strncmp(e, "SPANK_", 6) == 0) e += 6;
+    if (spank_prefix && std::strncmp(e, "SPANK_", 6) == 0) e += 6;
     if (std::strncmp(e, name, n) == 0 && e[n] == '=') return e + n + 1;
   }
   return nullptr;

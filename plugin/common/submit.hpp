@@ -133,7 +133,9 @@ class TicketStore {
   std::deque<std::string> order_;
 };
 
-// Value of NAME (or SPANK_NAME) in env, bounded scan (kMaxEnvScan); nullptr if absent.
-const char* env_lookup(const char* const* env, std::size_t count, const char* name);
+// Value of NAME (or SPANK_NAME when spank_prefix) in env, bounded scan
+// (kMaxEnvScan entries); nullptr if absent.
+const char* env_lookup(const char* const* env, std::size_t count, const char* name,
+                       bool spank_prefix = true);
 
 }  // namespace ttpred::slurm

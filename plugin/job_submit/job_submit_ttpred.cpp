@@ -211,9 +211,21 @@ void log_lines(const std::vector<std::string>& lines, bool error_first) {
   }
 }
 
+// TTPRED_TICKET in a job's environment is only ever the one job_submit set: a
+// user-supplied one (copied from another job, or inherited by a job submitted
+// from inside a ttpred job) is blanked, so that job_modify cannot be pointed at
+// another job's ticket. (job_modify reads only the first exact TTPRED_TICKET among
+// the first kMaxEnvScan entries, the one env_array_overwrite replaces.)
+void scrub_ticket(job_desc_msg_t* job_desc) {
+  if (!job_desc->environment || !slurm_env_array_overwrite) return;
+  if (!env_lookup(job_desc->environment, job_desc->env_size, kEnvTicket, false)) return;
+  slurm_env_array_overwrite(&job_desc->environment, kEnvTicket, "");
+}
+
 int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
-  if (!job_desc || !job_desc->spank_job_env || job_desc->spank_job_env_size == 0)
-    return SLURM_SUCCESS;
+  if (!job_desc) return SLURM_SUCCESS;
+  scrub_ticket(job_desc);
+  if (!job_desc->spank_job_env || job_desc->spank_job_env_size == 0) return SLURM_SUCCESS;
   auto policy = current_policy();
   SubmitInput in;
   in.env = job_desc->spank_job_env;
@@ -290,7 +302,7 @@ int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char
   char** env = get_job_env(job_ptr, &n);  // one small state file read, only on updates
   std::string key;
   if (env) {
-    if (const char* v = env_lookup(env, n, kEnvTicket)) key = std::string(v, strnlen(v, 64));
+    if (const char* v = env_lookup(env, n, kEnvTicket, false)) key = std::string(v, strnlen(v, 64));
     if (slurm_xfree) {
       if (n > 0) slurm_xfree(reinterpret_cast<void**>(&env[0]));
       slurm_xfree(reinterpret_cast<void**>(&env));

@@ -543,6 +543,17 @@ t_trust_update() {
   ctld_log_has "cost 6 GPU-h (was 4), update accepted" || fail "accepted update not logged"
   submit -A modify-lab --gpus=1 -t 60 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
   expect_err "account modify-lab (policy budget, this month) has 4 of 10 GPU-hours left"
+  # A job without --ttpred that carries the first job's TTPRED_TICKET (copied, or
+  # inherited from inside a ttpred job): blanked at submission, so updating it
+  # cannot move the first job's charge (10 - 6 - 1 = 3 GPU-hours left).
+  local key
+  key=$(tr '\0' '\n' < "$dir/state/hash.$((id % 10))/job.$id/environment" | sed -n 's/^TTPRED_TICKET=//p')
+  [ -n "$key" ] || fail "no TTPRED_TICKET in the environment of job $id"
+  submit -A modify-lab --gpus=4 -t 60 --export=ALL,TTPRED_TICKET="$key" --wrap 'sleep 1'
+  expect_submitted "job with a copied ticket"
+  scontrol update jobid="$jobid" TimeLimit=1 || fail "update of the plain job refused"
+  submit -A modify-lab --gpus=1 -t 60 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_err "account modify-lab (policy budget, this month) has 3 of 10 GPU-hours left"
   pass "scontrol update cannot raise what job_submit would not grant"
 }
 

@@ -829,6 +829,10 @@ TEST_CASE("job_modify: raising the limit is re-checked against the budget") {
   CHECK(ao.rc == ModifyOutput::Rc::ok);
   CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(0));
   CHECK(tally.used("victim-lab@/month", Period::month, in.now) == doctest::Approx(5));
+  // the ticket is looked up by its exact name (no SPANK_ spelling a user could add first)
+  const char* envp[] = {"SPANK_TTPRED_TICKET=forged", "TTPRED_TICKET=real"};
+  CHECK(std::string(env_lookup(envp, 2, kEnvTicket, false)) == "real");
+  CHECK(std::string(env_lookup(envp, 2, kEnvTicket)) == "forged");
   TicketStore store(2);
   auto k1 = store.add(ao.ticket);
   auto k2 = store.add(ao.ticket);
