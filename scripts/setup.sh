@@ -9,6 +9,7 @@ PKGS=(
   libtorch-dev libopenblas0-pthread python3-torch python3-torchvision
   libeigen3-dev libyaml-cpp-dev libfmt-dev doctest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   libslurm-dev slurmctld slurmd slurm-client munge slurmdbd mariadb-server
+  clang libclang-rt-14-dev
   dataset-fashion-mnist python3-sklearn python3-matplotlib python3-yaml
 )
 missing=()

@@ -79,6 +79,51 @@ double gpus_from_tres(const TresRequest& r) {
   return best;
 }
 
+bool tres_mentions_gpu(const TresRequest& r) {
+  for (const std::string* s : {&r.per_job, &r.per_node, &r.per_task, &r.per_socket})
+    for (std::string e : split_any(*s, ",;")) {
+      if (e.rfind("gres:", 0) == 0 || e.rfind("gres/", 0) == 0) e = e.substr(5);
+      auto parts = split_any(e.substr(0, e.find('=')), ":");
+      if (!parts.empty() && parts[0] == "gpu") return true;
+    }
+  return false;
+}
+
+std::string gpu_type_in_tres(const TresRequest& r) {
+  for (const std::string* s : {&r.per_job, &r.per_node, &r.per_task, &r.per_socket})
+    for (std::string e : split_any(*s, ",;")) {
+      if (e.rfind("gres:", 0) == 0 || e.rfind("gres/", 0) == 0) e = e.substr(5);
+      auto parts = split_any(e.substr(0, e.find('=')), ":");
+      if (parts.size() < 2 || parts[0] != "gpu") continue;
+      if (parts.size() == 2 && parse_number(parts[1])) continue;  // gpu:2
+      if (parts[1].size() <= 64) return parts[1];
+    }
+  return "";
+}
+
+std::optional<double> array_task_count(const std::string& inx) {
+  if (inx.size() > 4096) return std::nullopt;
+  std::string s = inx.substr(0, inx.find('%'));  // "%5": at most 5 at a time, same count
+  double total = 0;
+  for (const auto& part : split_any(s, ",")) {
+    std::string range = part, step_s;
+    auto colon = range.find(':');
+    if (colon != std::string::npos) {
+      step_s = range.substr(colon + 1);
+      range = range.substr(0, colon);
+    }
+    auto dash = range.find('-');
+    auto a = parse_number(range.substr(0, dash));
+    auto b = dash == std::string::npos ? a : parse_number(range.substr(dash + 1));
+    auto step = step_s.empty() ? std::optional<double>(1) : parse_number(step_s);
+    if (!a || !b || !step || *a < 0 || *b < *a || *step < 1 || *b > 1e9) return std::nullopt;
+    total += std::floor((std::floor(*b) - std::floor(*a)) / std::floor(*step)) + 1;
+    if (total > 1e7) return std::nullopt;
+  }
+  if (total < 1) return std::nullopt;
+  return total;
+}
+
 std::vector<SlurmBudget> compute_slurm_budgets(const std::vector<AssocInfo>& assocs,
                                                const std::string& user,
                                                const std::string& default_account) {
@@ -286,6 +331,13 @@ void BudgetTally::charge(const std::string& key, Period p, std::time_t now, doub
     s.hours = 0;
   }
   s.hours += gpu_hours;
+}
+
+void BudgetTally::refund(const std::string& key, Period p, std::time_t now, double gpu_hours) {
+  if (!std::isfinite(gpu_hours) || gpu_hours <= 0) return;
+  auto it = slots_.find(key);
+  if (it == slots_.end() || it->second.start != period_start(p, now)) return;
+  it->second.hours = std::max(0.0, it->second.hours - gpu_hours);
 }
 
 void BudgetTally::clear() { slots_.clear(); }

@@ -31,6 +31,13 @@ struct TresRequest {
 };
 double gpus_in_tres(const std::string& tres);  // sum of the gpu entries of one string
 double gpus_from_tres(const TresRequest& r);
+// Whether any of the strings has a gpu entry (so that "gpu:0" is an explicit 0).
+bool tres_mentions_gpu(const TresRequest& r);
+// Type of the first typed gpu entry ("gres/gpu:a100:2" -> "a100"), "" if none.
+std::string gpu_type_in_tres(const TresRequest& r);
+// Number of tasks of a job array from job_desc->array_inx ("0-99%5", "1,3,5-9:2");
+// nullopt when it cannot be parsed (more than 4096 characters, more than 1e7 tasks).
+std::optional<double> array_task_count(const std::string& inx);
 
 // One association chain's GPU budget as the SPANK plugin sees it in slurmctld's
 // assoc_mgr (public API slurm_load_assoc_mgr_info).
@@ -87,6 +94,8 @@ class BudgetTally {
   // Caller holds lock().
   double used(const std::string& key, Period p, std::time_t now) const;
   void charge(const std::string& key, Period p, std::time_t now, double gpu_hours);
+  // Gives back up to gpu_hours of the current period (never below 0).
+  void refund(const std::string& key, Period p, std::time_t now, double gpu_hours);
   void clear();
 
  private:

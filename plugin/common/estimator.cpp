@@ -142,14 +142,26 @@ RunResult run_with_timeout(const std::vector<std::string>& argv, double timeout_
   const double deadline = now_seconds() + timeout_seconds;
   double kill_deadline = 0;
 
+  // When the direct child has exited, its exit status and output count: a
+  // grandchild that keeps the pipes open gets kGrace to let the last bytes
+  // through, then the runner stops waiting (and SIGTERMs the process group).
+  constexpr double kGrace = 0.2;
+  double child_exit_time = 0;
   while (true) {
     if (!child_done) {
       pid_t w = ::waitpid(pid, &wstatus, WNOHANG);
-      if (w == pid) child_done = true;
+      if (w == pid) {
+        child_done = true;
+        child_exit_time = now_seconds();
+      }
     }
     bool open_fds = fds[0] >= 0 || fds[1] >= 0 || fds[2] >= 0;
     if (child_done && !open_fds) break;
     double now = now_seconds();
+    if (child_done && !killed && now >= child_exit_time + kGrace) {
+      ::kill(-pid, SIGTERM);  // stray grandchildren of the estimator
+      break;
+    }
     if (!killed && now >= deadline) {
       ::kill(-pid, SIGTERM);
       killed = true;
@@ -163,8 +175,8 @@ RunResult run_with_timeout(const std::vector<std::string>& argv, double timeout_
     int n = 0;
     for (int fd : fds)
       if (fd >= 0) pfd[n++] = pollfd{fd, POLLIN, 0};
-    // Wake up at least every 50 ms to reap the child and check the deadlines.
-    int rc = ::poll(pfd, static_cast<nfds_t>(n), n ? 50 : 20);
+    // Wake up at least every 20 ms to reap the child and check the deadlines.
+    int rc = ::poll(pfd, static_cast<nfds_t>(n), 20);
     if (n == 0) {
       if (rc < 0 && errno != EINTR) break;
       continue;

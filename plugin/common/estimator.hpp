@@ -33,7 +33,9 @@ struct RunResult {
 
 // Runs argv[0] (a path, not searched in PATH) with stdin from /dev/null in its own
 // process group; kills the group (SIGTERM, then SIGKILL 1 s later) after
-// timeout_seconds. Uses poll/waitpid only (no alarm, no signal handlers).
+// timeout_seconds. Uses poll/waitpid only (no alarm, no signal handlers). When the
+// child exits, its status and output are used even if a grandchild keeps the
+// pipes open (after 200 ms the runner stops reading and SIGTERMs the group).
 RunResult run_with_timeout(const std::vector<std::string>& argv, double timeout_seconds,
                            std::size_t max_output = 16u << 20);
 

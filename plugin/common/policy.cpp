@@ -39,8 +39,14 @@ std::string describe(const YAML::Node& n) {
 
 void check_keys(const Ctx& c, const YAML::Node& map, const std::string& where,
                 const std::set<std::string>& allowed) {
+  std::set<std::string> seen;
   for (const auto& kv : map) {
     const std::string k = kv.first.IsScalar() ? kv.first.Scalar() : std::string("?");
+    // yaml-cpp keeps both entries of a duplicated key (and map[k] returns the
+    // first): an error, not a silent "first wins".
+    if (!seen.insert(k).second)
+      fail(c, line_of(kv.first, 0), where.empty() ? k : where + "." + k,
+           "duplicate key (each key may appear once per mapping)");
     if (!allowed.count(k)) {
       std::string list;
       for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
@@ -200,15 +206,35 @@ Policy parse_policy(const std::string& yaml_text, const std::string& path) {
   pol.path = path;
   if (!root.IsDefined() || root.IsNull()) return pol;  // empty file: no rules
   expect_map(c, root, "(top level)");
-  check_keys(c, root, "", {"version", "limits", "defaults", "rules", "budgets"});
+  check_keys(c, root, "", {"version", "limits", "defaults", "rules", "budgets", "step_seconds"});
   if (auto v = root["version"]) {
     if (!v.IsScalar() || v.Scalar() != "1") fail(c, line_of(v, 1), "version", "only version 1 is supported, got " + describe(v));
   }
   if (auto l = root["limits"]) {
     expect_map(c, l, "limits");
-    check_keys(c, l, "limits", {"max_seconds", "max_gpus"});
+    check_keys(c, l, "limits", {"max_seconds", "max_gpus", "exclusive_node_gpus"});
     if (auto v = l["max_seconds"]) pol.limits.max_seconds = get_number(c, v, "limits.max_seconds", 1, 1e10);
     if (auto v = l["max_gpus"]) pol.limits.max_gpus = get_number(c, v, "limits.max_gpus", 1, 1e6);
+    if (auto v = l["exclusive_node_gpus"])
+      pol.exclusive_node_gpus = get_number(c, v, "limits.exclusive_node_gpus", 0, 1024);
+  }
+  if (auto sl = root["step_seconds"]) {
+    if (!sl.IsSequence()) fail(c, line_of(sl, 1), "step_seconds", "expected a list of bounds, got " + describe(sl));
+    std::size_t i = 0;
+    for (const auto& bn : sl) {
+      const std::string where = "step_seconds[" + std::to_string(i++) + "]";
+      expect_map(c, bn, where);
+      check_keys(c, bn, where, {"partition", "gpu_type", "min", "max"});
+      StepBound b;
+      b.line = line_of(bn, 0);
+      if (auto v = bn["partition"]) b.partition = get_patterns(c, v, where + ".partition");
+      if (auto v = bn["gpu_type"]) b.gpu_type = get_patterns(c, v, where + ".gpu_type");
+      if (auto v = bn["min"]) b.min = get_number(c, v, where + ".min", 0, 1e6);
+      if (auto v = bn["max"]) b.max = get_number(c, v, where + ".max", 0, 1e6);
+      if (b.min <= 0 && b.max <= 0) fail(c, b.line, where, "needs min or max (seconds per step, > 0)");
+      if (b.max > 0 && b.min > b.max) fail(c, b.line, where, "min is above max");
+      pol.step_bounds.push_back(std::move(b));
+    }
   }
   if (auto bl = root["budgets"]) {
     if (!bl.IsSequence()) fail(c, line_of(bl, 1), "budgets", "expected a list of budgets, got " + describe(bl));
@@ -366,6 +392,51 @@ std::uint32_t compute_time_limit_minutes(const TimeLimitRule& r, const Predictio
   return static_cast<std::uint32_t>(minutes);
 }
 
+double job_cost_gpu_hours(double limit_minutes, double gpus, double tasks) {
+  if (!(gpus > 0) || !(tasks > 0)) return 0;
+  if (std::isinf(limit_minutes)) return HUGE_VAL;
+  return limit_minutes / 60.0 * gpus * tasks;
+}
+
+StepBoundResult apply_step_bounds(const Policy& policy, const std::vector<std::string>& partitions,
+                                  const std::string& gpu_type, Prediction& p) {
+  StepBoundResult res;
+  for (const auto& b : policy.step_bounds) {
+    if (!matches_any(b.partition, partitions)) continue;
+    if (!b.gpu_type.empty() && !matches_any(b.gpu_type, {gpu_type})) continue;
+    res.bound = &b;
+    break;
+  }
+  if (!res.bound) return res;
+  const StepBound& b = *res.bound;
+  double step = p.step_seconds;
+  if (!(step > 0) && p.horizon_steps > 0) step = p.horizon_seconds / static_cast<double>(p.horizon_steps);
+  if (!(step > 0) && p.steps > 0) step = p.seconds / static_cast<double>(p.steps);
+  char buf[160];
+  if (!(step > 0)) {
+    // No step time and no step count: nothing to scale. The prediction is used
+    // as it is (the limit, and so the cost, still comes from it).
+    res.note = "no step time in the prediction: step_seconds bound not applied";
+    return res;
+  }
+  double target = step;
+  if (b.min > 0 && step < b.min) target = b.min;
+  if (b.max > 0 && step > b.max) target = b.max;
+  if (target == step) return res;
+  res.factor = target / step;
+  for (double* v : {&p.seconds, &p.seconds_lo, &p.seconds_hi, &p.horizon_seconds, &p.horizon_lo,
+                    &p.horizon_hi}) {
+    *v *= res.factor;
+    if (!std::isfinite(*v)) *v = policy.limits.max_seconds;
+    *v = std::min(*v, policy.limits.max_seconds);
+  }
+  p.step_seconds = target;
+  std::snprintf(buf, sizeof buf, "step time %.3g s outside the policy bound [%.3g, %.3g] s (line %d): durations scaled x%.4g",
+                step, b.min, b.max > 0 ? b.max : HUGE_VAL, b.line, res.factor);
+  res.note = buf;
+  return res;
+}
+
 Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
                 const std::vector<BudgetState>& budgets) {
   Decision d;
@@ -381,29 +452,51 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
   const double upper = basis_limit_seconds(r.time_limit, p);
   const double lo = r.time_limit.basis == Basis::horizon ? p.horizon_lo : p.seconds_lo;
   const double hi = r.time_limit.basis == Basis::horizon ? p.horizon_hi : p.seconds_hi;
-  const std::uint32_t suggested = compute_time_limit_minutes(r.time_limit, p);
+  std::uint32_t suggested = compute_time_limit_minutes(r.time_limit, p);
+  // --time-min without --time: Slurm requires time_min <= time_limit.
+  if (job.time_min_minutes && !job.time_limit_minutes && std::isfinite(*job.time_min_minutes) &&
+      *job.time_min_minutes > suggested && *job.time_min_minutes < 4294967294.0)
+    suggested = static_cast<std::uint32_t>(*job.time_min_minutes);
   const std::string pred = std::string(horizon ? "predicted run time of the full training horizon "
                                                : "predicted time to converge ") +
                            format_duration(point) +
                            " (5-95%: " + format_duration(lo) + "-" + format_duration(hi) + ")";
+  const std::string rule_name = sanitize(r.name, 64);
   char buf[512];
   std::snprintf(buf, sizeof buf, "rule '%s': %s=%.6g s, band %.6g-%.6g s, suggested %u min",
-                r.name.c_str(), basis, point, lo, hi, suggested);
+                rule_name.c_str(), basis, point, lo, hi, suggested);
   d.log = buf;
 
-  // Reject checks first.
-  if (r.reject.above_minutes > 0 && point > r.reject.above_minutes * 60.0) {
+  // The limit Slurm will enforce, which the cost and the budget checks use.
+  // UNLIMITED, or no limit and none set here: not known here (the partition's
+  // DefaultTime/MaxTime apply), counted as the rule's max_minutes.
+  bool limit_assumed = false;
+  if (job.time_limit_minutes && std::isfinite(*job.time_limit_minutes)) d.limit_minutes = *job.time_limit_minutes;
+  else if (!job.time_limit_minutes && r.set_time_limit) d.limit_minutes = suggested;
+  else {
+    d.limit_minutes = r.time_limit.max_minutes;
+    limit_assumed = true;
+  }
+
+  // Reject checks first: on the value the limit is computed from (upper band).
+  if (r.reject.above_minutes > 0 && upper > r.reject.above_minutes * 60.0) {
     d.reject = true;
     d.user_messages.push_back("ttpred: job rejected: " + pred + " exceeds the " +
                               minutes_str(r.reject.above_minutes) + " allowed by policy rule '" +
-                              r.name + "'");
+                              rule_name + "'");
   }
-  // Budgets: the predicted cost of the full horizon against what is left.
-  d.cost_gpu_hours = gpu_hours(p.horizon_seconds, job.gpus);
+  // Budgets: what the job can consume (its limit x GPUs x tasks) against what is left.
+  d.cost_gpu_hours = job_cost_gpu_hours(d.limit_minutes, job.gpus, job.array_tasks);
   if (job.gpus > 0 && !budgets.empty()) {
     const std::string cost = fmt_hours(d.cost_gpu_hours);
     std::snprintf(buf, sizeof buf, "%g", job.gpus);
-    const std::string gpus = std::string(buf) + " GPU" + (job.gpus == 1 ? "" : "s");
+    std::string how = std::string(buf) + " GPU" + (job.gpus == 1 ? "" : "s") + " from the " +
+                      job.gpus_source + " x time limit " + minutes_str(d.limit_minutes) +
+                      (limit_assumed ? " (the policy's max_minutes)" : "");
+    if (job.array_tasks > 1) {
+      std::snprintf(buf, sizeof buf, "%g", job.array_tasks);
+      how += std::string(" x ") + buf + " array tasks";
+    }
     const BudgetState* tightest = nullptr;
     for (const auto& b : budgets) {
       if (b.from_slurm && !r.budget.slurm) continue;
@@ -413,8 +506,7 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
     if (tightest) {
       d.log += ", cost " + cost + " GPU-h";
       if (r.budget.show) {
-        std::string m = "ttpred: predicted cost " + cost + " GPU-hours (" + gpus + " from the " +
-                        job.gpus_source + " x " + format_duration(p.horizon_seconds) + ")";
+        std::string m = "ttpred: cost " + cost + " GPU-hours (" + how + ")";
         for (const auto& b : budgets) {
           if (b.from_slurm && !r.budget.slurm) continue;
           m += "; " + b.what + " has " + fmt_hours(b.remaining_hours) + " of " +
@@ -423,13 +515,13 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
         d.user_messages.push_back(m);
       }
       if (d.cost_gpu_hours > tightest->remaining_hours) {
-        const std::string why = "the predicted cost " + cost + " GPU-hours exceeds the " +
+        const std::string why = "the cost " + cost + " GPU-hours exceeds the " +
                                 fmt_hours(tightest->remaining_hours) + " GPU-hours left to " +
                                 tightest->what;
         if (r.budget.reject) {
           if (!d.reject) d.budget_reject = true;
           d.reject = true;
-          d.user_messages.push_back("ttpred: job rejected: " + why + " (policy rule '" + r.name + "')");
+          d.user_messages.push_back("ttpred: job rejected: " + why + " (policy rule '" + rule_name + "')");
           d.log += ", over budget";
         } else if (r.budget.warn) {
           d.user_messages.push_back("ttpred: warning: " + why +
@@ -452,12 +544,12 @@ Decision decide(const Policy& policy, const JobView& job, const Prediction& p,
       d.budget_reject = false;
       d.user_messages.push_back("ttpred: job rejected: your time limit " + lim + " is below the " +
                                 pred + "; use --time=" + std::to_string(suggested) +
-                                " or more (policy rule '" + r.name + "')");
+                                " or more (policy rule '" + rule_name + "')");
     } else if (over_rej) {
       std::snprintf(buf, sizeof buf, "%g", r.reject.over_factor);
       d.user_messages.push_back("ttpred: job rejected: your time limit " + lim + " is more than " +
                                 buf + "x the " + pred + "; use --time=" + std::to_string(suggested) +
-                                " (policy rule '" + r.name + "')");
+                                " (policy rule '" + rule_name + "')");
       d.reject = true;
       d.budget_reject = false;
     } else if (!d.reject) {

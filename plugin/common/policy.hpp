@@ -80,9 +80,21 @@ struct Rule {
   BudgetAction budget;
 };
 
+// One entry of `step_seconds:` (admin bound on the seconds per training step the
+// prediction may assume, per partition and GPU type; first match wins). The
+// prediction's step time (TTPRED_STEP_SECONDS, else horizon seconds / horizon
+// steps) is clamped to [min, max] and every predicted duration scaled with it.
+struct StepBound {
+  std::vector<std::string> partition, gpu_type;  // globs; empty = any
+  double min = 0, max = 0;                        // seconds; 0 = no bound
+  int line = 0;
+};
+
 struct Policy {
   std::string path;
   EnvLimits limits;
+  double exclusive_node_gpus = 0;  // limits.exclusive_node_gpus: GPUs counted per node of an --exclusive job
+  std::vector<StepBound> step_bounds;
   std::vector<PolicyBudget> budgets;
   std::vector<Rule> rules;  // first match wins
 };
@@ -98,9 +110,22 @@ struct JobView {
   std::vector<std::string> partitions;  // requested (or the default partition)
   std::string account, user, qos;
   std::optional<double> time_limit_minutes;  // nullopt: none given; +inf: UNLIMITED
-  double gpus = 0;                  // GPUs the cost is computed with (0: no cost)
-  std::string gpus_source;          // "job request" or "spec", for messages
+  std::optional<double> time_min_minutes;    // --time-min; nullopt: none
+  double gpus = 0;                  // GPUs the job holds (its request); the cost's factor
+  std::string gpus_source;          // "job request", "--exclusive nodes", for messages
+  std::string gpu_type;             // first typed GPU request ("a100"), "" if none
+  double array_tasks = 1;           // tasks of a job array (1: not an array)
 };
+
+// What a step bound did to a prediction.
+struct StepBoundResult {
+  const StepBound* bound = nullptr;  // the matching bound, nullptr: none
+  double factor = 1;                 // durations were multiplied by this
+  std::string note;                  // for the log and the user ("" when unchanged)
+};
+// Applies the first matching `step_seconds:` bound to p (in place).
+StepBoundResult apply_step_bounds(const Policy& policy, const std::vector<std::string>& partitions,
+                                  const std::string& gpu_type, Prediction& p);
 
 // State of one budget that applies to the job, as input to decide().
 struct BudgetState {
@@ -117,6 +142,9 @@ std::vector<const PolicyBudget*> matching_budgets(const Policy& policy, const st
 
 std::vector<std::string> split_list(const std::string& s, char sep = ',');
 
+// Cost of a job in GPU-hours: limit (minutes, may be +inf) x gpus x tasks / 60.
+double job_cost_gpu_hours(double limit_minutes, double gpus, double tasks);
+
 const Rule* match_rule(const Policy& policy, const JobView& job);
 
 // Predicted seconds a rule is about: the basis' point estimate, and the value the
@@ -124,6 +152,8 @@ const Rule* match_rule(const Policy& policy, const JobView& job);
 double basis_point_seconds(const TimeLimitRule& r, const Prediction& p);
 double basis_limit_seconds(const TimeLimitRule& r, const Prediction& p);
 // ceil((basis_limit_seconds * safety_factor + margin) / 60), clamped.
+// reject.above_minutes is compared with basis_limit_seconds too (the value the
+// limit is computed from, so a forged narrow point with a wide band gains nothing).
 std::uint32_t compute_time_limit_minutes(const TimeLimitRule& r, const Prediction& p);
 
 struct Decision {
@@ -131,7 +161,11 @@ struct Decision {
   std::optional<std::uint32_t> set_time_limit;
   bool reject = false;
   bool budget_reject = false;   // rejected (only) because of a budget
-  double cost_gpu_hours = 0;    // predicted cost (horizon point x job.gpus)
+  // The time limit Slurm will enforce (the job's own, the one set here, or the
+  // rule's max_minutes when neither; +inf for UNLIMITED) and the cost charged and
+  // checked: limit x GPUs the job holds x array tasks, in GPU-hours.
+  double limit_minutes = 0;
+  double cost_gpu_hours = 0;
   std::vector<std::string> user_messages;  // each starts with "ttpred: "
   std::string log;                         // one line for slurmctld's log
 };

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 
 #include <nlohmann/json.hpp>
 
@@ -105,6 +106,25 @@ std::vector<std::pair<std::string, std::string>> prediction_to_env(const Predict
   return env;
 }
 
+std::string sanitize(const std::string& s, std::size_t max_len) {
+  std::string out;
+  out.reserve(std::min(s.size(), max_len) + 3);
+  for (std::size_t i = 0; i < s.size() && i < max_len; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    out += (c < 0x20 || c > 0x7e) ? '?' : static_cast<char>(c);
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
+std::string sanitize(const char* s, std::size_t max_len) {
+  if (!s) return "";
+  // Never read more than needed from an untrusted C string.
+  std::size_t n = 0;
+  while (n <= max_len && s[n]) ++n;
+  return sanitize(std::string(s, n), max_len);
+}
+
 EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& limits) {
   EnvParse out;
   if (!env) return out;
@@ -112,50 +132,86 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
     const char* name;
     std::optional<double> value;
     bool integer;
+    bool seen;
   };
   Slot slots[] = {
-      {kEnvSeconds, {}, false},         {kEnvSecondsLo, {}, false},
-      {kEnvSecondsHi, {}, false},       {kEnvHorizonSeconds, {}, false},
-      {kEnvHorizonSecondsLo, {}, false}, {kEnvHorizonSecondsHi, {}, false},
-      {kEnvStepSeconds, {}, false},     {kEnvSteps, {}, true},
-      {kEnvHorizonSteps, {}, true},     {kEnvGpus, {}, true},
+      {kEnvSeconds, {}, false, false},         {kEnvSecondsLo, {}, false, false},
+      {kEnvSecondsHi, {}, false, false},       {kEnvHorizonSeconds, {}, false, false},
+      {kEnvHorizonSecondsLo, {}, false, false}, {kEnvHorizonSecondsHi, {}, false, false},
+      {kEnvStepSeconds, {}, false, false},     {kEnvSteps, {}, true, false},
+      {kEnvHorizonSteps, {}, true, false},     {kEnvGpus, {}, true, false},
   };
-  for (std::size_t i = 0; i < count; ++i) {
+  auto problem = [&](std::string line) {
+    ++out.problem_count;
+    if (out.problems.size() < kMaxProblems) out.problems.push_back(std::move(line));
+  };
+  std::size_t ttpred_entries = 0, ttpred_bytes = 0;
+  const std::size_t scan = std::min(count, kMaxEnvScan);
+  if (count > kMaxEnvScan) out.truncated = true;
+  for (std::size_t i = 0; i < scan; ++i) {
     const char* entry = env[i];
     if (!entry) continue;
     if (std::strncmp(entry, "SPANK_", 6) == 0) entry += 6;
     if (std::strncmp(entry, "TTPRED_", 7) != 0) continue;
-    const char* eq = std::strchr(entry, '=');
+    if (++ttpred_entries > kMaxTtpredEntries) {
+      out.truncated = true;
+      break;
+    }
+    // Only the first bytes of an entry are ever read: a name or value longer than
+    // any valid one is cut (and then fails to match or to parse).
+    constexpr std::size_t kMaxEntry = 128;
+    std::size_t len = 0;
+    while (len < kMaxEntry && entry[len]) ++len;
+    ttpred_bytes += len;
+    if (ttpred_bytes > kMaxTtpredBytes) {
+      out.truncated = true;
+      break;
+    }
+    const char* eq = static_cast<const char*>(std::memchr(entry, '=', len));
     if (!eq) continue;
     std::string name(entry, static_cast<std::size_t>(eq - entry));
-    std::string value(eq + 1);
+    std::string value(eq + 1, entry + len);
+    const bool cut = entry[len] != '\0';
     for (auto& s : slots) {
       if (name != s.name) continue;
       out.present = true;
-      std::string shown = value.size() > 32 ? value.substr(0, 32) + "..." : value;
-      for (auto& c : shown)
-        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
-      auto v = parse_number(value);
+      const std::string shown = sanitize(value, 32) + (cut && value.size() <= 32 ? "..." : "");
+      if (s.seen) {
+        problem(name + " given more than once: the first value counts");
+        break;
+      }
+      s.seen = true;
+      auto v = cut ? std::nullopt : parse_number(value);
       if (!v) {
-        out.problems.push_back(name + "='" + shown + "' is not a finite number: ignored");
+        problem(name + "='" + shown + "' is not a finite number: ignored");
       } else if (*v < 0) {
-        out.problems.push_back(name + "='" + shown + "' is negative: ignored");
+        problem(name + "='" + shown + "' is negative: ignored");
       } else if (const double lim = name == kEnvGpus ? limits.max_gpus
                                     : s.integer           ? limits.max_steps
                                                           : limits.max_seconds;
                  *v > lim) {
-        out.problems.push_back(name + "='" + shown + "' is above the limit " + fmt_num(lim) +
-                               ": ignored");
+        problem(name + "='" + shown + "' is above the limit " + fmt_num(lim) + ": ignored");
       } else {
         s.value = v;
       }
+      break;
     }
+  }
+  if (out.truncated) {
+    // This one is always kept (first): it says the job's environment was cut.
+    ++out.problem_count;
+    out.problems.insert(out.problems.begin(),"job control environment too large: parsing stopped after " +
+            std::to_string(ttpred_entries > kMaxTtpredEntries ? kMaxTtpredEntries : ttpred_entries) +
+            " TTPRED_* entries (bounds: " + std::to_string(kMaxEnvScan) + " entries, " +
+            std::to_string(kMaxTtpredEntries) + " TTPRED_* entries, " +
+            std::to_string(kMaxTtpredBytes) + " bytes)");
+    if (out.problems.size() > kMaxProblems) out.problems.pop_back();
   }
   if (!out.present) return out;
   auto& sec = slots[0].value;
   auto& hor = slots[3].value;
   if (!sec && !hor) {
-    out.problems.push_back("no valid TTPRED_SECONDS or TTPRED_HORIZON_SECONDS: prediction ignored");
+    problem("no valid TTPRED_SECONDS or TTPRED_HORIZON_SECONDS: prediction ignored");
     return out;
   }
   Prediction p;

@@ -67,12 +67,30 @@ struct EnvLimits {
 struct EnvParse {
   bool present = false;                  // at least one TTPRED_* variable was seen
   std::optional<Prediction> prediction;  // set when the values are usable
-  std::vector<std::string> problems;     // one line each, for the log
+  std::vector<std::string> problems;     // at most kMaxProblems lines, for the log
+  std::size_t problem_count = 0;         // all problems, including those not kept
+  bool truncated = false;                // the scan stopped at a bound (entries or bytes)
 };
+
+// Bounds of parse_env (work per job in slurmctld): at most kMaxEnvScan entries of
+// the job control environment are looked at, at most kMaxTtpredEntries TTPRED_*
+// entries and kMaxTtpredBytes bytes of them are parsed, at most kMaxProblems
+// problem lines are kept (problem_count has the total).
+inline constexpr std::size_t kMaxEnvScan = 4096;
+inline constexpr std::size_t kMaxTtpredEntries = 64;
+inline constexpr std::size_t kMaxTtpredBytes = 16384;
+inline constexpr std::size_t kMaxProblems = 3;
+
+// For every log line and user message: control characters and non-ASCII bytes
+// replaced by '?', at most max_len characters ("..." appended when cut).
+std::string sanitize(const std::string& s, std::size_t max_len = 64);
+std::string sanitize(const char* s, std::size_t max_len = 64);
 
 // Reads TTPRED_* (or SPANK_TTPRED_*) entries from a NAME=VALUE array. A value that
 // is non-numeric, negative, NaN/Inf, longer than 64 chars or above the limits is
 // ignored (and reported in `problems`); bands are fixed up so lo <= point <= hi.
+// A name given twice: the first value counts, the repeat is a problem. Bounded:
+// see kMaxEnvScan and friends above.
 // The prediction is usable when horizon_seconds or seconds is valid (a missing
 // one is taken from the other).
 EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& limits = {});

@@ -4,11 +4,14 @@
 // or reject when the user's limit is far off. Fails open everywhere: a missing or
 // broken policy, bad values or an internal error leave the job unchanged.
 //
-// Budgets (docs/budgets.md): the predicted cost (horizon x the job's GPU request,
-// else the spec's GPUs) is checked against the policy's `budgets:` (an in-memory
-// tally of the predicted GPU-hours of the jobs let through: resets when slurmctld
-// restarts) and against Slurm's GrpTRESMins budget the SPANK plugin read at sbatch
-// (TTPRED_SLURM_BUDGET: untrusted, advisory; Slurm itself enforces GrpTRESMins).
+// Budgets (docs/budgets.md): the cost (the time limit Slurm enforces x the GPUs
+// the job requests x its array tasks) is checked against the policy's `budgets:`
+// (an in-memory tally of the jobs let through: resets when slurmctld restarts)
+// for the job's account as slurmctld's association manager resolves it (never a
+// user-supplied marker), and against Slurm's GrpTRESMins budget the SPANK plugin
+// read at sbatch (TTPRED_SLURM_BUDGET: untrusted, advisory). job_modify re-applies
+// the policy when `scontrol update` changes the limit, GPUs, account or partition.
+// The logic is in plugin/common/submit.cpp; this file only talks to Slurm.
 //
 // Policy file: $TTPRED_POLICY in slurmctld's environment, else ttpred.yaml next to
 // slurm.conf, else /etc/slurm/ttpred.yaml. Loaded in init() and again after
@@ -30,13 +33,40 @@ extern "C" {
 #include <slurm/slurm.h>
 #include <slurm/slurm_errno.h>
 #include <slurm/slurm_version.h>
+#include <slurm/slurmdb.h>
 }
 
 #include "../common/budget.hpp"
 #include "../common/policy.hpp"
 #include "../common/prediction.hpp"
+#include "../common/submit.hpp"
 
 #define TTPRED_EXPORT __attribute__((visibility("default")))
+
+// slurmctld's association manager (libslurmfull, src/common/assoc_mgr.h; the same
+// declarations from 22.05 to 24.11). Weak: when absent, accounts are not resolved.
+extern "C" {
+typedef enum { TTPRED_NO_LOCK, TTPRED_READ_LOCK, TTPRED_WRITE_LOCK } ttpred_lock_level_t;
+typedef struct {
+  ttpred_lock_level_t assoc, file, qos, res, tres, user, wckey;
+} ttpred_assoc_mgr_lock_t;
+void assoc_mgr_lock(ttpred_assoc_mgr_lock_t* locks) __attribute__((weak));
+void assoc_mgr_unlock(ttpred_assoc_mgr_lock_t* locks) __attribute__((weak));
+int assoc_mgr_fill_in_assoc(void* db_conn, slurmdb_assoc_rec_t* assoc, int enforce,
+                            slurmdb_assoc_rec_t** assoc_pptr, bool locked) __attribute__((weak));
+extern void* assoc_mgr_assoc_list __attribute__((weak));
+extern void* acct_db_conn __attribute__((weak));
+extern uint16_t accounting_enforce __attribute__((weak));
+// slurmctld: the batch environment of a job (state save file), for TTPRED_TICKET.
+char** get_job_env(void* job_ptr, uint32_t* env_size) __attribute__((weak));
+void* find_part_record(char* name) __attribute__((weak));  // slurmctld, part read lock held
+// Its result is one buffer (env[0]) plus the pointer array, not NULL-terminated:
+// freed with xfree(env[0]); xfree(env) (as accounting_storage/slurmdbd does).
+void slurm_xfree(void** p) __attribute__((weak));
+int slurm_env_array_overwrite(char*** array_ptr, const char* name, const char* value)
+    __attribute__((weak));
+}
+#define TTPRED_ACCOUNTING_ENFORCE_ASSOCS 0x0001  // slurm_accounting_storage.h
 
 extern "C" {
 extern TTPRED_EXPORT const char plugin_name[];
@@ -76,7 +106,8 @@ std::mutex g_mutex;  // guards the two below; held only to copy/swap the pointer
 std::shared_ptr<const Policy> g_policy;
 time_t g_conf_stamp = 0;   // slurm_conf.last_update when the policy was loaded
 time_t g_loaded_wall = 0;  // time() of that load
-BudgetTally g_tally;       // predicted GPU-hours per policy budget (own mutex)
+BudgetTally g_tally;       // GPU-hours charged per policy budget (own mutex)
+TicketStore g_tickets;     // what each accepted ttpred job was granted (own mutex)
 
 time_t conf_stamp() { return &slurm_conf ? slurm_conf.last_update : 0; }
 
@@ -86,13 +117,14 @@ void load_policy() {
   std::shared_ptr<const Policy> next;
   try {
     next = std::make_shared<const Policy>(load_policy_file(path));
-    slurm_info("job_submit/ttpred: loaded policy %s (%zu rules)", path.c_str(), next->rules.size());
+    slurm_info("job_submit/ttpred: loaded policy %s (%zu rules)", sanitize(path, 256).c_str(),
+               next->rules.size());
   } catch (const PolicyError& e) {
     slurm_error("job_submit/ttpred: policy error: %s; jobs pass unchanged until it is fixed "
-                "(then scontrol reconfigure)", e.what());
+                "(then scontrol reconfigure)", sanitize(e.what(), 512).c_str());
   } catch (const std::exception& e) {
-    slurm_error("job_submit/ttpred: cannot load policy %s: %s; jobs pass unchanged", path.c_str(),
-                e.what());
+    slurm_error("job_submit/ttpred: cannot load policy %s: %s; jobs pass unchanged",
+                sanitize(path, 256).c_str(), sanitize(e.what(), 256).c_str());
   }
   std::lock_guard<std::mutex> lock(g_mutex);
   g_policy = std::move(next);
@@ -121,119 +153,203 @@ void append_msg(char** err_msg, const std::string& msg) {
   slurm_xstrcat(err_msg, msg.c_str());
 }
 
-std::string str(const char* s) { return s ? s : ""; }
+std::string str(const char* s) { return s ? std::string(s, strnlen(s, 4096)) : ""; }
 
-// Value of NAME (or SPANK_NAME) in the job control environment, or nullptr.
-const char* env_value(const job_desc_msg_t* jd, const char* name) {
-  const std::size_t n = std::strlen(name);
-  for (std::uint32_t i = 0; i < jd->spank_job_env_size; ++i) {
-    const char* e = jd->spank_job_env[i];
-    if (!e) continue;
-    if (std::strncmp(e, "SPANK_", 6) == 0) e += 6;
-    if (std::strncmp(e, name, n) == 0 && e[n] == '=') return e + n + 1;
-  }
-  return nullptr;
+bool have_associations() {
+  return assoc_mgr_lock && assoc_mgr_unlock && assoc_mgr_fill_in_assoc && &assoc_mgr_assoc_list &&
+         assoc_mgr_assoc_list && &accounting_enforce &&
+         (accounting_enforce & TTPRED_ACCOUNTING_ENFORCE_ASSOCS);
 }
 
-// GPUs for the cost: the job's own request (Slurm enforces it), else the spec's.
-void resolve_gpus(const job_desc_msg_t* jd, const Prediction& p, const EnvLimits& limits,
-                  JobView& job) {
-  TresRequest t;
-  t.per_job = str(jd->tres_per_job);
-  t.per_node = str(jd->tres_per_node);
-  t.per_task = str(jd->tres_per_task);
-  t.per_socket = str(jd->tres_per_socket);
-  t.nodes = jd->min_nodes != NO_VAL ? jd->min_nodes : 0;
-  t.tasks = jd->num_tasks != NO_VAL ? jd->num_tasks : 0;
-  t.sockets_per_node = jd->sockets_per_node != NO_VAL16 ? jd->sockets_per_node : 0;
-  double g = gpus_from_tres(t);
-  if (g > 0) {
-    job.gpus_source = "job request";
-  } else {
-    g = p.gpus >= 0 ? static_cast<double>(p.gpus) : 1.0;
-    job.gpus_source = p.gpus >= 0 ? "spec" : "spec (default)";
+// The account slurmctld will give the job: with enforced associations, the
+// association of (uid, account or the user's default account, partition) must
+// exist (else slurmctld rejects the job: nothing is charged); without them
+// (no slurmdbd), Slurm accepts any --account and none is resolved without one.
+std::optional<std::string> resolve_account(uid_t uid, const char* account, const std::string& partition,
+                                           std::string& note) {
+  if (!have_associations()) {
+    if (account && *account) {
+      if (sanitize(account, 64) == account) return std::string(account);
+      note = "account name too long or not printable";
+      return std::nullopt;
+    }
+    note = "no --account and no enforced associations";
+    return std::nullopt;
   }
-  job.gpus = std::min(g, limits.max_gpus);
+  slurmdb_assoc_rec_t assoc;
+  std::memset(&assoc, 0, sizeof assoc);
+  assoc.uid = uid;
+  assoc.acct = (account && *account) ? const_cast<char*>(account) : nullptr;
+  assoc.partition = partition.empty() || partition.find(',') != std::string::npos
+                        ? nullptr
+                        : const_cast<char*>(partition.c_str());
+  ttpred_assoc_mgr_lock_t locks{};
+  locks.assoc = TTPRED_READ_LOCK;
+  locks.user = TTPRED_READ_LOCK;
+  std::optional<std::string> out;
+  assoc_mgr_lock(&locks);
+  slurmdb_assoc_rec_t* found = nullptr;
+  const int rc = assoc_mgr_fill_in_assoc(&acct_db_conn ? acct_db_conn : nullptr, &assoc,
+                                         TTPRED_ACCOUNTING_ENFORCE_ASSOCS, &found, true);
+  if (rc == SLURM_SUCCESS && found && found->acct) out = std::string(found->acct, strnlen(found->acct, 256));
+  assoc_mgr_unlock(&locks);  // assoc holds borrowed pointers only: nothing to free
+  if (!out) note = "no association for this user and account: slurmctld rejects the job";
+  return out;
+}
+
+std::optional<double> minutes_of(uint32_t v) {
+  if (v == NO_VAL) return std::nullopt;
+  if (v == INFINITE) return HUGE_VAL;
+  return static_cast<double>(v);
+}
+
+void log_lines(const std::vector<std::string>& lines, bool error_first) {
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string l = sanitize(lines[i], 1024);
+    if (error_first && i + 1 < lines.size()) slurm_error("job_submit/ttpred: %s", l.c_str());
+    else slurm_info("job_submit/ttpred: %s", l.c_str());
+  }
+}
+
+// TTPRED_TICKET in a job's environment is only ever the one job_submit set: a
+// user-supplied one (copied from another job, or inherited by a job submitted
+// from inside a ttpred job) is blanked, so that job_modify cannot be pointed at
+// another job's ticket. (job_modify reads only the first exact TTPRED_TICKET among
+// the first kMaxEnvScan entries, the one env_array_overwrite replaces.)
+void scrub_ticket(job_desc_msg_t* job_desc) {
+  if (!job_desc->environment || !slurm_env_array_overwrite) return;
+  if (!env_lookup(job_desc->environment, job_desc->env_size, kEnvTicket, false)) return;
+  slurm_env_array_overwrite(&job_desc->environment, kEnvTicket, "");
 }
 
 int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
-  if (!job_desc || !job_desc->spank_job_env || job_desc->spank_job_env_size == 0)
-    return SLURM_SUCCESS;
+  if (!job_desc) return SLURM_SUCCESS;
+  scrub_ticket(job_desc);
+  if (!job_desc->spank_job_env || job_desc->spank_job_env_size == 0) return SLURM_SUCCESS;
   auto policy = current_policy();
-  EnvLimits limits = policy ? policy->limits : EnvLimits{};
-  EnvParse env = parse_env(job_desc->spank_job_env, job_desc->spank_job_env_size, limits);
-  if (!env.present) return SLURM_SUCCESS;  // not a ttpred job
+  SubmitInput in;
+  in.env = job_desc->spank_job_env;
+  in.env_count = job_desc->spank_job_env_size;
+  // Cheap check first: not a ttpred job, nothing more to do.
+  {
+    EnvParse probe = parse_env(in.env, in.env_count, policy ? policy->limits : EnvLimits{});
+    if (!probe.present) return SLURM_SUCCESS;
+  }
   const uid_t uid = job_desc->user_id != NO_VAL ? job_desc->user_id : submit_uid;
-  const std::string who = "uid " + std::to_string(uid) + " job '" + str(job_desc->name) + "'";
-  for (const auto& p : env.problems)
-    slurm_error("job_submit/ttpred: %s: invalid prediction value: %s", who.c_str(), p.c_str());
-  if (!env.prediction) return SLURM_SUCCESS;
-  if (!policy) {
-    slurm_verbose("job_submit/ttpred: %s: no usable policy, job unchanged", who.c_str());
+  in.name = job_desc->name;
+  in.uid = uid;
+  in.partition = str(job_desc->partition);
+  if (&default_part_name && default_part_name) in.default_partition = str(default_part_name);
+  const std::string first_part = !in.partition.empty() ? in.partition : in.default_partition;
+  in.account = resolve_account(uid, job_desc->account, first_part, in.account_note);
+  if (in.account && find_part_record && !in.partition.empty()) {
+    // A partition that does not exist: slurmctld rejects the job, charge nothing.
+    for (const auto& p : split_list(in.partition))
+      if (!find_part_record(const_cast<char*>(p.c_str()))) {
+        in.account.reset();
+        in.account_note = "partition '" + sanitize(p, 64) + "' does not exist: slurmctld rejects the job";
+        break;
+      }
+  }
+  in.qos = str(job_desc->qos);
+  bool need_user = false;
+  if (policy)
+    for (const auto& r : policy->rules) need_user = need_user || !r.match.user.empty();
+  if (need_user) in.user = str(uid_to_string_cached(uid));  // cached NSS lookup
+  in.time_limit_minutes = minutes_of(job_desc->time_limit);
+  in.time_min_minutes = minutes_of(job_desc->time_min);
+  in.tres.per_job = str(job_desc->tres_per_job);
+  in.tres.per_node = str(job_desc->tres_per_node);
+  in.tres.per_task = str(job_desc->tres_per_task);
+  in.tres.per_socket = str(job_desc->tres_per_socket);
+  in.tres.tasks = job_desc->num_tasks != NO_VAL ? job_desc->num_tasks : 0;
+  in.tres.sockets_per_node = job_desc->sockets_per_node != NO_VAL16 ? job_desc->sockets_per_node : 0;
+  in.min_nodes = job_desc->min_nodes != NO_VAL ? job_desc->min_nodes : 0;
+  in.max_nodes = job_desc->max_nodes != NO_VAL ? job_desc->max_nodes : 0;
+  in.exclusive = job_desc->shared == JOB_SHARED_NONE;
+  in.array_inx = str(job_desc->array_inx);
+  in.now = time(nullptr);
+
+  SubmitOutput out = evaluate_submit(policy.get(), in, g_tally);
+  log_lines(out.log_lines, true);
+  for (const auto& m : out.user_messages) append_msg(err_msg, sanitize(m, 1024));
+  if (out.rc == SubmitOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
+  if (out.rc == SubmitOutput::Rc::reject_time) return ESLURM_INVALID_TIME_LIMIT;
+  if (out.set_time_limit) job_desc->time_limit = *out.set_time_limit;
+  if (out.ticket && job_desc->environment && slurm_env_array_overwrite) {
+    // Batch jobs: the ticket's key in the job's environment, for job_modify.
+    const std::string key = g_tickets.add(std::move(*out.ticket));
+    slurm_env_array_overwrite(&job_desc->environment, kEnvTicket, key.c_str());
+    uint32_t n = 0;
+    while (job_desc->environment[n]) ++n;
+    job_desc->env_size = n;
+  }
+  return SLURM_SUCCESS;
+}
+
+// job_modify: re-applies the policy to a ttpred batch job when `scontrol update`
+// changes its TimeLimit, TRES/GRES (GPUs), node count, account, partition or QOS.
+int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char** err_msg) {
+  if (!job_desc || !job_ptr) return SLURM_SUCCESS;
+  const bool changes = job_desc->time_limit != NO_VAL || job_desc->account || job_desc->partition ||
+                       job_desc->tres_per_job || job_desc->tres_per_node || job_desc->tres_per_task ||
+                       job_desc->tres_per_socket || job_desc->min_nodes != NO_VAL ||
+                       job_desc->max_nodes != NO_VAL || job_desc->qos;
+  if (!changes || !get_job_env || !slurm_xfree) return SLURM_SUCCESS;
+  auto policy = current_policy();
+  if (!policy) return SLURM_SUCCESS;
+  uint32_t n = 0;
+  char** env = get_job_env(job_ptr, &n);  // one small state file read, only on updates
+  std::string key;
+  if (env) {
+    if (const char* v = env_lookup(env, n, kEnvTicket, false)) key = std::string(v, strnlen(v, 64));
+    if (slurm_xfree) {
+      if (n > 0) slurm_xfree(reinterpret_cast<void**>(&env[0]));
+      slurm_xfree(reinterpret_cast<void**>(&env));
+    }
+  }
+  if (key.empty()) return SLURM_SUCCESS;  // not a ttpred batch job
+  auto ticket = g_tickets.get(key);
+  if (!ticket) {
+    slurm_info("job_submit/ttpred: update of job %s by uid %u: ticket unknown (slurmctld restarted?): "
+               "not re-checked",
+               job_desc->job_id != NO_VAL ? std::to_string(job_desc->job_id).c_str()
+                                          : sanitize(job_desc->job_id_str, 32).c_str(),
+               submit_uid);
     return SLURM_SUCCESS;
   }
-  JobView job;
-  if (job_desc->partition)
-    job.partitions = split_list(job_desc->partition);
-  else if (&default_part_name && default_part_name)
-    job.partitions.push_back(default_part_name);
-  job.account = str(job_desc->account);
-  job.qos = str(job_desc->qos);
-  bool need_user = false;
-  for (const auto& r : policy->rules) need_user = need_user || !r.match.user.empty();
-  if (need_user) job.user = str(uid_to_string_cached(uid));  // cached NSS lookup
-  if (job_desc->time_limit == INFINITE)
-    job.time_limit_minutes = HUGE_VAL;
-  else if (job_desc->time_limit != NO_VAL)
-    job.time_limit_minutes = static_cast<double>(job_desc->time_limit);
-
-  resolve_gpus(job_desc, *env.prediction, limits, job);
-
-  // Slurm's accounting budget as the SPANK plugin read it (advisory).
-  std::vector<SlurmBudget> slurm_budgets;
-  if (const char* v = env_value(job_desc, kEnvSlurmBudget)) {
-    std::string problem;
-    if (auto parsed = parse_slurm_budgets(v, &problem)) slurm_budgets = std::move(*parsed);
-    else
-      slurm_error("job_submit/ttpred: %s: invalid %s (%s): ignored", who.c_str(), kEnvSlurmBudget,
-                  problem.c_str());
+  ModifyInput in;
+  in.now = time(nullptr);
+  if (job_desc->time_limit != NO_VAL) in.time_limit_minutes = minutes_of(job_desc->time_limit);
+  if (job_desc->partition) in.partition = str(job_desc->partition);
+  if (job_desc->qos) in.qos = str(job_desc->qos);
+  if (job_desc->account) {
+    std::string note;
+    const std::string part = in.partition ? *in.partition
+                                          : (ticket->partitions.size() == 1 ? ticket->partitions[0] : "");
+    in.account = resolve_account(ticket->uid, job_desc->account, part, note);
   }
-  std::string budget_account = job.account;
-  if (budget_account.empty())
-    for (const auto& b : slurm_budgets)
-      if (b.is_default) budget_account = b.account;
-
-  const time_t now = time(nullptr);
-  auto tally_lock = g_tally.lock();  // check and charge atomically
-  std::vector<BudgetState> states;
-  const auto policy_budgets = matching_budgets(*policy, budget_account, job.partitions);
-  for (const PolicyBudget* b : policy_budgets) {
-    BudgetState st;
-    const char* phrase = period_phrase(b->period);
-    st.what = "account " + b->label() + " (policy budget" + (*phrase ? std::string(", ") + phrase : "") + ")";
-    st.limit_hours = b->gpu_hours;
-    st.remaining_hours = std::max(0.0, b->gpu_hours - g_tally.used(b->key(), b->period, now));
-    states.push_back(st);
+  if (job_desc->tres_per_job || job_desc->tres_per_node || job_desc->tres_per_task ||
+      job_desc->tres_per_socket) {
+    TresRequest t = ticket->tres;
+    if (job_desc->tres_per_job) t.per_job = str(job_desc->tres_per_job);
+    if (job_desc->tres_per_node) t.per_node = str(job_desc->tres_per_node);
+    if (job_desc->tres_per_task) t.per_task = str(job_desc->tres_per_task);
+    if (job_desc->tres_per_socket) t.per_socket = str(job_desc->tres_per_socket);
+    in.tres = t;
   }
-  if (const SlurmBudget* sb = find_slurm_budget(slurm_budgets, budget_account, job.partitions);
-      sb && sb->limit_hours >= 0) {
-    BudgetState st;
-    st.what = "account " + sb->account + (sb->partition.empty() ? "" : " on partition " + sb->partition) +
-              " (Slurm GrpTRESMins" + (sb->limited_by != sb->account ? " of " + sb->limited_by : "") + ")";
-    st.limit_hours = sb->limit_hours;
-    st.remaining_hours = sb->remaining_hours;
-    st.from_slurm = true;
-    states.push_back(st);
-  }
-
-  Decision d = decide(*policy, job, *env.prediction, states);
-  if (!d.reject)
-    for (const PolicyBudget* b : policy_budgets) g_tally.charge(b->key(), b->period, now, d.cost_gpu_hours);
-  tally_lock.unlock();
-  slurm_info("job_submit/ttpred: %s: %s", who.c_str(), d.log.c_str());
-  for (const auto& m : d.user_messages) append_msg(err_msg, m);
-  if (d.reject) return d.budget_reject ? ESLURM_ACCOUNTING_POLICY : ESLURM_INVALID_TIME_LIMIT;
-  if (d.set_time_limit) job_desc->time_limit = *d.set_time_limit;
+  if (job_desc->min_nodes != NO_VAL) in.min_nodes = job_desc->min_nodes;
+  if (job_desc->max_nodes != NO_VAL) in.max_nodes = job_desc->max_nodes;
+  ModifyOutput out = evaluate_modify(*policy, *ticket, in, g_tally);
+  const std::string id = job_desc->job_id != NO_VAL ? std::to_string(job_desc->job_id)
+                                                    : sanitize(job_desc->job_id_str, 32);
+  std::vector<std::string> lines;
+  for (const auto& l : out.log_lines) lines.push_back("job " + id + ": " + l);
+  log_lines(lines, false);
+  for (const auto& m : out.user_messages) append_msg(err_msg, sanitize(m, 1024));
+  if (out.rc == ModifyOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
+  if (out.rc == ModifyOutput::Rc::reject_time) return ESLURM_INVALID_TIME_LIMIT;
+  g_tickets.put(key, std::move(out.ticket));
   return SLURM_SUCCESS;
 }
 
@@ -254,6 +370,7 @@ extern "C" int fini(void) {
     g_policy.reset();
     auto tally_lock = g_tally.lock();
     g_tally.clear();
+    g_tickets.clear();
   } catch (...) {
   }
   return SLURM_SUCCESS;
@@ -263,15 +380,32 @@ extern "C" int job_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** 
   try {
     return do_submit(job_desc, submit_uid, err_msg);
   } catch (const std::exception& e) {
-    slurm_error("job_submit/ttpred: internal error: %s; job unchanged", e.what());
+    slurm_error("job_submit/ttpred: internal error: %s; job unchanged", sanitize(e.what(), 256).c_str());
   } catch (...) {
     slurm_error("job_submit/ttpred: internal error; job unchanged");
   }
   return SLURM_SUCCESS;
 }
 
+static int modify_entry(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char** err_msg) {
+  try {
+    return do_modify(job_desc, job_ptr, submit_uid, err_msg);
+  } catch (const std::exception& e) {
+    slurm_error("job_submit/ttpred: internal error in job_modify: %s; update not re-checked",
+                sanitize(e.what(), 256).c_str());
+  } catch (...) {
+    slurm_error("job_submit/ttpred: internal error in job_modify; update not re-checked");
+  }
+  return SLURM_SUCCESS;
+}
+
 #if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 2, 0)
-extern "C" int job_modify(job_desc_msg_t*, void*, uint32_t, char**) { return SLURM_SUCCESS; }
+extern "C" int job_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char** err_msg) {
+  return modify_entry(job_desc, job_ptr, submit_uid, err_msg);
+}
 #else
-extern "C" int job_modify(job_desc_msg_t*, void*, uint32_t) { return SLURM_SUCCESS; }
+extern "C" int job_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid) {
+  // 22.05: no err_msg; the reason is in slurmctld's log and the error code.
+  return modify_entry(job_desc, job_ptr, submit_uid, nullptr);
+}
 #endif

@@ -5,9 +5,12 @@
 #   plugins_loaded time_limit_fake sbatch_directive converge_account warn reject
 #   estimator_fails estimator_hangs forged_env broken_policy real_estimator stress
 #   budget_policy budget_forged          budgets without slurmdbd (policy tally)
+#   trust_forged_marker trust_rejected trust_band trust_step_seconds trust_update
+#   trust_array trust_flood trust_misc   issue 13: what a user cannot get around
 #   acct_setup | acct_cleanup            fixture: a second cluster with MariaDB +
 #                                        slurmdbd (TTPRED_ACCOUNTING=1), 4 fake GPUs
 #   acct_budget_shown acct_budget_warn acct_budget_reject acct_user_limit acct_usage
+#   acct_trust_rejected
 # Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
 # estimator in this build).
 #
@@ -22,7 +25,7 @@ export PATH="/usr/sbin:/usr/bin:/bin:$PATH"
 SPECS="$TTPRED_TEST_SRC/specs"
 FAKE="$TTPRED_TEST_SRC/fake-estimator.sh"
 FAKE_TIMEOUT=5          # plugstack.conf timeout= for the fake estimator
-PARTITIONS="debug warnp rejectp"
+PARTITIONS="debug warnp rejectp stepp"
 
 skip() { echo "SKIP: $*"; exit 77; }
 pass() { echo "PASS: $*"; }
@@ -105,8 +108,18 @@ t_setup() {
   echo "$dir" > "$TTPRED_CLUSTER_STATE"
   TTPRED_ESTIMATOR="$FAKE" TTPRED_ESTIMATOR_TIMEOUT=$FAKE_TIMEOUT TTPRED_DEVICE=cpu \
   TTPRED_POLICY_FILE="$TTPRED_TEST_SRC/policies/test.yaml" TTPRED_PARTITIONS="$PARTITIONS" \
+  TTPRED_GPUS_PER_NODE=4 \
     "$TTPRED_REPO/scripts/local-cluster.sh" start "$dir" || fail "cluster did not start"
-  pass "cluster up in $dir"
+  # Loopback only (issue 13): nothing of this cluster listens on a wildcard address.
+  local pids p
+  pids="$(cat "$dir/slurmctld.pid") $(cat "$dir/slurmd.pid")"
+  for p in $pids; do
+    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep . >/dev/null; then
+      ss -Htlnp | grep "pid=$p,"
+      fail "a daemon of the test cluster listens on a non-loopback address"
+    fi
+  done
+  pass "cluster up in $dir (slurmctld and slurmd on 127.0.0.1 only)"
 }
 
 t_cleanup() {
@@ -125,9 +138,10 @@ t_cleanup() {
 
 t_plugins_loaded() {
   load_cluster plugins_loaded
-  ctld_log_has "job_submit/ttpred: loaded policy $dir/ttpred.yaml (4 rules)" \
+  ctld_log_has "job_submit/ttpred: loaded policy $dir/ttpred.yaml (5 rules)" \
     || fail "slurmctld did not load job_submit/ttpred with the policy next to slurm.conf"
-  sbatch --help 2>&1 | grep -q -- '--ttpred=SPEC' || fail "sbatch --help does not list --ttpred"
+  # grep without -q reads all of it: with pipefail, an early exit would SIGPIPE sbatch
+  sbatch --help 2>&1 | grep -- '--ttpred=SPEC' >/dev/null || fail "sbatch --help does not list --ttpred"
   pass "job_submit/ttpred loaded by slurmctld, --ttpred registered in sbatch"
 }
 
@@ -362,25 +376,29 @@ t_stress() {
 
 t_budget_policy() {  # policy budget (in-memory tally) on the cluster without slurmdbd
   load_cluster budget_policy
-  submit -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  # cost = the limit set (70 min) x the 4 GPUs the job requests = 4.67 GPU-hours
+  submit -A budget-lab --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "first budget-lab job"
   expect_err "sbatch: ttpred: converges in 1200 steps, 20m00s (5-95%: 16m40s-25m00s); full horizon 3000 steps, 50m00s (46m40s-56m40s); 1 s/step; cost 3.33 GPU-hours (4 GPUs)"
-  expect_err "sbatch: ttpred: predicted cost 3.33 GPU-hours (4 GPUs from the spec x 50m00s); account budget-lab (policy budget, this month) has 5 of 5 GPU-hours left"
+  expect_err "sbatch: ttpred: cost 4.67 GPU-hours (4 GPUs from the job request x time limit 1h10m00s); account budget-lab (policy budget, this month) has 5 of 5 GPU-hours left"
   expect_no_err "GrpTRESMins"
   expect_limit "$jobid" "01:10:00" "time limit still set"
-  submit -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  submit -A budget-lab --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "second budget-lab job: over the budget, warned"
-  expect_err "account budget-lab (policy budget, this month) has 1.67 of 5 GPU-hours left"
-  expect_err "sbatch: ttpred: warning: the predicted cost 3.33 GPU-hours exceeds the 1.67 GPU-hours left to account budget-lab (policy budget, this month)"
-  submit -p rejectp -t 60 -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_err "account budget-lab (policy budget, this month) has 0.333 of 5 GPU-hours left"
+  expect_err "sbatch: ttpred: warning: the cost 4.67 GPU-hours exceeds the 0.333 GPU-hours left to account budget-lab (policy budget, this month)"
+  submit -p rejectp -t 60 -A budget-lab --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   [ "$rc" != 0 ] && [ -z "$jobid" ] || fail "over-budget job in rejectp was not rejected"
-  expect_err "sbatch: error: ttpred: job rejected: the predicted cost 3.33 GPU-hours exceeds the 0 GPU-hours left to account budget-lab (policy budget, this month) (policy rule 'reject-partition')"
+  expect_err "sbatch: error: ttpred: job rejected: the cost 4 GPU-hours exceeds the 0 GPU-hours left to account budget-lab (policy budget, this month) (policy rule 'reject-partition')"
   expect_err "Job violates accounting/QOS policy"
-  # no budget for other accounts, and no GPU count: unchanged behaviour
-  submit -A other-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  # no budget for other accounts; no GPU request: no cost (the spec's GPUs do not count)
+  submit -A other-lab --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "account without budget"
-  expect_no_err "predicted cost"
+  expect_no_err "ttpred: cost"
   expect_err "cost 3.33 GPU-hours (4 GPUs)"
+  submit -A budget-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "no GPU request"
+  expect_no_err "ttpred: cost"
   ctld_alive || fail "slurmctld not responding"
   pass "policy budget: cost and what is left shown, warning, rejection (no slurmdbd: fail open)"
 }
@@ -395,16 +413,209 @@ t_budget_forged() {
   jobid=$(echo "$o" | sed -n 's/^job //p')
   expect_limit "$jobid" "00:14:00" "garbage budget ignored, prediction used"
   # a plausible forged Slurm budget is only advisory: shown, never charged
-  o=$("$TTPRED_FORGE" -H -A forged-lab TTPRED_HORIZON_SECONDS=3600 TTPRED_GPUS=2 'TTPRED_SLURM_BUDGET=*forged-lab:1:1:') \
+  o=$("$TTPRED_FORGE" -H -A forged-lab -g "$(gres_gpu 2)" TTPRED_HORIZON_SECONDS=3600 TTPRED_GPUS=2 'TTPRED_SLURM_BUDGET=*forged-lab:1:1:') \
     || fail "forged submit failed: $o"
   echo "$o"
-  echo "$o" | grep -qF "msg: ttpred: predicted cost 2 GPU-hours (2 GPUs from the spec x 1h00m00s); account forged-lab (Slurm GrpTRESMins) has 1 of 1 GPU-hours left" \
+  echo "$o" | grep -qF "msg: ttpred: cost 2.47 GPU-hours (2 GPUs from the job request x time limit 1h14m00s); account forged-lab (Slurm GrpTRESMins) has 1 of 1 GPU-hours left" \
     || fail "forged budget not shown as given"
   sleep 0.2
   ctld_log_has "invalid TTPRED_SLURM_BUDGET (invalid account name): ignored" || fail "invalid budget not logged"
   ctld_log_has "TTPRED_GPUS='1e9' is above the limit 100000: ignored" || fail "absurd GPU count not logged"
   ctld_alive || fail "slurmctld not responding"
   pass "forged TTPRED_SLURM_BUDGET / TTPRED_GPUS ignored or advisory, and logged"
+}
+
+# --- issue 13: budgets and rejections a user cannot get around ---------------
+# test.yaml gives each trust_* test its own 10-GPU-hour policy budget. The main
+# cluster has 4 fake GPUs (TTPRED_GPUS_PER_NODE=4) and no slurmdbd.
+
+need_forge() { [ -n "${TTPRED_FORGE:-}" ] && [ -x "$TTPRED_FORGE" ] || skip "ttpred_forge_submit not built"; }
+# gres string of one GPU count in this Slurm's tres_per_node syntax
+gres_gpu() {
+  local v; v=$(sbatch --version | grep -oE '[0-9]+\.[0-9]+' | head -n1)
+  if [[ "$v" < "23.02" ]]; then echo "gres:gpu:$1"; else echo "gres/gpu:$1"; fi
+}
+forge() { "$TTPRED_FORGE" "$@" 2>&1; }
+log_size() { stat -c %s "$dir/log/slurmctld.log"; }
+
+t_trust_forged_marker() {
+  load_cluster trust_forged_marker
+  need_forge
+  local o
+  # No --account, a forged default-account marker naming victim-lab: the account
+  # is not resolvable (no associations), so no budget is checked or charged.
+  o=$(forge -H -g "$(gres_gpu 4)" -t 600 TTPRED_HORIZON_SECONDS=600 'TTPRED_SLURM_BUDGET=*victim-lab:0:-1:')
+  echo "$o"
+  echo "$o" | grep -q '^job ' || fail "forged-marker job not submitted"
+  echo "$o" | grep -q 'victim-lab' && fail "the forged '*victim-lab' marker was used"
+  o=$(forge -H -g "$(gres_gpu 4)" -t 600 TTPRED_HORIZON_SECONDS=600 'TTPRED_SLURM_BUDGET=*victim-lab:0:1:victim-lab')
+  echo "$o" | grep -q 'victim-lab' && fail "the forged Slurm budget of victim-lab was used"
+  # victim-lab's own job still has its whole budget
+  o=$(forge -H -A victim-lab -g "$(gres_gpu 1)" -t 60 TTPRED_HORIZON_SECONDS=600)
+  echo "$o"
+  echo "$o" | grep -qF "account victim-lab (policy budget, this month) has 10 of 10 GPU-hours left" \
+    || fail "victim-lab's budget was charged by a job that was not its own"
+  sleep 0.2
+  ctld_log_has "account unresolved (no --account and no enforced associations)" || fail "unresolved account not logged"
+  pass "a forged '*' default-account marker charges nobody else's budget"
+}
+
+t_trust_rejected() {
+  load_cluster trust_rejected
+  need_forge
+  local o
+  # slurmctld rejects the job after job_submit (no such partition): nothing charged
+  o=$(forge -H -p nosuch -A reject-lab -g "$(gres_gpu 4)" -t 120 TTPRED_HORIZON_SECONDS=600)
+  echo "$o"
+  echo "$o" | grep -q '^job ' && fail "a job to a partition that does not exist was accepted"
+  # a job the policy itself rejects charges nothing either (rejectp: budget reject)
+  o=$(forge -H -p rejectp -A reject-lab -g "$(gres_gpu 4)" -t 240 TTPRED_HORIZON_SECONDS=6000)
+  echo "$o" | grep -qF "job rejected: the cost 16 GPU-hours exceeds the 10 GPU-hours left" \
+    || fail "over-budget job not rejected: $o"
+  o=$(forge -H -A reject-lab -g "$(gres_gpu 1)" -t 60 TTPRED_HORIZON_SECONDS=600)
+  echo "$o"
+  echo "$o" | grep -qF "account reject-lab (policy budget, this month) has 10 of 10 GPU-hours left" \
+    || fail "a rejected job was charged"
+  pass "rejected jobs (by slurmctld or by the policy) charge nothing"
+}
+
+t_trust_band() {
+  load_cluster trust_band
+  need_forge
+  local o jobid
+  # point 1 s, band up to 10 days: the reject rule uses the upper band
+  o=$(forge -H -p rejectp -A band-lab -g "$(gres_gpu 4)" TTPRED_HORIZON_SECONDS=1 TTPRED_HORIZON_SECONDS_HI=864000)
+  echo "$o"
+  echo "$o" | grep -q '^job ' && fail "forged wide band passed the above_minutes rule"
+  echo "$o" | grep -qF "exceeds the 5h00m00s allowed by policy rule 'reject-partition'" || fail "wrong reason: $o"
+  # without a reject rule: the limit comes from the top of the band, and so does the cost
+  o=$(forge -H -A band-lab -g "$(gres_gpu 4)" TTPRED_HORIZON_SECONDS=1 TTPRED_HORIZON_SECONDS_HI=864000)
+  echo "$o"
+  jobid=$(echo "$o" | sed -n 's/^job //p')
+  expect_limit "$jobid" "1-00:00:00" "limit from the upper band (max_minutes 1440)"
+  echo "$o" | grep -qF "cost 96 GPU-hours (4 GPUs from the job request x time limit 1d00h00m)" \
+    || fail "the cost is not limit x GPUs"
+  echo "$o" | grep -qF "warning: the cost 96 GPU-hours exceeds the 10 GPU-hours left to account band-lab" \
+    || fail "no over-budget warning"
+  pass "forged wide band: rejected by above_minutes, costs its limit (96 GPU-h, not 0.001)"
+}
+
+t_trust_step_seconds() {
+  load_cluster trust_step_seconds
+  # hardware.step_seconds 1e-6 in the user's spec: the stepp bound (0.05 s/step)
+  # scales everything x 5e4: horizon 150 s, upper band 170 s, so
+  # ceil((170 x 1.2 + 120) / 60) = 6 min (3 min without the bound)
+  submit -p stepp -A step-lab --gpus=1 --ttpred="$SPECS/tiny-step.yaml" --wrap 'sleep 1'
+  expect_submitted "tiny step_seconds"
+  expect_limit "$jobid" "00:06:00" "step time bound of the policy"
+  expect_err "outside the policy bound [0.05, inf] s"
+  expect_err "cost 0.1 GPU-hours (1 GPU from the job request x time limit 6m00s)"
+  # and the limit cannot then be raised past the budget with scontrol update
+  local o
+  o=$(scontrol update jobid="$jobid" TimeLimit=1440 2>&1) && fail "TimeLimit=1440 accepted: $o"
+  echo "  scontrol update TimeLimit=1440 -> $o"
+  expect_limit "$jobid" "00:06:00" "TimeLimit unchanged"
+  pass "a tiny hardware.step_seconds is bounded by the policy"
+}
+
+t_trust_update() {
+  load_cluster trust_update
+  local id o
+  # rejectp (budget reject; reject over 10x): 60 min x 4 GPUs = 4 GPU-hours of 10
+  submit -p rejectp -t 60 -A modify-lab --gpus=4 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "job to update"
+  id=$jobid
+  # 1440 min: more than 10x the prediction (reject.over_factor)
+  o=$(scontrol update jobid="$id" TimeLimit=1440 2>&1) && fail "TimeLimit=1440 accepted: $o"
+  echo "  scontrol update TimeLimit=1440 -> $o"
+  expect_limit "$id" "01:00:00" "TimeLimit unchanged after a refused update"
+  # 400 min x 4 GPUs = 26.7 GPU-hours > the 10 of modify-lab
+  o=$(scontrol update jobid="$id" TimeLimit=400 2>&1) && fail "TimeLimit=400 accepted: $o"
+  echo "  scontrol update TimeLimit=400 -> $o"
+  echo "$o" | grep -q "accounting/QOS policy" || fail "refused for another reason: $o"
+  expect_limit "$id" "01:00:00" "TimeLimit unchanged"
+  # more GPUs on the same limit: 60 min x 16 GPUs... the node has 4; gres=gpu:4 per node
+  # stays, 90 min x 4 = 6 GPU-hours: accepted, the charge moves from 4 to 6
+  scontrol update jobid="$id" TimeLimit=90 || fail "TimeLimit=90 refused"
+  expect_limit "$id" "01:30:00" "TimeLimit raised within the budget"
+  sleep 0.2
+  ctld_log_has "job $id: uid 0 update: rule 'reject-partition'" || fail "update not re-checked in the log"
+  ctld_log_has "cost 6 GPU-h (was 4), update accepted" || fail "accepted update not logged"
+  submit -A modify-lab --gpus=1 -t 60 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_err "account modify-lab (policy budget, this month) has 4 of 10 GPU-hours left"
+  # A job without --ttpred that carries the first job's TTPRED_TICKET (copied, or
+  # inherited from inside a ttpred job): blanked at submission, so updating it
+  # cannot move the first job's charge (10 - 6 - 1 = 3 GPU-hours left).
+  local key
+  key=$(tr '\0' '\n' < "$dir/state/hash.$((id % 10))/job.$id/environment" | sed -n 's/^TTPRED_TICKET=//p')
+  [ -n "$key" ] || fail "no TTPRED_TICKET in the environment of job $id"
+  submit -A modify-lab --gpus=4 -t 60 --export=ALL,TTPRED_TICKET="$key" --wrap 'sleep 1'
+  expect_submitted "job with a copied ticket"
+  scontrol update jobid="$jobid" TimeLimit=1 || fail "update of the plain job refused"
+  submit -A modify-lab --gpus=1 -t 60 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_err "account modify-lab (policy budget, this month) has 3 of 10 GPU-hours left"
+  pass "scontrol update cannot raise what job_submit would not grant"
+}
+
+t_trust_array() {
+  load_cluster trust_array
+  need_forge
+  local o
+  # 100 tasks x 1 GPU x 10 min = 16.7 GPU-hours > 10 (rejectp: budget reject)
+  o=$(forge -H -p rejectp -t 10 -a 0-99 -A array-lab -g "$(gres_gpu 1)" TTPRED_HORIZON_SECONDS=300)
+  echo "$o"
+  echo "$o" | grep -q '^job ' && fail "a 100-task array was charged as one task"
+  echo "$o" | grep -qF "the cost 16.67 GPU-hours exceeds the 10 GPU-hours left" || fail "wrong reason: $o"
+  o=$(forge -H -p rejectp -t 10 -a 0-9 -A array-lab -g "$(gres_gpu 1)" TTPRED_HORIZON_SECONDS=300)
+  echo "$o"
+  echo "$o" | grep -qF "cost 1.67 GPU-hours (1 GPU from the job request x time limit 10m00s x 10 array tasks)" \
+    || fail "array cost"
+  pass "job arrays cost every task"
+}
+
+t_trust_flood() {
+  load_cluster trust_flood
+  need_forge
+  local s0 s1 n0 n1 o t0 t1
+  sleep 0.2
+  s0=$(log_size); n0=$(grep -c 'job_submit/ttpred' "$dir/log/slurmctld.log")
+  # 1M TTPRED_SECONDS=x entries and a 50 KB name with a newline in it
+  t0=$(date +%s.%N)
+  o=$(forge -H -F 1000000 -J 'flood\nerror: forged log line' -L 50000 TTPRED_HORIZON_SECONDS=600 | cut -c1-300)
+  t1=$(date +%s.%N)
+  echo "$o" | head -3
+  sleep 0.3
+  s1=$(log_size); n1=$(grep -c 'job_submit/ttpred' "$dir/log/slurmctld.log")
+  echo "  slurmctld log: +$((s1 - s0)) bytes, +$((n1 - n0)) ttpred lines; submission $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s"
+  [ $((n1 - n0)) -le 6 ] || fail "$((n1 - n0)) log lines for one job"
+  [ $((s1 - s0)) -lt 16384 ] || fail "log grew by $((s1 - s0)) bytes for one job"
+  ! grep -q '^error: forged log line' "$dir/log/slurmctld.log" || fail "a newline in the job name forged a log line"
+  grep -q '^\[[^]]*\] error: forged log line' "$dir/log/slurmctld.log" && fail "forged line at the start of a log line"
+  ctld_log_has "job 'flood?error: forged log line" || fail "sanitized name not in the log"
+  ctld_log_has "parsing stopped after" || fail "bounded parsing not logged"
+  # a newline in a job name through sbatch too
+  submit -J $'two\nlines' --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "newline in the name"
+  sleep 0.2
+  ctld_log_has "job 'two?lines'" || fail "sbatch name with a newline not sanitized"
+  ctld_alive || fail "slurmctld not responding"
+  pass "env flood and newline in the name: bounded, sanitized log"
+}
+
+t_trust_misc() {
+  load_cluster trust_misc
+  # --time-min without --time: the limit set is at least time-min (Slurm requires it)
+  submit --time-min=100 --ttpred="$SPECS/ok.yaml" --wrap 'sleep 1'
+  expect_submitted "--time-min without --time"
+  expect_limit "$jobid" "01:40:00" "limit raised to --time-min"
+  # GPU counting: gpu:0 is 0 (no cost, no budget line), -N 1-2 counts 2 nodes
+  submit -A count-lab --gres=gpu:0 -t 60 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "gpu:0"
+  expect_no_err "ttpred: cost"
+  submit -A count-lab -N 1-2 --gpus-per-node=1 -t 30 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  expect_submitted "-N 1-2"
+  expect_err "cost 1 GPU-hours (2 GPUs from the job request x time limit 30m00s)"
+  pass "--time-min respected; gpu:0 is 0; -N a-b counts b"
 }
 
 t_acct_setup() {
@@ -425,6 +636,14 @@ t_acct_setup() {
   TTPRED_POLICY_FILE="$TTPRED_TEST_SRC/policies/test.yaml" TTPRED_PARTITIONS="debug rejectp" \
     "$TTPRED_REPO/scripts/local-cluster.sh" start "$dir" || fail "accounting cluster did not start"
   export SLURM_CONF="$dir/slurm.conf"
+  local p
+  for p in "$(cat "$dir/slurmctld.pid")" "$(cat "$dir/slurmd.pid")" "$(cat "$dir/slurmdbd.pid")" \
+           "$(cat "$dir/mysql/mysqld.pid")"; do
+    if ss -Htlnp 2>/dev/null | grep "pid=$p," | awk '{print $4}' | grep -Ev '^(127\.0\.0\.1|\[::1\]):' | grep . >/dev/null; then
+      ss -Htlnp | grep "pid=$p,"
+      fail "a daemon of the accounting cluster listens on a non-loopback address"
+    fi
+  done
   local i
   for i in $(seq 1 50); do  # sacctmgr changes reach slurmctld asynchronously
     scontrol show assoc_mgr accounts=physics flags=assoc 2>/dev/null | grep -q 'gres/gpu=600(' && break
@@ -456,42 +675,44 @@ t_acct_cleanup() {
 t_acct_budget_shown() {
   load_cluster --acct acct_budget_shown
   # no -A: the default account (physics), found by the SPANK plugin
-  submit --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  # the account as slurmctld resolves it (root's default account physics)
+  submit --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "default account"
   expect_err "cost 3.33 GPU-hours (4 GPUs)"
-  expect_err "sbatch: ttpred: predicted cost 3.33 GPU-hours (4 GPUs from the spec x 50m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  expect_err "sbatch: ttpred: cost 4.67 GPU-hours (4 GPUs from the job request x time limit 1h10m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
   expect_no_err "warning"
   expect_limit "$jobid" "01:10:00" "time limit set as before"
-  # the job's own GPU request wins over the spec's
+  # the job's own GPU request is what counts
   submit -A physics --gpus=2 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "--gpus=2"
-  expect_err "sbatch: ttpred: predicted cost 1.67 GPU-hours (2 GPUs from the job request x 50m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  expect_err "sbatch: ttpred: cost 2.33 GPU-hours (2 GPUs from the job request x time limit 1h10m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
   submit -A physics -N 1 --gres=gpu:3 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "--gres=gpu:3"
-  expect_err "predicted cost 2.5 GPU-hours (3 GPUs from the job request x 50m00s)"
+  expect_err "cost 3.5 GPU-hours (3 GPUs from the job request x time limit 1h10m00s)"
   # the limit reaches the controller's log too
   sleep 0.2
-  ctld_log_has "account physics (Slurm GrpTRESMins) left 10/10, cost 3.33 GPU-h" || fail "budget not logged"
+  ctld_log_has "account physics (Slurm GrpTRESMins) left 10/10, cost 4.67 GPU-h" || fail "budget not logged"
+  ctld_log_has "account 'physics', 4 GPUs" || fail "resolved account not logged"
   pass "cost and the Slurm GrpTRESMins budget left shown at sbatch"
 }
 
 t_acct_budget_warn() {
   load_cluster --acct acct_budget_warn
-  submit -A physics --ttpred="$SPECS/gpu4-long.yaml" --wrap 'sleep 1'
+  submit -A physics --gpus=4 --ttpred="$SPECS/gpu4-long.yaml" --wrap 'sleep 1'
   expect_submitted "over budget, warning only"
-  expect_err "sbatch: ttpred: predicted cost 16 GPU-hours (4 GPUs from the spec x 4h00m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
-  expect_err "sbatch: ttpred: warning: the predicted cost 16 GPU-hours exceeds the 10 GPU-hours left to account physics (Slurm GrpTRESMins): the job may stay pending (AssocGrpGRESMinutes) or be stopped"
+  expect_err "sbatch: ttpred: cost 19.87 GPU-hours (4 GPUs from the job request x time limit 4h58m00s); account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
+  expect_err "sbatch: ttpred: warning: the cost 19.87 GPU-hours exceeds the 10 GPU-hours left to account physics (Slurm GrpTRESMins): the job may stay pending (AssocGrpGRESMinutes) or be stopped"
   expect_limit "$jobid" "$(fmt_minutes 298)" "time limit still set"
   pass "job predicted to exceed the Slurm budget: warned"
 }
 
 t_acct_budget_reject() {
   load_cluster --acct acct_budget_reject
-  submit -p rejectp -t 300 -A physics --ttpred="$SPECS/gpu4-long.yaml" --wrap 'sleep 1'
+  submit -p rejectp -t 300 -A physics --gpus=4 --ttpred="$SPECS/gpu4-long.yaml" --wrap 'sleep 1'
   [ "$rc" != 0 ] && [ -z "$jobid" ] || fail "over-budget job in rejectp was not rejected"
-  expect_err "sbatch: error: ttpred: job rejected: the predicted cost 16 GPU-hours exceeds the 10 GPU-hours left to account physics (Slurm GrpTRESMins) (policy rule 'reject-partition')"
+  expect_err "sbatch: error: ttpred: job rejected: the cost 20 GPU-hours exceeds the 10 GPU-hours left to account physics (Slurm GrpTRESMins) (policy rule 'reject-partition')"
   expect_err "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
-  submit -p rejectp -t 60 -A physics --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  submit -p rejectp -t 60 -A physics --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "within budget in rejectp"
   expect_err "account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left"
   pass "job predicted to exceed the Slurm budget: rejected where the policy says so"
@@ -500,16 +721,40 @@ t_acct_budget_reject() {
 t_acct_user_limit() {
   load_cluster --acct acct_user_limit
   # chem: no account limit, 2 GPU-hours on root's own association
-  submit -A chem --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  submit -A chem --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "chem"
   expect_err "account chem (Slurm GrpTRESMins of chem/root) has 2 of 2 GPU-hours left"
-  expect_err "warning: the predicted cost 3.33 GPU-hours exceeds the 2 GPU-hours left to account chem (Slurm GrpTRESMins of chem/root)"
+  expect_err "warning: the cost 4.67 GPU-hours exceeds the 2 GPU-hours left to account chem (Slurm GrpTRESMins of chem/root)"
   # budget-lab: no Slurm limit, only the policy budget
   submit -A budget-lab --gpus=1 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "budget-lab"
-  expect_err "predicted cost 0.833 GPU-hours (1 GPU from the job request x 50m00s); account budget-lab (policy budget, this month) has 5 of 5 GPU-hours left"
+  expect_err "ttpred: cost 1.17 GPU-hours (1 GPU from the job request x time limit 1h10m00s); account budget-lab (policy budget, this month) has 5 of 5 GPU-hours left"
   expect_no_err "GrpTRESMins"
   pass "user-level GrpTRESMins and accounts without a Slurm limit"
+}
+
+t_acct_trust_rejected() {
+  load_cluster --acct acct_trust_rejected
+  need_forge
+  local o nobody
+  nobody=$(id -u nobody) || skip "no user nobody"
+  # root is not a member of victim-lab: slurmctld rejects the job; nothing is charged
+  o=$(forge -H -A victim-lab -g "$(gres_gpu 4)" -t 600 TTPRED_HORIZON_SECONDS=600)
+  echo "$o"
+  echo "$o" | grep -q '^job ' && fail "slurmctld accepted a job in an account root is not a member of"
+  # a forged '*victim-lab' marker without --account: root's default account is used
+  o=$(forge -H -g "$(gres_gpu 4)" -t 60 TTPRED_HORIZON_SECONDS=600 'TTPRED_SLURM_BUDGET=*victim-lab:0:-1:')
+  echo "$o"
+  echo "$o" | grep -q '^job ' || fail "default-account job not submitted"
+  echo "$o" | grep -q 'victim-lab' && fail "the forged marker was used"
+  # victim-lab's own member still has the whole budget
+  o=$(forge -H -u "$nobody" -A victim-lab -g "$(gres_gpu 1)" -t 60 TTPRED_HORIZON_SECONDS=600)
+  echo "$o"
+  echo "$o" | grep -qF "account victim-lab (policy budget, this month) has 10 of 10 GPU-hours left" \
+    || fail "victim-lab was charged by jobs that were not its own"
+  sleep 0.2
+  ctld_log_has "no association for this user and account: slurmctld rejects the job" || fail "unresolved account not logged"
+  pass "a rejected job and a forged default-account marker charge nothing to victim-lab"
 }
 
 t_acct_usage() {
@@ -525,13 +770,13 @@ t_acct_usage() {
   done
   [ -n "$used" ] && [ "$used" -gt 0 ] || fail "no GPU usage recorded for usage-lab after 150 s"
   echo "  usage-lab used $used GPU-minutes of 60"
-  submit -A usage-lab --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
+  submit -A usage-lab --gpus=4 --ttpred="$SPECS/gpu4.yaml" --wrap 'sleep 1'
   expect_submitted "usage-lab"
   local left
   left=$(sed -n 's/.*account usage-lab (Slurm GrpTRESMins) has \([0-9.]*\) of 1 GPU-hours left.*/\1/p' "$err")
   [ -n "$left" ] || fail "no budget line for usage-lab"
   awk -v l="$left" 'BEGIN{exit !(l > 0 && l < 1)}' || fail "usage not subtracted: $left of 1 left"
-  expect_err "warning: the predicted cost 3.33 GPU-hours exceeds the $left GPU-hours left to account usage-lab"
+  expect_err "warning: the cost 4.67 GPU-hours exceeds the $left GPU-hours left to account usage-lab"
   pass "real usage from Slurm accounting: $left of 1 GPU-hours left"
 }
 
@@ -541,6 +786,7 @@ case "${1:-}" in
   plugins_loaded|time_limit_fake|sbatch_directive|converge_account|warn|reject|estimator_fails|\
   estimator_hangs|forged_env|broken_policy|real_estimator|stress|budget_policy|budget_forged|\
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
-  acct_usage) "t_$1" ;;
+  acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
+  trust_array|trust_flood|trust_misc|acct_trust_rejected) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac

@@ -15,6 +15,12 @@
 #include "estimator.hpp"
 #include "policy.hpp"
 #include "prediction.hpp"
+#include "submit.hpp"
+
+#include <sys/stat.h>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
 
 using namespace ttpred::slurm;
 
@@ -466,31 +472,40 @@ rules:
   job.partitions = {"debug"};
   job.account = "physics";
   job.gpus = 4;
-  job.gpus_source = "spec";
+  job.gpus_source = "job request";
   BudgetState slurm{"account physics (Slurm GrpTRESMins)", 10, 10, true};
   BudgetState pb{"account physics (policy budget, this month)", 2, 5000, false};
   auto d = decide(pol, job, p, {slurm});
-  CHECK(d.cost_gpu_hours == doctest::Approx(3.3333).epsilon(1e-3));
+  // cost = the limit set (73 min) x 4 GPUs, not the prediction
+  CHECK(d.cost_gpu_hours == doctest::Approx(73.0 / 60 * 4));
+  CHECK(d.limit_minutes == 73);
   REQUIRE(d.user_messages.size() == 2);
-  CHECK(d.user_messages[0] == "ttpred: predicted cost 3.33 GPU-hours (4 GPUs from the spec x 50m00s); "
+  CHECK(d.user_messages[0] == "ttpred: cost 4.87 GPU-hours (4 GPUs from the job request x time limit 1h13m00s); "
                               "account physics (Slurm GrpTRESMins) has 10 of 10 GPU-hours left");
   CHECK(d.set_time_limit);
   d = decide(pol, job, p, {slurm, pb});
   CHECK_FALSE(d.reject);
   REQUIRE(d.user_messages.size() == 3);
-  CHECK(d.user_messages[1] == "ttpred: warning: the predicted cost 3.33 GPU-hours exceeds the 2 GPU-hours "
+  CHECK(d.user_messages[1] == "ttpred: warning: the cost 4.87 GPU-hours exceeds the 2 GPU-hours "
                               "left to account physics (policy budget, this month)");
   job.partitions = {"strict"};
   d = decide(pol, job, p, {slurm, pb});
   CHECK(d.reject);
   CHECK(d.budget_reject);
   CHECK_FALSE(d.set_time_limit);
-  CHECK(d.user_messages.back() == "ttpred: job rejected: the predicted cost 3.33 GPU-hours exceeds the 2 "
+  CHECK(d.user_messages.back() == "ttpred: job rejected: the cost 4.87 GPU-hours exceeds the 2 "
                                   "GPU-hours left to account physics (policy budget, this month) "
                                   "(policy rule 'strict')");
-  job.time_limit_minutes = 1;  // also a time-limit problem: no reject.under here, so still budget
+  job.time_limit_minutes = 40;  // also a time-limit problem: no reject.under here, so still budget
   d = decide(pol, job, p, {pb});
   CHECK(d.budget_reject);
+  job.time_limit_minutes = 20;  // 20 min x 4 GPUs = 1.33 GPU-hours: fits
+  d = decide(pol, job, p, {pb});
+  CHECK_FALSE(d.reject);
+  job.time_limit_minutes = HUGE_VAL;  // UNLIMITED: counted as max_minutes (7 days)
+  d = decide(pol, job, p, {pb});
+  CHECK(d.reject);
+  CHECK(d.limit_minutes == 7 * 24 * 60);
   job.time_limit_minutes.reset();
   job.partitions = {"quiet"};
   d = decide(pol, job, p, {slurm, pb});
@@ -538,4 +553,307 @@ TEST_CASE("GPUs and cost in the JSON, the environment and the summary") {
   Prediction none = prediction_from_json(R"({"seconds": 1, "horizon_seconds": 2})");
   CHECK(none.gpus == -1);
   CHECK(summary_line(none).find("cost") == std::string::npos);
+}
+
+// --- issue 13: enforcement on what Slurm enforces ----------------------------
+
+namespace {
+
+const char* kTrustPolicy = R"(version: 1
+limits: {max_seconds: 864000, exclusive_node_gpus: 8}
+defaults:
+  time_limit: {basis: horizon, use_band: upper, safety_factor: 1.2, margin_minutes: 2, max_minutes: 1440}
+budgets:
+  - {account: victim-lab, gpu_hours: 10}
+  - {account: mine, gpu_hours: 10}
+step_seconds:
+  - {partition: gpu, gpu_type: a100, min: 0.05}
+  - {partition: gpu, min: 0.1, max: 30}
+rules:
+  - name: strict
+    match: {partition: strict}
+    reject: {above_minutes: 60}
+    budget: {reject: true}
+  - name: rest
+    budget: {reject: true}
+)";
+
+struct EnvVec {
+  std::vector<std::string> v;
+  std::vector<const char*> c;
+  EnvVec(std::initializer_list<std::string> l) : v(l) { refresh(); }
+  void refresh() {
+    c.clear();
+    for (auto& s : v) c.push_back(s.c_str());
+  }
+};
+
+SubmitInput input(const EnvVec& e, const char* account = "mine") {
+  SubmitInput in;
+  in.env = e.c.data();
+  in.env_count = e.c.size();
+  in.name = "job";
+  in.uid = 1000;
+  in.default_partition = "debug";
+  if (account) in.account = std::string(account);
+  in.tres.per_node = "gres:gpu:4";
+  in.now = 1700000000;
+  return in;
+}
+
+}  // namespace
+
+TEST_CASE("checks use the value the limit is computed from (forged wide band)") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  JobView j;
+  j.partitions = {"strict"};
+  Prediction p;
+  p.seconds = p.seconds_lo = p.seconds_hi = 1;
+  p.horizon_seconds = p.horizon_lo = 1;
+  p.horizon_hi = 864000;  // forged: point 1 s, band up to 10 days
+  auto d = decide(pol, j, p);
+  CHECK(d.reject);  // the upper band (what the limit would be) exceeds above_minutes
+  j.partitions = {"debug"};
+  j.gpus = 4;
+  d = decide(pol, j, p, {BudgetState{"account mine (policy budget)", 10, 10, false}});
+  CHECK(d.limit_minutes == 1440);  // the limit is the clamp of the upper band ...
+  CHECK(d.cost_gpu_hours == doctest::Approx(96));  // ... and so is the cost: 24 h x 4 GPUs
+  CHECK(d.reject);
+  CHECK(d.budget_reject);
+}
+
+TEST_CASE("cost = limit x GPUs x array tasks; GPU counting") {
+  CHECK(job_cost_gpu_hours(60, 4, 100) == doctest::Approx(400));
+  CHECK(job_cost_gpu_hours(60, 0, 100) == 0);
+  CHECK(std::isinf(job_cost_gpu_hours(HUGE_VAL, 1, 1)));
+  CHECK(array_task_count("0-99") == 100.0);
+  CHECK(array_task_count("0-99%5") == 100.0);
+  CHECK(array_task_count("1,3,5-9:2") == 5.0);
+  CHECK(array_task_count("7") == 1.0);
+  CHECK_FALSE(array_task_count("9-1"));
+  CHECK_FALSE(array_task_count("a-b"));
+  CHECK_FALSE(array_task_count(std::string(5000, '1')));
+  TresRequest zero;
+  zero.per_node = "gres:gpu:0";
+  CHECK(gpus_from_tres(zero) == 0);
+  CHECK(tres_mentions_gpu(zero));
+  TresRequest typed;
+  typed.per_node = "gres:gpu:a100:2";
+  CHECK(gpu_type_in_tres(typed) == "a100");
+  typed.per_node = "gres:gpu:2";
+  CHECK(gpu_type_in_tres(typed).empty());
+
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_HORIZON_SECONDS=3000", "SPANK_TTPRED_HORIZON_SECONDS_HI=3400"};
+  auto in = input(e);
+  in.time_limit_minutes = 60;
+  in.array_inx = "0-99";
+  in.tres.per_node = "gres:gpu:1";
+  auto out = evaluate_submit(&pol, in, tally);
+  CHECK(out.rc == SubmitOutput::Rc::reject_budget);  // 100 tasks x 1 GPU x 1 h = 100 > 10
+  in.array_inx = "0-4";
+  out = evaluate_submit(&pol, in, tally);
+  CHECK(out.rc == SubmitOutput::Rc::ok);
+  REQUIRE(out.ticket);
+  CHECK(out.ticket->cost_gpu_hours == doctest::Approx(5));
+  // -N 1-2 counts 2 nodes; gpu:0 is 0 (no fallback to the spec's GPUs)
+  in.array_inx.clear();
+  in.min_nodes = 1;
+  in.max_nodes = 2;
+  in.time_limit_minutes = 30;
+  out = evaluate_submit(&pol, in, tally);
+  REQUIRE(out.ticket);
+  CHECK(out.ticket->cost_gpu_hours == doctest::Approx(1));  // 2 nodes x 1 GPU x 0.5 h
+  in.tres.per_node = "gres:gpu:0";
+  EnvVec e2{"TTPRED_HORIZON_SECONDS=3000", "TTPRED_GPUS=8"};
+  in.env = e2.c.data();
+  in.env_count = e2.c.size();
+  out = evaluate_submit(&pol, in, tally);
+  REQUIRE(out.ticket);
+  CHECK(out.ticket->cost_gpu_hours == 0);
+  // --exclusive: limits.exclusive_node_gpus per node
+  in.exclusive = true;
+  in.min_nodes = in.max_nodes = 1;
+  in.time_limit_minutes = 30;
+  out = evaluate_submit(&pol, in, tally);
+  REQUIRE(out.ticket);
+  CHECK(out.ticket->cost_gpu_hours == doctest::Approx(4));  // 8 GPUs x 0.5 h
+}
+
+TEST_CASE("the budget account is the resolved one, never the user's '*' marker") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_HORIZON_SECONDS=600", "SPANK_TTPRED_SLURM_BUDGET=*victim-lab:0:-1:"};
+  auto in = input(e, nullptr);  // no --account, default account not resolvable
+  in.account_note = "test";
+  auto out = evaluate_submit(&pol, in, tally);
+  CHECK(out.rc == SubmitOutput::Rc::ok);
+  REQUIRE(out.ticket);
+  CHECK(out.ticket->charged.empty());
+  CHECK(tally.used("victim-lab@/month", Period::month, in.now) == 0);
+  // resolved account: charged there, and a forged Slurm budget of another account is not used
+  EnvVec e2{"SPANK_TTPRED_HORIZON_SECONDS=600", "SPANK_TTPRED_SLURM_BUDGET=*victim-lab:0:10:"};
+  in = input(e2, "mine");
+  out = evaluate_submit(&pol, in, tally);
+  CHECK(out.rc == SubmitOutput::Rc::ok);
+  CHECK(tally.used("mine@/month", Period::month, in.now) > 0);
+  CHECK(tally.used("victim-lab@/month", Period::month, in.now) == 0);
+  // a job the policy rejects charges nothing
+  const double before = tally.used("mine@/month", Period::month, in.now);
+  in.time_limit_minutes = 1000;  // 1000 min x 4 GPUs = 66.7 GPU-hours > what is left
+  out = evaluate_submit(&pol, in, tally);
+  CHECK(out.rc == SubmitOutput::Rc::reject_budget);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == before);
+}
+
+TEST_CASE("bounded parsing and sanitized output (env flood, control characters)") {
+  std::vector<std::string> flood(1000000, "SPANK_TTPRED_SECONDS=x");
+  std::vector<const char*> c;
+  for (auto& s : flood) c.push_back(s.c_str());
+  auto r = parse_env(c.data(), c.size());
+  CHECK(r.present);
+  CHECK(r.truncated);
+  CHECK(r.problems.size() <= kMaxProblems);
+  std::string huge = "SPANK_TTPRED_SECONDS=" + std::string(1 << 20, '9');
+  const char* one[] = {huge.c_str()};
+  r = parse_env(one, 1);
+  CHECK_FALSE(r.prediction);
+  REQUIRE(r.problems.size() >= 1);
+  CHECK(r.problems[0].size() < 200);
+  CHECK(sanitize("a\nb\x1b[31m'c\xc3\xa9", 64) == "a?b?[31m'c??");
+  CHECK(sanitize(std::string(100, 'x'), 10) == "xxxxxxxxxx...");
+
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  SubmitInput in;
+  in.env = c.data();
+  in.env_count = c.size();
+  std::string name = "evil\nerror: forged line" + std::string(50000, 'n');
+  in.name = name.c_str();
+  in.account = std::string("mine");
+  auto out = evaluate_submit(&pol, in, tally);
+  CHECK(out.log_lines.size() <= kMaxProblems + 2);
+  for (const auto& l : out.log_lines) {
+    CHECK(l.find('\n') == std::string::npos);
+    CHECK(l.size() < 600);
+  }
+}
+
+TEST_CASE("duplicate policy keys are errors") {
+  CHECK(error_of("rules:\n  - name: a\n    name: b\n") ==
+        "/etc/slurm/ttpred.yaml:3: rules[0].name: duplicate key (each key may appear once per mapping)");
+  CHECK(error_of("limits: {max_seconds: 10, max_seconds: 20}\n").find(":1: limits.max_seconds: duplicate key") !=
+        std::string::npos);
+  CHECK(error_of("version: 1\nversion: 1\n").find(":2: version: duplicate key") != std::string::npos);
+}
+
+TEST_CASE("--time-min without --time") {
+  Policy pol = parse_policy(kPolicy, "p.yaml");
+  JobView j;
+  j.partitions = {"debug"};
+  j.time_min_minutes = 120;  // above the 70 min the policy would set
+  auto d = decide(pol, j, sample());
+  REQUIRE(d.set_time_limit);
+  CHECK(*d.set_time_limit == 120);
+  j.time_min_minutes = 10;
+  d = decide(pol, j, sample());
+  CHECK(*d.set_time_limit == 70);
+}
+
+TEST_CASE("step_seconds bounds per partition and GPU type") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  REQUIRE(pol.step_bounds.size() == 2);
+  Prediction p = sample();  // 1 s/step, 3000 horizon steps
+  p.step_seconds = 0.000001;
+  p.horizon_seconds = p.horizon_lo = p.horizon_hi = 0.003;
+  auto r = apply_step_bounds(pol, {"gpu"}, "", p);
+  REQUIRE(r.bound);
+  CHECK(p.step_seconds == doctest::Approx(0.1));
+  CHECK(p.horizon_seconds == doctest::Approx(300));
+  CHECK(r.note.find("outside the policy bound") != std::string::npos);
+  p = sample();
+  p.step_seconds = 0.01;
+  r = apply_step_bounds(pol, {"gpu"}, "a100", p);
+  CHECK(p.step_seconds == doctest::Approx(0.05));
+  p = sample();  // within bounds: unchanged
+  r = apply_step_bounds(pol, {"gpu"}, "", p);
+  CHECK(r.factor == 1);
+  CHECK(p.horizon_seconds == 3000);
+  p.step_seconds = 0;  // no step time: from horizon seconds / steps
+  p.horizon_seconds = 3;
+  apply_step_bounds(pol, {"gpu"}, "", p);
+  CHECK(p.horizon_seconds == doctest::Approx(300));
+  p = sample();
+  r = apply_step_bounds(pol, {"debug"}, "", p);
+  CHECK_FALSE(r.bound);
+  CHECK(error_of("step_seconds:\n  - {partition: gpu}\n").find("needs min or max") != std::string::npos);
+  CHECK(error_of("step_seconds:\n  - {min: 2, max: 1}\n").find("min is above max") != std::string::npos);
+}
+
+TEST_CASE("job_modify: raising the limit is re-checked against the budget") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_HORIZON_SECONDS=600", "SPANK_TTPRED_STEP_SECONDS=0.000001",
+           "SPANK_TTPRED_HORIZON_STEPS=3000"};
+  auto in = input(e);
+  in.tres.per_node = "gres:gpu:1";
+  auto out = evaluate_submit(&pol, in, tally);
+  REQUIRE(out.ticket);
+  REQUIRE(out.set_time_limit);
+  const double charged = tally.used("mine@/month", Period::month, in.now);
+  CHECK(charged == doctest::Approx(*out.set_time_limit / 60.0));
+  ModifyInput m;
+  m.now = in.now;
+  m.time_limit_minutes = 1440;  // 24 GPU-hours > the 10 of the budget
+  auto mo = evaluate_modify(pol, *out.ticket, m, tally);
+  CHECK(mo.rc == ModifyOutput::Rc::reject_budget);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(charged));
+  m.time_limit_minutes = 300;  // 5 GPU-hours: fits; the charge moves
+  mo = evaluate_modify(pol, *out.ticket, m, tally);
+  CHECK(mo.rc == ModifyOutput::Rc::ok);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(5));
+  // more GPUs on the same limit
+  ModifyInput g;
+  g.now = in.now;
+  TresRequest t;
+  t.per_node = "gres:gpu:4";
+  g.tres = t;
+  auto go = evaluate_modify(pol, mo.ticket, g, tally);
+  CHECK(go.rc == ModifyOutput::Rc::reject_budget);  // 4 x 5 h = 20
+  // account change: refunded from the old one, charged to the new one
+  ModifyInput a;
+  a.now = in.now;
+  a.account = std::optional<std::string>("victim-lab");
+  auto ao = evaluate_modify(pol, mo.ticket, a, tally);
+  CHECK(ao.rc == ModifyOutput::Rc::ok);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(0));
+  CHECK(tally.used("victim-lab@/month", Period::month, in.now) == doctest::Approx(5));
+  // the ticket is looked up by its exact name (no SPANK_ spelling a user could add first)
+  const char* envp[] = {"SPANK_TTPRED_TICKET=forged", "TTPRED_TICKET=real"};
+  CHECK(std::string(env_lookup(envp, 2, kEnvTicket, false)) == "real");
+  CHECK(std::string(env_lookup(envp, 2, kEnvTicket)) == "forged");
+  TicketStore store(2);
+  auto k1 = store.add(ao.ticket);
+  auto k2 = store.add(ao.ticket);
+  auto k3 = store.add(ao.ticket);
+  CHECK(k1 != k2);
+  CHECK_FALSE(store.get(k1));  // bounded: the oldest is dropped
+  CHECK(store.get(k3));
+}
+
+TEST_CASE("the runner keeps the child's result when a grandchild holds the pipes") {
+  const std::string script = "/tmp/ttpred-test-grandchild.sh";
+  {
+    std::ofstream f(script);
+    f << "#!/bin/sh\n(sleep 30) &\necho '{\"seconds\": 5, \"horizon_seconds\": 9}'\nexit 0\n";
+  }
+  ::chmod(script.c_str(), 0755);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run_with_timeout({script}, 20);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(r.status == RunResult::Status::ok);
+  CHECK(dt < 3);
+  CHECK(prediction_from_json(r.out).horizon_seconds == 9);
+  std::remove(script.c_str());
 }
