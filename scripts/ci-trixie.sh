@@ -10,7 +10,8 @@
 #   3. copies this checkout (its git-tracked and untracked-not-ignored files,
 #      no build directories) to /src in the chroot;
 #   4. runs `scripts/setup.sh && scripts/test.sh` there (build dir build-trixie),
-#      as root, CI=true, no stdin;
+#      as root, CI=true, no stdin; the build and the tests in a network namespace
+#      with loopback only (the test clusters cannot listen anywhere else);
 #   5. always stops whatever still runs in the chroot, unmounts and removes it.
 #
 # Prints the time of each phase and "ci-trixie: PASS" or "ci-trixie: FAIL (...)";
@@ -26,7 +27,8 @@ PARENT=${CI_TRIXIE_DIR:-/var/tmp}
 KEEP=${CI_TRIXIE_KEEP:-0}
 
 log() { echo "ci-trixie: $*"; }
-die() { echo "ci-trixie: FAIL ($*)"; exit 1; }
+reported=""
+die() { echo "ci-trixie: FAIL ($*)"; reported=1; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mounts)"
 
 t_start=$(date +%s)
@@ -48,6 +50,7 @@ mounts_under_root() {
 cleanup() {
   local rc=$? pid p m i pids
   set +e
+  [ -n "$reported" ] || [ $rc = 0 ] || echo "ci-trixie: FAIL (stopped with exit status $rc)"
   if [ -n "$root" ] && [ -d "$root" ]; then
     # Processes left in the chroot (a test cluster's daemons after a crash): by pid.
     for i in 1 2 3; do
@@ -122,6 +125,16 @@ in_chroot() {
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     BUILD_DIR=build-trixie JOBS="$(nproc)" /bin/bash -c "cd /src && $1" </dev/null
 }
+# The same in a private network namespace that has only loopback (the chroot's
+# iproute2, installed by setup.sh): the build and the test clusters (munged,
+# slurmctld, slurmd, slurmdbd, MariaDB) can neither listen on nor reach any other
+# address, whatever they bind to. Nothing after setup.sh needs the network.
+in_chroot_lo() {
+  unshare --net /bin/sh -c 'chroot "$1" ip link set lo up && shift && exec "$@"' sh "$root" \
+    chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    BUILD_DIR=build-trixie JOBS="$(nproc)" /bin/bash -c "cd /src && $1" </dev/null
+}
 in_chroot 'cat /etc/debian_version; . /etc/os-release; echo "ci-trixie: in $PRETTY_NAME"'
 
 result=PASS
@@ -130,14 +143,14 @@ if ! in_chroot 'scripts/setup.sh'; then result=FAIL; failed="scripts/setup.sh"; 
 phase_done "package install (setup.sh)"
 if [ $result = PASS ]; then
   # test.sh builds first; building here on its own times the two phases apart.
-  if ! in_chroot 'scripts/build.sh'; then result=FAIL; failed="scripts/build.sh"; fi
+  if ! in_chroot_lo 'scripts/build.sh'; then result=FAIL; failed="scripts/build.sh"; fi
   phase_done build
 fi
 if [ $result = PASS ]; then
   in_chroot "slurmd -V; g++ --version | head -n1; dpkg-query -W -f='\${Package} \${Version}\n' libtorch-dev libslurm-dev" || true
   args=""
   [ $# -eq 0 ] || args=$(printf ' %q' "$@")
-  if ! in_chroot "scripts/test.sh$args"; then result=FAIL; failed="scripts/test.sh"; fi
+  if ! in_chroot_lo "scripts/test.sh$args"; then result=FAIL; failed="scripts/test.sh"; fi
   phase_done "tests (test.sh)"
 fi
 
@@ -145,6 +158,5 @@ log "phases: $(IFS=';'; echo "${phases[*]}"); total $(( $(date +%s) - t_start ))
 if [ $result = PASS ]; then
   log "PASS (Debian 13 $SUITE: setup.sh && test.sh)"
 else
-  log "FAIL ($failed failed in the $SUITE chroot)"
-  exit 1
+  die "$failed failed in the $SUITE chroot"
 fi
