@@ -129,8 +129,11 @@ in_chroot() {
 # iproute2, installed by setup.sh): the build and the test clusters (munged,
 # slurmctld, slurmd, slurmdbd, MariaDB) can neither listen on nor reach any other
 # address, whatever they bind to. Nothing after setup.sh needs the network.
+# lo also gets 127.0.0.2: glibc's getaddrinfo(AF_INET, AI_ADDRCONFIG), which
+# Slurm uses for its listening sockets, finds no IPv4 address when 127.0.0.1 is
+# the only one ("Unable to resolve (null)", slurmctld exits).
 in_chroot_lo() {
-  unshare --net /bin/sh -c 'chroot "$1" ip link set lo up && shift && exec "$@"' sh "$root" \
+  unshare --net /bin/sh -c 'chroot "$1" ip link set lo up && chroot "$1" ip addr add 127.0.0.2/32 dev lo && shift && exec "$@"' sh "$root" \
     chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     BUILD_DIR=build-trixie JOBS="$(nproc)" /bin/bash -c "cd /src && $1" </dev/null
