@@ -42,7 +42,6 @@ phase_done() { # name: records the time since the previous phase
 }
 
 root=""
-mounted=()
 # Every mount under $root, deepest first (from the kernel's table, not our list).
 mounts_under_root() {
   awk -v r="$root" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/self/mounts | sort -r
