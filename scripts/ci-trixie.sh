@@ -156,7 +156,7 @@ if [ $result = PASS ]; then
   phase_done "tests (test.sh)"
 fi
 
-log "phases: $(IFS=';'; echo "${phases[*]}"); total $(( $(date +%s) - t_start )) s"
+log "phases: $(printf '%s; ' "${phases[@]}")total $(( $(date +%s) - t_start )) s"
 if [ $result = PASS ]; then
   log "PASS (Debian 13 $SUITE: setup.sh && test.sh)"
 else
