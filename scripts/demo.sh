@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 BUILD_DIR=${BUILD_DIR:-build}
-scripts/build.sh >/dev/null
+BUILD_QUIET=1 scripts/build.sh  # quiet, but a failing build shows its errors
 EST="$repo/$BUILD_DIR/cli/ttpred-estimate"
 FT="$repo/$BUILD_DIR/cli/ttpred-finetune"
 SPEC="$repo/assets/default/spec.yaml"

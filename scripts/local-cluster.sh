@@ -167,6 +167,23 @@ run_accounting_setup() {
   done < "$TTPRED_ACCOUNTING_SETUP"
 }
 
+# The test cluster needs no cgroups (proctrack/linuxproc, task/none), but slurmd
+# 24.11 initializes its cgroup plugin anyway and, without /sys/fs/cgroup (a
+# chroot, a container), fails: "Unable to initialize cgroup plugin". Slurm >= 24.05
+# has CgroupPlugin=disabled (cgroup.conf next to slurm.conf); 22.05 reads no
+# cgroup.conf here and would reject the value, so none is written for it.
+write_cgroup_conf() {
+  local v major minor
+  v=$("$SBIN/slurmd" -V 2>/dev/null | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -n1 || true)
+  major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
+  [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || { log "cannot read slurmd's version ('$v'): no cgroup.conf"; return 0; }
+  if [ $((10#$major * 100 + 10#$minor)) -ge 2405 ]; then
+    echo "CgroupPlugin=disabled" > "$dir/cgroup.conf"
+  else
+    rm -f "$dir/cgroup.conf"
+  fi
+}
+
 first_existing() { local f; for f in "$@"; do [ -e "$f" ] && { echo "$f"; return 0; }; done; return 1; }
 
 start() {
@@ -298,6 +315,7 @@ PlugStackConfig=$dir/plugstack.conf
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=1000$node_gres State=UNKNOWN
 $partlines
 EOF
+  write_cgroup_conf
 
   if [ "$accounting" = 1 ]; then setup_accounting; fi
 

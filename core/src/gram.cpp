@@ -1,6 +1,13 @@
 // Per-sample Jacobians and the Gram matrix Θ = J Jᵀ (the empirical NTK).
 #include <ATen/Parallel.h>
+// The legacy (pre-functorch) vmap nesting counter at::impl::VmapMode: declared in
+// ATen/VmapMode.h up to LibTorch 1.13 (Debian 12), in ATen/LegacyVmapMode.h in
+// 2.x (Debian 13: 2.6), same class. The header itself tells which one is there.
+#if __has_include(<ATen/LegacyVmapMode.h>)
+#include <ATen/LegacyVmapMode.h>
+#else
 #include <ATen/VmapMode.h>
+#endif
 
 #include <dlfcn.h>
 

@@ -132,13 +132,14 @@ std::string read_slurm_budgets() {
     for (uint32_t i = 0; msg->tres_names && i < msg->tres_cnt; ++i)
       if (msg->tres_names[i] && std::string(msg->tres_names[i]) == "gres/gpu") gpu = static_cast<int>(i);
     if (msg->user_list) {
-      ListIterator it = slurm_list_iterator_create(msg->user_list);
+      // ListIterator (22.05) is list_itr_t* since 23.11; 24.11 dropped the old name.
+      auto* it = slurm_list_iterator_create(msg->user_list);
       while (auto* u = static_cast<slurmdb_user_rec_t*>(slurm_list_next(it)))
         if (u->name && user == u->name && u->default_acct) default_account = u->default_acct;
       slurm_list_iterator_destroy(it);
     }
     if (gpu >= 0 && msg->assoc_list) {
-      ListIterator it = slurm_list_iterator_create(msg->assoc_list);
+      auto* it = slurm_list_iterator_create(msg->assoc_list);
       while (auto* a = static_cast<slurmdb_assoc_rec_t*>(slurm_list_next(it))) {
         AssocInfo ai;
         ai.id = a->id;

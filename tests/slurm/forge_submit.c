@@ -16,6 +16,7 @@
  * Each NAME=VALUE goes into spank_job_env as given. Prints one line per job:
  * "job ID" and, if any, "msg: <job_submit user message>". Exit 0 when every
  * submission succeeded, 1 otherwise. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,7 +106,8 @@ int main(int argc, char **argv)
 		desc.spank_job_env = senv;
 		desc.spank_job_env_size = senv_size;
 		if (slurm_submit_batch_job(&desc, &resp) != SLURM_SUCCESS) {
-			printf("error: %s\n", slurm_strerror(slurm_get_errno()));
+			/* errno, not slurm_get_errno() (gone in 24.11; it returned errno) */
+			printf("error: %s\n", slurm_strerror(errno));
 			failures++;
 			continue;
 		}
