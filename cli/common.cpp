@@ -46,6 +46,11 @@ void Overrides::add_to(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-training", no_training,
                "The paper's training-free mode: no real SGD step at all (--relinearize 0 --diagnose-steps 0)");
+  app.add_option("--kernel-growth", kernel_growth,
+                 "After re-linearizing, let the kernel keep changing with the progress (true/false; engine.kernel_growth)");
+  app.add_option("--extrapolation-correction", extrapolation_correction,
+                 "Stretch the extrapolated curve by its own self-check's error (true/false; "
+                 "engine.extrapolation_correction)");
   app.add_flag("--no-extrapolate", no_extrapolate,
                "N0 < N: predict for the N0 samples themselves (engine.extrapolate: false)");
   app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")
@@ -75,6 +80,8 @@ void Overrides::apply(Spec& s) const {
   if (no_training) s.relinearize = 0, s.diagnose_steps = 0;
   if (trace_ntk) s.trace_ntk = *trace_ntk;
   if (no_extrapolate) s.extrapolate = false;
+  if (kernel_growth) s.kernel_growth = *kernel_growth;
+  if (extrapolation_correction) s.extrapolation_correction = *extrapolation_correction;
 }
 
 namespace {

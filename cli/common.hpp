@@ -18,6 +18,7 @@ struct Overrides {
       trace_ntk;
   std::string projection;
   bool no_training = false, no_extrapolate = false;
+  std::optional<bool> kernel_growth, extrapolation_correction;
   void add_to(CLI::App& app);
   void apply(Spec& s) const;  // then validate(s)
 };

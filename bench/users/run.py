@@ -46,18 +46,34 @@ SEEDS = ["0", "1", "2"]
 # measured T below MIN_STEPS, or its loss drop below MIN_DROP of L0. Fixed with
 # the split, before any result.
 MIN_STEPS, MIN_DROP = 5, 0.05
+# The real runs log the whole-training-set loss LOG_POINTS times; T is the
+# crossing interpolated linearly between the two logged steps around it.
+LOG_POINTS = 40
+
+
+def crossing(points, below):
+    """First t where the piecewise-linear curve through points [(t, v)] reaches
+    v <= 0 (below) / v >= 0, interpolated; None when never."""
+    for j, (t, v) in enumerate(points):
+        if (v <= 0) if below else (v >= 0):
+            if j == 0:
+                return t
+            t0, v0 = points[j - 1]
+            return t0 + (t - t0) * v0 / (v0 - v) if v0 != v else t
+    return None
 EST_FIELDS = ["steps", "steps_band", "horizon_steps", "final_loss", "warnings", "timing", "drift"]
 FT_FIELDS = ["curve", "accuracy_curve", "final_loss", "horizon_steps", "runs", "seconds_train"]
 
 
-def truth(sc, a):
-    """Real fine-tuning of the scenario, cached by content in a.truth_dir."""
-    k = max(1, sc["steps"] // 100)
+def truth(sc, a, cached_only=False):
+    """Real fine-tuning of the scenario, cached in a.truth_dir by content (spec
+    text, model and data bytes, seeds; any logging interval)."""
+    k = max(1, sc["steps"] // LOG_POINTS)
     tail = ["--json", "--quiet", "--seeds"] + SEEDS + ["--log-every", str(k)]
     h = hashlib.sha256()
     with open(sc["spec"], "rb") as f:
         h.update(f.read())
-    h.update(" ".join(tail).encode())
+    h.update(" ".join(SEEDS).encode())
     sdir = os.path.dirname(sc["spec"])
     for rel in ("../models/%s.pt" % sc["arch"], "../data/%s" % sc["data"]):
         file_sha(os.path.join(sdir, rel), h)
@@ -65,6 +81,8 @@ def truth(sc, a):
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)["finetune"], True
+    if cached_only:
+        return None, False
     ft, wall = run_json([a.finetune, "--spec", sc["spec"]] + tail, FT_FIELDS, "ttpred-finetune")
     keep = {k2: ft[k2] for k2 in ("curve", "accuracy_curve", "final_loss", "final_accuracy", "horizon_steps",
                                   "runs", "seconds_train", "step_seconds")}
@@ -84,14 +102,16 @@ def target_of(sc, ft):
     rule = sc["rule"]
     if rule in ("eps2L0", "eps5drop"):
         eps = sc["epsilon_2L0"] if rule == "eps2L0" else 0.05 * (l0 - lt)
-        t = next((t for t, l in loss if abs(l - lt) < eps), loss[-1][0])
-        return "--epsilon", eps, t
+        t = crossing([(t, abs(l - lt) - eps) for t, l in loss], True)
+        return "--epsilon", eps, round(t)
     if rule == "loss":
         v = lt + 0.3 * (l0 - lt)
-        return "--target-loss", v, next((t for t, l in loss if l <= v), None)
+        t = crossing([(t, l - v) for t, l in loss], True)
+        return "--target-loss", v, None if t is None else round(t)
     a0, at = acc[0][1], acc[-1][1]
     v = a0 + 0.7 * (at - a0)
-    return "--target-accuracy", v, next((t for t, x in acc if x >= v), None)
+    t = crossing([(t, x - v) for t, x in acc], False)
+    return "--target-accuracy", v, None if t is None else round(t)
 
 
 def estimate(sc, a, mode, flag, value):
@@ -153,10 +173,12 @@ def main():
     ap.add_argument("--truth-dir", default=os.path.join(HERE, "truth"))
     ap.add_argument("--modes", nargs="*", default=["default:"], help="NAME:ARGS, e.g. 'linear:--no-training'")
     ap.add_argument("--only", default="")
+    ap.add_argument("--arch", nargs="*", help="only these architectures, in this order")
     ap.add_argument("--half", choices=["development", "validation"])
     ap.add_argument("--estimate", default=os.path.join(ROOT, "build", "cli", "ttpred-estimate"))
     ap.add_argument("--finetune", default=os.path.join(ROOT, "build", "cli", "ttpred-finetune"))
     ap.add_argument("--strict", action="store_true")
+    ap.add_argument("--cached-only", action="store_true", help="skip scenarios whose ground truth is not cached")
     a = ap.parse_args()
     modes = []
     for m in a.modes:
@@ -169,7 +191,10 @@ def main():
         return 1
     with open(os.path.join(scen, "scenarios.json")) as f:
         meta = json.load(f)
-    scs = [s for s in meta["scenarios"] if a.only in s["name"] and (not a.half or s["half"] == a.half)]
+    scs = [s for s in meta["scenarios"] if a.only in s["name"] and (not a.half or s["half"] == a.half)
+           and (not a.arch or s["arch"] in a.arch)]
+    if a.arch:
+        scs.sort(key=lambda s: (a.arch.index(s["arch"]), s["steps"]))
     for s in scs:
         s["data"] = meta["models"][s["arch"]]["data"]
     results = {m[0]: [] for m in modes}
@@ -178,7 +203,9 @@ def main():
     try:
         for i, sc in enumerate(scs):
             t0 = time.monotonic()
-            ft, cached = truth(sc, a)
+            ft, cached = truth(sc, a, a.cached_only)
+            if ft is None:
+                continue
             line = "[%2d/%d] %-24s %-11s truth %s" % (i + 1, len(scs), sc["name"], sc["half"][:3],
                                                         "cached" if cached else "%.0f s" % (time.monotonic() - t0))
             if a.truth_only:

@@ -96,6 +96,12 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
   A.clear();
   L.push_back(loss_flat(p, F));
   A.push_back(acc_flat(p, F));
+  // The kernel's change since t0 (Hyper::growth), from the loss reached so far.
+  auto kernel_scale = [&](double loss) {
+    const double a = std::clamp((h.progress_from - loss) / std::max(h.progress_per, 1e-12), 0.0, 100.0);
+    return std::clamp(1 + h.growth * a, std::min(h.min_scale, h.max_scale), h.max_scale);
+  };
+  double scale = h.growth != 0 ? kernel_scale(L.front()) : 1.0;
   for (int64_t t = h.t0; t < h.steps; ++t) {
     const int64_t k = t % per_epoch;
     if (full) {
@@ -111,12 +117,14 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
         G.noalias() += p.theta.middleCols(i * C, C) * (gb.segment(b * C, C) / double(B));
       }
     }
+    if (scale != 1) G *= scale;
     if (h.weight_decay > 0) G += h.weight_decay * (W0 + F - F0);
     u = h.momentum * u + G;
     F -= h.lr_at(t) * u;
     if ((t + 1 - h.t0) % stride == 0 || t + 1 == h.steps) {
       L.push_back(loss_flat(p, F));
       A.push_back(acc_flat(p, F));
+      if (h.growth != 0 && std::isfinite(L.back())) scale = kernel_scale(L.back());
     }
     // Diverged (the linearized model blows up): keep the rest of the curve at +inf.
     if (!std::isfinite(L.back()) || L.back() > kDivergedFactor * std::max(1.0, L.front())) {

@@ -183,6 +183,17 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         p2.u0 = (pre.real.f_prev - pre.real.f_last) / hk.lr_at(kdiag - 1);
         Hyper h2 = h;
         h2.t0 = kdiag;
+        if (s.kernel_growth && A->progress > 0) {
+          // The kernel keeps changing as it did over the prefix, per unit of loss
+          // decrease, below the linearized stability limit at w_K.
+          h2.growth = A->growth;
+          h2.progress_from = pre.real.loss.back();
+          h2.progress_per = A->progress;
+          const double stab = h.lr * (s.loss == Loss::mse ? 2.0 / double(C) : 0.5) * A->lambda_max /
+                              double(P.subset) / (2.0 * (1.0 + s.momentum));
+          h2.max_scale = std::clamp(0.9 / std::max(stab, 1e-12), 1.0, 4.0);
+          P.kernel_growth = A->growth;
+        }
         cv = splice(pre.real, simulate(p2, h2, so), kdiag);
         P.relinearized_at = kdiag;
       }
@@ -204,6 +215,12 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       extrapolate_seconds += now() - t_ex;
     }
     if (extrap) P.timing.emplace_back("extrapolate", extrapolate_seconds);
+    // The extrapolation's signed error on this job, carried over to N (docs/method.md §5).
+    if (extrap && s.extrapolation_correction) {
+      const int64_t t0 = P.relinearized_at;
+      P.extrapolation_factor = extrapolation_correction(chk, t0, P.size, P.subset, P.horizon);
+      cv = time_warp(cv, t0, P.extrapolation_factor);
+    }
 
     // Stage 5: T and its band.
     target_and_band(P, cv, chk, s, opt.curve_points);

@@ -131,6 +131,39 @@ const std::pair<Problem, double>& extrapolated_at(ExtrapolatedByN& cache, const 
   return it->second;
 }
 
+double extrapolation_correction(const Check& c, int64_t t0, int64_t n, int64_t n0, int64_t horizon) {
+  if (c.from <= 0 || c.steps >= horizon || c.direct >= horizon || n <= n0) return 1;
+  const double a = double(c.direct - t0), b = double(c.steps - t0);
+  if (a <= 0 || b <= 0) return 1;
+  const double e = std::log(double(n) / double(n0)) / std::log(double(n0) / double(c.from));
+  return std::clamp(std::pow(a / b, e), 0.5, 2.0);
+}
+
+Curves time_warp(const Curves& cv, int64_t t0, double c) {
+  if (c == 1 || cv.step.size() < 2) return cv;
+  Curves w = cv;
+  // Position of time x on cv's (ascending) step grid, for linear interpolation.
+  auto value = [&](const std::vector<double>& ys, double x) {
+    if (x >= double(cv.step.back())) return ys.back();
+    const auto it = std::upper_bound(cv.step.begin(), cv.step.end(), int64_t(std::floor(x)));
+    const size_t j = size_t(std::max<std::ptrdiff_t>(1, it - cv.step.begin()));
+    const double x0 = double(cv.step[j - 1]), x1 = double(cv.step[j]);
+    const double a = std::clamp((x - x0) / (x1 - x0), 0.0, 1.0);
+    return ys[j - 1] + a * (ys[j] - ys[j - 1]);
+  };
+  for (size_t k = 0; k < cv.step.size(); ++k) {
+    if (cv.step[k] <= t0) continue;
+    const double x = double(t0) + double(cv.step[k] - t0) / c;
+    w.loss[k] = value(cv.loss, x);
+    w.acc[k] = value(cv.acc, x);
+    for (size_t r = 0; r < cv.run_loss.size(); ++r) {
+      w.run_loss[r][k] = value(cv.run_loss[r], x);
+      w.run_acc[r][k] = value(cv.run_acc[r], x);
+    }
+  }
+  return w;
+}
+
 Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& so, const Spec& s) {
   const int64_t n0 = raw.n();
   const int64_t least = std::max<int64_t>(32, 2 * std::min(h.batch_size, n0));

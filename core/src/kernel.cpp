@@ -10,8 +10,6 @@
 
 namespace ttpred {
 
-namespace {
-
 // Largest eigenvalue of a symmetric PSD matrix by power iteration.
 double top_eigenvalue(const Eigen::MatrixXd& a) {
   Eigen::VectorXd v = Eigen::VectorXd::Ones(a.rows()).normalized();
@@ -26,8 +24,6 @@ double top_eigenvalue(const Eigen::MatrixXd& a) {
   }
   return lambda;
 }
-
-}  // namespace
 
 std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed) {
   std::vector<int64_t> idx(static_cast<size_t>(pool));

@@ -121,6 +121,11 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
       a->after.steps = ha.horizon;
       a->after.t0 = ha.steps;
       a->steps = ha.steps;
+      const Eigen::VectorXd g = loss_gradient(a->raw, a->raw.f0);
+      const double e0 = g.dot(K.prob.theta * g), ek = g.dot(a->raw.theta * g);
+      a->growth = e0 > 0 && std::isfinite(ek) ? ek / e0 - 1 : 0;
+      a->progress = at.loss.front() - at.loss.back();
+      a->lambda_max = top_eigenvalue(a->raw.theta);
     }
   }
   out.anchor = slot && !slot->failed ? slot.get() : nullptr;

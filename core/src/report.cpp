@@ -53,6 +53,8 @@ std::string to_json(const Prediction& p) {
   j["drift"] = num(p.drift);
   j["drift_steps"] = p.drift_steps;
   j["relinearized_at"] = p.relinearized_at;
+  j["kernel_growth"] = p.kernel_growth;
+  j["method_band"] = {p.method_lo, p.method_hi};
   if (p.relinearized_with_steps > 0) {
     const Spec::Anchor& a = s.relinearize_with;
     j["relinearized_with"] = {{"lr", a.lr}, {"momentum", a.momentum}, {"weight_decay", a.weight_decay},
@@ -62,7 +64,8 @@ std::string to_json(const Prediction& p) {
   }
   j["extrapolated"] = p.extrapolated;
   if (p.extrapolated) {
-    json x = {{"shared_modes", num(p.shared_modes)}, {"band_width", num(p.extrapolation_width)}};
+    json x = {{"shared_modes", num(p.shared_modes)}, {"band_width", num(p.extrapolation_width)},
+              {"correction", num(p.extrapolation_factor)}};
     if (p.check_from > 0)
       x["check"] = {{"from", p.check_from}, {"to", p.subset}, {"steps", p.check_steps},
                     {"direct", p.check_direct}, {"error", num(p.check_error)}};

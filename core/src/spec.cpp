@@ -253,7 +253,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   if (top.has("engine")) {
     Reader e(s, top.map("engine"), "engine.");
     e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate",
-             "trace_ntk", "relinearize_with", "sweep_kernel"});
+             "trace_ntk", "relinearize_with", "sweep_kernel", "kernel_growth", "extrapolation_correction"});
     if (e.has("sweep_kernel")) {
       const std::string v = e.string("sweep_kernel");
       if (v != "shared" && v != "each") s.fail("engine.sweep_kernel", "must be shared or each (got '" + v + "')");
@@ -271,6 +271,9 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     }
     if (e.has("trace_ntk")) s.trace_ntk = e.integer_in("trace_ntk", 0, 100000);
     if (e.has("extrapolate")) s.extrapolate = e.get<bool>("extrapolate", "true or false");
+    if (e.has("kernel_growth")) s.kernel_growth = e.get<bool>("kernel_growth", "true or false");
+    if (e.has("extrapolation_correction"))
+      s.extrapolation_correction = e.get<bool>("extrapolation_correction", "true or false");
     if (e.has("relinearize")) s.relinearize = e.integer_in("relinearize", 0, 100000000);
     if (e.has("diagnose_steps")) s.diagnose_steps = e.integer_in("diagnose_steps", 0, 100000000);
     if (e.has("device")) s.device = e.string("device");

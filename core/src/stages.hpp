@@ -52,6 +52,14 @@ struct Check {
   double error = 0;
 };
 Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& so, const Spec& s);
+// The check's signed error carried from N1 -> N0 over to N0 -> N: the time
+// after t0 of the target on all N0 over the one extrapolated from N1, to the
+// power ln(N/N0) / ln(N0/N1) (the error grows with the log of the ratio), in
+// [0.5, 2]; 1 when the check has no answer (no check, a target not reached).
+double extrapolation_correction(const Check& c, int64_t t0, int64_t n, int64_t n0, int64_t horizon);
+// cv with its time after t0 stretched by c: L'(t) = L(t0 + (t - t0)/c), the
+// last value held beyond the horizon.
+Curves time_warp(const Curves& cv, int64_t t0, double c);
 
 // ---- kernel.cpp: Θ at w0 --------------------------------------------------------
 // What depends on the model and the data subset only: shared by every
@@ -74,6 +82,7 @@ struct Kernel {
 // The seeded uniform subset of N0 among the first `pool` samples (all when N0 = pool).
 std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed);
 GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt, bool jw0);
+double top_eigenvalue(const Eigen::MatrixXd& a);  // of a symmetric PSD matrix (power iteration)
 Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s, int64_t C,
                    const EstimateOptions& opt, bool jw0);
 
@@ -91,6 +100,10 @@ struct AnchorKernel {
   bool checked = false;
   Check check;
   bool failed = false;  // its real steps diverged: no re-linearization with these values
+  // How the kernel changed over its K real steps, along the residual at w_K:
+  // growth = gᵀ Θ_K g / gᵀ Θ_0 g - 1, per `progress` = L_0 - L_K of those steps.
+  double growth = 0, progress = 0;
+  double lambda_max = 0;  // of Θ_K
 };
 // pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
 using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;

@@ -192,3 +192,49 @@ TEST_CASE("full-batch MSE with a step schedule equals the product of per-step fa
   }
   CHECK(cv.loss.back() == doctest::Approx(r.squaredNorm() / 16.0).epsilon(1e-9));
 }
+
+TEST_CASE("kernel growth: a saturated scale is the same run on a scaled kernel; none is the fixed kernel") {
+  for (Loss loss : {Loss::mse, Loss::cross_entropy}) {
+    const Problem p = random_problem(12, 3, loss, 7);
+    Hyper h;
+    h.lr = 0.2 / p.theta.norm() * 12;
+    h.momentum = 0.5;
+    h.batch_size = 4;
+    h.steps = 60;
+    SimOptions o;
+    o.runs = 3;
+    o.seed = 5;
+    const Curves fixed = simulate(p, h, o);
+    Hyper none = h;
+    none.growth = 0;
+    none.progress_from = 1e9;
+    CHECK(simulate(p, none, o).loss == fixed.loss);
+    for (double g : {1.0, -1.0}) {
+      // progress_from far above every loss: a(t) is at its cap from the first
+      // step, so Θ is scaled by max_scale (growth) or min_scale (shrink) throughout.
+      Hyper grow = h;
+      grow.growth = g;
+      grow.progress_from = 1e9;
+      grow.progress_per = 1;
+      grow.max_scale = 2;
+      grow.min_scale = 0.25;
+      Problem scaled = p;
+      scaled.theta *= g > 0 ? 2.0 : 0.25;
+      const Curves a = simulate(p, grow, o), b = simulate(scaled, h, o);
+      REQUIRE(a.loss.size() == b.loss.size());
+      for (size_t t = 0; t < a.loss.size(); ++t) CHECK(a.loss[t] == doctest::Approx(b.loss[t]).epsilon(1e-9));
+    }
+    // Growth with the progress: never slower than the fixed kernel, and faster somewhere.
+    Hyper grow = h;
+    grow.growth = 0.5;
+    grow.progress_from = fixed.loss.front();
+    grow.progress_per = 0.1 * fixed.loss.front();
+    const Curves g = simulate(p, grow, o);
+    bool faster = false;
+    for (size_t t = 0; t < g.loss.size(); ++t) {
+      CHECK(g.loss[t] <= fixed.loss[t] * (1 + 1e-6) + 1e-12);
+      faster |= g.loss[t] < fixed.loss[t] * (1 - 1e-3);
+    }
+    CHECK(faster);
+  }
+}

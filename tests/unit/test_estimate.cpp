@@ -121,13 +121,16 @@ TEST_CASE("a subset of the data, and a dataset larger than the file") {
   CHECK_THROWS_AS(estimate(s), Error);
 }
 
-TEST_CASE("full batch: one deterministic run, a point band") {
+TEST_CASE("full batch: one deterministic run; the band is the method's measured error alone") {
   Spec s = small_spec();
   s.batch_size = 64;
   Prediction p = estimate(s);
   CHECK(p.steps_per_epoch == 1);
-  CHECK(p.steps_lo == p.steps);
-  CHECK(p.steps_hi == p.steps);
+  // No SGD noise: the band is T times the method's error factors (band.cpp), the top within the horizon.
+  CHECK(p.method_lo < 1);
+  CHECK(p.method_hi > 1);
+  CHECK(p.steps_lo == int64_t(std::floor(double(p.steps) * p.method_lo)));
+  CHECK(p.steps_hi == std::min(p.horizon, int64_t(std::ceil(double(p.steps) * p.method_hi))));
 }
 
 TEST_CASE("a sweep: one Gram matrix, each row equal to the single-configuration prediction") {

@@ -38,6 +38,11 @@ struct Hyper {
   int64_t horizon = 0;      // the schedule's horizon when it differs from `steps` (0: steps)
   double lr_at(int64_t t) const { return schedule.at(lr, t, horizon > 0 ? horizon : steps); }
   Schedule schedule;        // lr_t = schedule.at(lr, t, steps)
+  // The kernel keeps changing as training progresses (docs/method.md §7): the
+  // step uses Θ·s(t), s(t) = clamp(1 + growth·a(t), min_scale, max_scale),
+  // a(t) = (progress_from - L_t) / progress_per ≥ 0 the progress since t0 in
+  // units of the progress that produced `growth`. growth = 0: a fixed kernel.
+  double growth = 0, progress_from = 0, progress_per = 1, min_scale = 0.25, max_scale = 4;
 };
 
 struct SimOptions {

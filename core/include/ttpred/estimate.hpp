@@ -20,12 +20,14 @@ struct Prediction {
   bool reached = true;
   bool diverged = false;      // the linearized dynamics blow up: no prediction
   int64_t steps_lo = 0, steps_hi = 0;
+  double method_lo = 1, method_hi = 1;  // the method's measured error factors in the band (band.cpp)
   double initial_loss = 0, final_loss = 0, final_lo = 0, final_hi = 0, final_accuracy = 0;
   double step_seconds = 0, step_lo = 0, step_hi = 0;
   std::string step_source;    // measured | spec
   double drift = 0;           // max |L_real - L_lin| over the first drift_steps, / the loss decrease
   int64_t drift_steps = 0;    // real SGD steps compared (0: no diagnosis)
   int64_t relinearized_at = 0;  // > 0: Θ recomputed at the weights after this many real steps
+  double kernel_growth = 0;     // engine.kernel_growth: gᵀΘ_K g / gᵀΘ_0 g - 1 over the prefix
   // > 0: that Θ came from this many real steps with spec.relinearize_with's
   // optimizer values (a sweep's shared kernel), not the job's own.
   int64_t relinearized_with_steps = 0;
@@ -36,6 +38,7 @@ struct Prediction {
   // N0 to all N0, T predicted by extrapolation vs simulated on the N0 directly.
   int64_t check_from = 0, check_steps = 0, check_direct = 0;
   double check_error = 0;       // |check_steps - check_direct| / check_direct
+  double extrapolation_factor = 1;  // the self-check's signed error carried to N: time after K stretched by it
   double extrapolation_width = 0;  // relative band half-width it adds: check_error · ln(N/N0)/ln(N0/check_from)
   double lr_stability = 0;    // η_eff·λ_max / 2 of the linearized full-batch map (> 1: unstable)
   std::vector<int64_t> curve_step;

@@ -63,6 +63,8 @@ struct Spec {
   bool extrapolate = true;           // N0 < N: extrapolate Θ to N (engine.extrapolate; extrapolate.hpp)
   int64_t relinearize = -1;          // K real steps, then Θ again at w_K (-1 = auto: clamp(T/10, 1, 50); 0 = off)
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
+  bool extrapolation_correction = true;  // stretch the extrapolated curve by its self-check (engine.extrapolation_correction)
+  bool kernel_growth = false;        // after re-linearizing, the kernel keeps changing with the progress (engine.kernel_growth)
   // engine.relinearize_with: Θ at w_K from K real steps with these optimizer
   // values instead of the job's own (the job's own K steps still give the
   // outputs the rest is simulated from). A sweep sets it to the spec's own
