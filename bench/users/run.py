@@ -67,7 +67,10 @@ FT_FIELDS = ["curve", "accuracy_curve", "final_loss", "horizon_steps", "runs", "
 
 def truth(sc, a, cached_only=False):
     """Real fine-tuning of the scenario, cached in a.truth_dir by content (spec
-    text, model and data bytes, seeds; any logging interval)."""
+    text, model and data bytes, seeds; any logging interval). The model bytes are
+    stable from run to run because make_scenarios.py scripts every architecture
+    in one process in a fixed order (TorchScript's mangled class names depend on
+    it: a --reduced build has other bytes, and its own truth directory)."""
     k = max(1, sc["steps"] // LOG_POINTS)
     tail = ["--json", "--quiet", "--seeds"] + SEEDS + ["--log-every", str(k)]
     h = hashlib.sha256()
