@@ -66,14 +66,19 @@ Hyper hyper_of(const Spec& s, const Prediction& P) {
   return h;
 }
 
-// Stability of the linearized full-batch map: η λ_max(H) < 2 (1 + m), with H
-// the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE).
+// Stability of the linearized full-batch map at learning rate lr: η λ_max(H) < 2 (1 + m),
+// with H the loss Hessian in function space (2/C·Θ/N0 for MSE; ≤ ½·Θ/N0 for CE). > 1: unstable.
+double stability_ratio(double lr, const Spec& s, const Prediction& P, double lambda_max) {
+  const double curv = s.loss == Loss::mse ? 2.0 / double(P.classes) : 0.5;
+  return lr * curv * lambda_max / double(P.subset) / (2.0 * (1.0 + s.momentum));
+}
+
+// The ratio at the schedule's peak learning rate, on Θ at w0.
 double lr_stability(const Spec& s, const Prediction& P, const Kernel& K) {
   double peak_lr = s.lr;
   for (int64_t t = 0; t < std::min<int64_t>(P.horizon, 1000000); t += std::max<int64_t>(1, P.horizon / 1000))
     peak_lr = std::max(peak_lr, s.schedule.at(s.lr, t, P.horizon));
-  const double curv = s.loss == Loss::mse ? 2.0 / double(P.classes) : 0.5;
-  return peak_lr * curv * K.lambda_max / double(P.subset) / (2.0 * (1.0 + s.momentum));
+  return stability_ratio(peak_lr, s, P, K.lambda_max);
 }
 
 }  // namespace
@@ -178,9 +183,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         Problem p2 = extrapolated(A->extrapolated, A->raw);
         p2.f0 = pre.real.f_last;
         // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
-        Hyper hk = h;
-        hk.horizon = P.horizon;
-        p2.u0 = (pre.real.f_prev - pre.real.f_last) / hk.lr_at(kdiag - 1);
+        p2.u0 = (pre.real.f_prev - pre.real.f_last) / h.lr_at(kdiag - 1);  // h's horizon is P.horizon
         Hyper h2 = h;
         h2.t0 = kdiag;
         if (s.kernel_growth && A->progress > 0) {
@@ -189,8 +192,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
           h2.growth = A->growth;
           h2.progress_from = pre.real.loss.back();
           h2.progress_per = A->progress;
-          const double stab = h.lr * (s.loss == Loss::mse ? 2.0 / double(C) : 0.5) * A->lambda_max /
-                              double(P.subset) / (2.0 * (1.0 + s.momentum));
+          const double stab = stability_ratio(h.lr, s, P, A->lambda_max);
           h2.max_scale = std::clamp(0.9 / std::max(stab, 1e-12), 1.0, 4.0);
           P.kernel_growth = A->growth;
         }
