@@ -6,6 +6,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "ttpred/adam.hpp"
 #include "ttpred/data.hpp"
