@@ -47,8 +47,7 @@ find_main() {
 report() { # COMMENT
   [ $reported = 1 ] && return 0
   reported=1
-  [ -n "$main" ] || main=$(find_main)
-  if [ -z "$main" ]; then log "no job waits for this prediction (cancelled?): nothing to report"; return 0; fi
+  if [ -z "$main" ]; then log "no job waits for this prediction: nothing to report"; return 0; fi
   if scontrol update jobid="$main" comment="$1" 2>"$tmp/update.err"; then
     log "reported to job $main"
   else
@@ -64,6 +63,17 @@ on_term() {
   finish 143
 }
 trap on_term TERM INT
+
+# The waiting job is submitted right after this one: it normally exists already.
+for _ in $(seq 1 50); do
+  main=$(find_main)
+  [ -n "$main" ] && break
+  sleep 0.2 & wait $!
+done
+if [ -z "$main" ]; then
+  log "no job waits for this prediction (cancelled, or refused at submission): nothing to do"
+  finish 0
+fi
 
 # Run the estimator in its own process group (setsid), so that it can be killed whole.
 args=(--spec "$spec" --json --device "$device")
@@ -81,8 +91,7 @@ while kill -0 "$est_pid" 2>/dev/null; do
   fi
   if [ "$SECONDS" -ge "$next_check" ]; then
     next_check=$((SECONDS + 2))
-    [ -n "$main" ] || main=$(find_main)
-    if [ -n "$main" ] && ! squeue -h -j "$main" -t PD -o %i 2>/dev/null | grep -q .; then
+    if ! squeue -h -j "$main" -t PD -o %i 2>/dev/null | grep -q .; then
       kill -TERM -- "-$est_pid" 2>/dev/null
       log "job $main no longer waits (cancelled?): prediction stopped"
       finish 0
@@ -93,13 +102,6 @@ done
 wait "$est_pid" 2>/dev/null
 rc=$?
 est_pid=""
-
-# The waiting job is submitted right after this one: give it a few seconds to appear.
-for _ in $(seq 1 50); do
-  [ -n "$main" ] || main=$(find_main)
-  [ -n "$main" ] && break
-  sleep 0.2
-done
 
 last_err() { grep -v '^[[:space:]]*$' "$tmp/err" | tail -n 1 | tr -d '\r' | cut -c1-200; }
 if [ "$status" = timeout ]; then

@@ -817,7 +817,7 @@ expect_none_waiting() {
 
 t_job_mode() {
   load_cluster job_mode
-  use_job_mode
+  use_job_mode timeout=30
   # The estimator takes 6 s; sbatch only submits the prediction job.
   submit --no-hold -o "$work/main.out" --ttpred="$SPECS/slow.yaml" \
     --wrap 'squeue -h -j $SLURM_JOB_ID -o "limit=%l"; echo "comment=$(squeue -h -j $SLURM_JOB_ID -o %k)"'

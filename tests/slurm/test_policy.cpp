@@ -898,6 +898,7 @@ TEST_CASE("job mode: failed, forged and garbage reports keep the fallback") {
   BudgetTally tally;
   EnvVec e{"SPANK_TTPRED_PREDICT_JOB=7"};
   auto in = input(e);
+  in.tres.per_node = "gres:gpu:0";  // no budget in the way of the user-limit case below
   auto out = evaluate_submit_pending(&pol, in, 7, tally);
   REQUIRE(out.ticket);
   auto f = evaluate_report(pol, *out.ticket, std::string(kReportFailed) + "estimator exit 3: boom\n", in.now, tally);
