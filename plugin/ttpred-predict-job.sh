@@ -74,6 +74,7 @@ if [ -z "$main" ]; then
   log "no job waits for this prediction (cancelled, or refused at submission): nothing to do"
   finish 0
 fi
+log "job $main waits for this prediction: running $est"
 
 # Run the estimator in its own process group (setsid), so that it can be killed whole.
 args=(--spec "$spec" --json --device "$device")

@@ -888,9 +888,9 @@ t_job_mode_cancel() {
   expect_submitted "to be cancelled"
   local p; p=$(pred_job)
   local i
-  for i in $(seq 1 50); do [ "$(state_of "$p")" = RUNNING ] && break; sleep 0.2; done
+  for i in $(seq 1 100); do grep -q "job $jobid waits for this prediction" "$work/predict-$p.out" 2>/dev/null && break; sleep 0.2; done
   scancel "$jobid"
-  wait_done "$p" 10
+  wait_done "$p" 15
   ps -eo args | grep -v grep | grep -qF "$SPECS/slow30.yaml" && fail "the estimator still runs"
   grep -q "no longer waits (cancelled?): prediction stopped" "$work/predict-$p.out" \
     || fail "prediction job output: $(cat "$work/predict-$p.out")"
