@@ -19,6 +19,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--n N] [--sync] [--build DIR] [--out FILE.md]" >&2; exit 2 ;;
   esac
 done
+[ -n "$out" ] && out=$(realpath -m "$out")
 [ "$(id -u)" = 0 ] || { echo "bench/sbatch: needs root (starts a private cluster)" >&2; exit 77; }
 dir=$(mktemp -d /tmp/ttpred-bench-sbatch.XXXXXX)
 trap '"$repo/scripts/local-cluster.sh" stop "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
@@ -56,7 +57,7 @@ done
 {
   echo "# sbatch wall time, plain vs --ttpred mode=job ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo
-  echo "Command: \`bench/sbatch/run.sh --n $n$([ $sync = 1 ] && echo ' --sync')\` on $(nproc) CPUs, Slurm $(sbatch -V | cut -d' ' -f2),"
+  echo "Command: \`bench/sbatch/run.sh --n $n$([ $sync = 1 ] && echo ' --sync')\` on $(nproc) CPUs, Slurm $(SLURM_CONF=$dir/slurm.conf sbatch -V | cut -d' ' -f2),"
   echo "local single-node cluster, estimator: fake, sleeps 20 s; jobs held (--hold), interleaved."
   echo
   echo "| submission | n | median s | min s | max s |"
