@@ -105,6 +105,7 @@ rc=$?
 est_pid=""
 
 last_err() { grep -v '^[[:space:]]*$' "$tmp/err" | tail -n 1 | tr -d '\r' | cut -c1-200; }
+log "estimator ended: ${status:-exit $rc}; $(last_err)"
 if [ "$status" = timeout ]; then
   report "ttpred-failed:estimator timed out after ${timeout} s"
 elif [ "$rc" != 0 ]; then

@@ -11,7 +11,7 @@
 #                                        slurmdbd (TTPRED_ACCOUNTING=1), 4 fake GPUs
 #   acct_budget_shown acct_budget_warn acct_budget_reject acct_user_limit acct_usage
 #   acct_trust_rejected
-#   job_mode job_mode_fails job_mode_cancel job_mode_array   issue 17: mode=job
+#   job_mode job_mode_fails job_mode_cancel job_mode_array job_mode_cache   issue 17: mode=job
 # Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
 # estimator in this build).
 #
@@ -933,6 +933,43 @@ t_job_mode_array() {
   pass "array (3 tasks) with the user's own dependency: every task ran with 70 min after the prediction"
 }
 
+t_job_mode_cache() {
+  load_cluster job_mode_cache
+  [ -n "${TTPRED_REAL_ESTIMATOR:-}" ] && [ -x "$TTPRED_REAL_ESTIMATOR" ] || skip "no real estimator in this build"
+  [ -r "${TTPRED_TEST_MODELS:-}/mlp.pt" ] || skip "no test models (tests/models) in this build"
+  use_job_mode estimator="$TTPRED_REAL_ESTIMATOR" cache_dir="$work/cache" timeout=120
+  # the small real job of tests/unit/test_cli.cpp (mlp.pt on 64 samples)
+  cat > spec.yaml <<EOF
+model: $TTPRED_TEST_MODELS/mlp.pt
+data: {path: $TTPRED_TEST_MODELS/vec_train.pt}
+loss: cross_entropy
+optimizer: {lr: 0.1, momentum: 0.5, batch_size: 8}
+training: {steps: 20000}
+target: {epsilon: 0.01}
+engine: {runs: 2}
+hardware: {step_seconds: 0.5}
+EOF
+  local p1 p2 j1 j2 c1 c2
+  submit --ttpred=spec.yaml --wrap true
+  expect_submitted "first"
+  j1=$jobid p1=$(pred_job)
+  wait_done "$p1" 100
+  c1=$(comment_of "$j1")
+  [[ "$c1" == "ttpred: "*" min (predicted horizon "* ]] || fail "first prediction: $c1 ($(cat "$work/predict-$p1.out"))"
+  grep -q "prediction from the cache" "$work/predict-$p1.out" && fail "the first prediction came from the cache"
+  submit --ttpred=spec.yaml --wrap true
+  expect_submitted "second"
+  j2=$jobid p2=$(pred_job)
+  wait_done "$p2" 60
+  c2=$(comment_of "$j2")
+  grep -q "prediction from the cache $work/cache/" "$work/predict-$p2.out" \
+    || fail "the second prediction was not served from the cache: $(cat "$work/predict-$p2.out")"
+  [ "$c1" = "$c2" ] || fail "cached prediction differs: '$c1' vs '$c2'"
+  [ "$(limit_of "$j1")" = "$(limit_of "$j2")" ] || fail "limits differ"
+  scancel "$j1" "$j2"
+  pass "real estimator in job mode; the identical second submission was served from the cache ($c2)"
+}
+
 case "${1:-}" in
   setup) t_setup ;;
   cleanup) t_cleanup ;;
@@ -941,6 +978,6 @@ case "${1:-}" in
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
   trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
-  job_mode_array) "t_$1" ;;
+  job_mode_array|job_mode_cache) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac
