@@ -277,6 +277,10 @@ void run_prediction(spank_t sp) {
   }
   std::vector<std::string> argv = {g_args.estimator, "--spec", g_spec, "--json", "--device",
                                    g_args.device};
+  if (!g_args.cache_dir.empty()) {
+    argv.push_back("--cache-dir");
+    argv.push_back(g_args.cache_dir);
+  }
   RunResult r = run_with_timeout(argv, g_args.timeout_seconds);
   if (r.status != RunResult::Status::ok) {
     std::string why = r.error;
