@@ -174,7 +174,8 @@ int main(int argc, char** argv) {
     std::fputs(result.out.c_str(), stdout);
     std::fputs(result.err.c_str(), stderr);
     if (use_pred_cache && !prediction_cache_store(cache_dir, key, result))
-      std::fprintf(stderr, "%s: warning: cannot write the prediction cache %s\n", tool.c_str(), cache_dir.c_str());
+      std::fprintf(stderr, "%s: warning: cannot write the prediction cache %s (it must be a directory of this user "
+                   "that no one else can write to)\n", tool.c_str(), cache_dir.c_str());
     return 0;
   });
 }

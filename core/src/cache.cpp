@@ -406,11 +406,18 @@ std::string file_sha256(const std::string& path) {
 namespace {
 constexpr char kPredMagic[8] = {'T', 'T', 'P', 'P', 'R', 'E', 'D', '1'};
 std::string pred_path(const std::string& dir, const std::string& key) { return dir + "/" + key + ".pred"; }
+// Only a directory of this user that nobody else can write to: on shared storage
+// another user could otherwise plant entries for keys this user will compute.
+bool own_private_dir(const std::string& dir) {
+  struct stat st {};
+  return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() &&
+         (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
 }  // namespace
 
 std::optional<CachedOutput> prediction_cache_load(const std::string& dir, const std::string& key) {
   try {
-    if (dir.empty() || !valid_key(key)) return std::nullopt;
+    if (dir.empty() || !valid_key(key) || !own_private_dir(dir)) return std::nullopt;
     const std::string path = pred_path(dir, key);
     std::ifstream in(path, std::ios::binary);
     if (!in) return std::nullopt;
@@ -435,8 +442,12 @@ bool prediction_cache_store(const std::string& dir, const std::string& key, cons
   try {
     if (dir.empty() || !valid_key(key)) return false;
     std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) return false;
+    if (!fs::exists(dir, ec)) {
+      fs::create_directories(dir, ec);
+      if (ec) return false;
+      fs::permissions(dir, fs::perms::owner_all, ec);  // 0700: the user's own
+    }
+    if (!own_private_dir(dir)) return false;
     Writer w;
     w.str(key);
     w.str(c.out);

@@ -178,6 +178,17 @@ std::string read_slurm_budgets() {
   return format_slurm_budgets(compute_slurm_budgets(assocs, user, default_account));
 }
 
+// cache_dir= with %u replaced by the user's name (a directory per user).
+std::string user_cache_dir() {
+  std::string d = g_args.cache_dir;
+  for (auto pos = d.find("%u"); pos != std::string::npos; pos = d.find("%u", pos)) {
+    const std::string u = user_name();
+    d.replace(pos, 2, u);
+    pos += u.size();
+  }
+  return d;
+}
+
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -211,7 +222,7 @@ void submit_prediction_job(spank_t sp) {
                        shell_quote(g_args.predictor) + " --estimator " + shell_quote(g_args.estimator) +
                        " --spec " + shell_quote(spec) + " --device " + g_args.device + " --timeout " +
                        std::to_string(static_cast<int>(std::ceil(g_args.timeout_seconds)));
-  if (!g_args.cache_dir.empty()) script += " --cache-dir " + shell_quote(g_args.cache_dir);
+  if (!g_args.cache_dir.empty()) script += " --cache-dir " + shell_quote(user_cache_dir());
   script += "\n";
   std::vector<char*> env;
   for (char** e = environ; e && *e; ++e)
@@ -279,7 +290,7 @@ void run_prediction(spank_t sp) {
                                    g_args.device};
   if (!g_args.cache_dir.empty()) {
     argv.push_back("--cache-dir");
-    argv.push_back(g_args.cache_dir);
+    argv.push_back(user_cache_dir());
   }
   RunResult r = run_with_timeout(argv, g_args.timeout_seconds);
   if (r.status != RunResult::Status::ok) {

@@ -568,4 +568,12 @@ TEST_CASE("estimate --cache-dir: a repeated prediction comes from the cache, a c
   REQUIRE(e.code == 0);
   CHECK_FALSE(json::parse(e.out).contains("cache_hit"));
   CHECK(json::parse(estimate({"--spec", spec, "--json", "--cache-dir", dir}).out)["cache_hit"] == true);
+  // a directory others can write to is not used (they could plant entries)
+  const fs::path shared = t.path / "shared";
+  fs::create_directory(shared);
+  fs::permissions(shared, fs::perms::all);
+  Result s = estimate({"--spec", spec, "--json", "--cache-dir", shared.string()});
+  REQUIRE(s.code == 0);
+  CHECK(has(s.err, "cannot write the prediction cache"));
+  CHECK(fs::is_empty(shared));
 }

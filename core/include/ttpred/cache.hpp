@@ -46,7 +46,9 @@ void cache_prune(uint64_t max_bytes);
 // Whole outputs of ttpred-estimate under a key of everything they depend on (the
 // CLI computes it: docs/performance.md, "The prediction cache"). Entries are
 // DIR/KEY.pred, written like Gram entries (temp file + rename, key and checksum
-// inside), so concurrent writers and readers on shared storage are safe.
+// inside), so concurrent writers and readers on shared storage are safe. DIR must
+// belong to this user and not be group/other-writable (created 0700 when absent);
+// otherwise the cache is not used (another user could plant entries).
 struct CachedOutput {
   std::string out;  // stdout text
   std::string err;  // warnings printed to stderr
