@@ -256,7 +256,7 @@ void submit_prediction_job(spank_t sp) {
   if (!gres.empty()) d.tres_per_node = const_cast<char*>(gres.c_str());
   submit_response_msg_t* resp = nullptr;
   if (slurm_submit_batch_job(&d, &resp) != SLURM_SUCCESS || !resp) {
-    const int e = slurm_get_errno();
+    const int e = errno;  // slurm_get_errno() is gone in 24.11; libslurm sets errno
     if (resp) slurm_free_submit_response_response_msg(resp);
     slurm_error("ttpred: warning: no time prediction (the prediction job was refused: %s); "
                 "submitting the job without it", slurm_strerror(e));

@@ -877,6 +877,12 @@ t_job_mode_fails() {
     expect_limit "$j" "1-00:00:00" "fallback"
   done
   expect_none_waiting
+  # the prediction job itself is refused (no such partition): the job goes on without it
+  use_job_mode partition=nosuchpart
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'true'
+  expect_submitted "prediction job refused"
+  expect_err "sbatch: error: ttpred: warning: no time prediction (the prediction job was refused: Invalid partition name specified); submitting the job without it"
+  expect_limit "$jobid" "UNLIMITED" "no prediction"
   pass "failing, hanging and cancelled predictions: jobs released with the fallback and the reason"
 }
 
