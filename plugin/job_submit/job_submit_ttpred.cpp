@@ -11,6 +11,10 @@
 // user-supplied marker), and against Slurm's GrpTRESMins budget the SPANK plugin
 // read at sbatch (TTPRED_SLURM_BUDGET: untrusted, advisory). job_modify re-applies
 // the policy when `scontrol update` changes the limit, GPUs, account or partition.
+// Job mode (TTPRED_PREDICT_JOB=P from the SPANK plugin's mode=job): the job gets
+// the dependency afterany:P, the rule's max_minutes as its fallback limit and a
+// comment; P's report (`scontrol update comment=ttpred-result:JSON`, untrusted) is
+// applied once by job_modify through the same validation and policy.
 // The logic is in plugin/common/submit.cpp; this file only talks to Slurm.
 //
 // Policy file: $TTPRED_POLICY in slurmctld's environment, else ttpred.yaml next to

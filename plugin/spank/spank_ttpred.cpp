@@ -11,6 +11,11 @@
 //            slurm_budget=yes
 // User environment: TTPRED_SAVE_JSON=FILE writes the estimator's JSON to FILE.
 //
+// mode=job (docs/admin-guide.md, "Job mode"): for sbatch, instead of running the
+// estimator, submits a prediction job (ttpred-predict-job, same user) and passes its
+// id as TTPRED_PREDICT_JOB; job_submit/ttpred makes the job wait for it and
+// job_modify applies its report. sbatch returns after one RPC.
+//
 // Budgets (docs/budgets.md): with slurm_budget=yes (default) the plugin also asks
 // slurmctld for the user's associations (slurm_load_assoc_mgr_info, the public API
 // behind `scontrol show assoc_mgr`: GrpTRESMins and usage, available where
