@@ -304,9 +304,27 @@ SubmitOutput evaluate_submit_pending(const Policy* policy, const SubmitInput& in
     limit = m;
   }
   const double cost = job_cost_gpu_hours(limit, job.gpus, job.array_tasks);
+  // The least any prediction can give (the rule's min_minutes, or the user's own
+  // limit): a rule that rejects over-budget jobs refuses the job now when even
+  // that does not fit what is left (the report cannot refuse a queued job).
+  const double least = job_cost_gpu_hours(own_limit ? limit : r->time_limit.min_minutes, job.gpus, job.array_tasks);
   std::vector<std::pair<std::string, Period>> charged;
   {
     auto lock = tally.lock();
+    if (r->budget.reject && job.gpus > 0)
+      for (const auto& st : budget_states(*policy, in.account, job.partitions, {}, tally, in.now))
+        if (least > st.remaining_hours) {
+          lock.unlock();
+          out.rc = SubmitOutput::Rc::reject_budget;
+          out.user_messages.push_back("ttpred: job rejected: even its smallest limit costs " + fmt_hours(least) +
+                                      " GPU-hours, more than the " + fmt_hours(st.remaining_hours) +
+                                      " GPU-hours left to " + st.what + " (policy rule '" +
+                                      sanitize(r->name, 64) + "')");
+          out.log_lines.push_back(who + ": rule '" + sanitize(r->name, 64) + "': prediction job " + pj +
+                                  ", over budget (" + st.what + " left " + fmt_hours(st.remaining_hours) +
+                                  "), rejected");
+          return out;
+        }
     if (in.account && !in.account->empty())
       for (const PolicyBudget* b : matching_budgets(*policy, *in.account, job.partitions)) {
         tally.charge(b->key(), b->period, in.now, cost);

@@ -306,6 +306,7 @@ int submit_pending(job_desc_msg_t* job_desc, uint32_t submit_uid, uint32_t predi
   SubmitOutput out = evaluate_submit_pending(policy.get(), in, predict_job, g_tally);
   log_lines(out.log_lines, false);
   for (const auto& m : out.user_messages) append_msg(err_msg, sanitize(m, 1024));
+  if (out.rc == SubmitOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
   if (!out.wait_for_job || !out.ticket || !job_desc->environment || !slurm_env_array_overwrite)
     return SLURM_SUCCESS;
   if (out.set_time_limit) job_desc->time_limit = *out.set_time_limit;

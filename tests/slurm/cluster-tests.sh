@@ -11,7 +11,8 @@
 #                                        slurmdbd (TTPRED_ACCOUNTING=1), 4 fake GPUs
 #   acct_budget_shown acct_budget_warn acct_budget_reject acct_user_limit acct_usage
 #   acct_trust_rejected
-#   job_mode job_mode_fails job_mode_cancel job_mode_array job_mode_cache   issue 17: mode=job
+#   job_mode job_mode_fails job_mode_cancel job_mode_array job_mode_cache job_mode_budget
+#                                        issue 17: mode=job
 # Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
 # estimator in this build).
 #
@@ -976,6 +977,26 @@ EOF
   pass "real estimator in job mode; the identical second submission was served from the cache ($c2)"
 }
 
+t_job_mode_budget() {
+  load_cluster job_mode_budget
+  use_job_mode
+  # rule step-partition rejects over-budget jobs; jobmode-lab has 1 GPU-hour
+  submit -p stepp -A jobmode-lab --gres=gpu:1 --ttpred="$SPECS/ok.yaml" --wrap true
+  expect_submitted "first job"
+  local j1=$jobid p1; p1=$(pred_job)
+  wait_done "$p1" 30
+  local c; c=$(comment_of "$j1")
+  [[ "$c" == "ttpred: prediction not applied (job rejected: the cost 1.17 GPU-hours exceeds the 1 GPU-hours left to account jobmode-lab"*"; time limit 1440 min (policy fallback)" ]] \
+    || fail "comment of the over-budget report: $c"
+  # its fallback charge (24 GPU-hours) exhausts the budget: the next job is refused at once
+  submit -p stepp -A jobmode-lab --gres=gpu:1 --ttpred="$SPECS/ok.yaml" --wrap true
+  [ "$rc" != 0 ] || fail "a job-mode job with an exhausted budget was accepted"
+  expect_err "ttpred: job rejected: even its smallest limit costs 0.017 GPU-hours, more than the 0 GPU-hours left to account jobmode-lab (policy budget, this month) (policy rule 'step-partition')"
+  expect_err "Job violates accounting/QOS policy"
+  scancel "$j1"
+  pass "job mode and budgets: an over-budget report keeps the fallback (charged), an exhausted budget refuses at sbatch"
+}
+
 case "${1:-}" in
   setup) t_setup ;;
   cleanup) t_cleanup ;;
@@ -984,6 +1005,6 @@ case "${1:-}" in
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
   trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
-  job_mode_array|job_mode_cache) "t_$1" ;;
+  job_mode_array|job_mode_cache|job_mode_budget) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac

@@ -946,3 +946,27 @@ TEST_CASE("plugstack.conf: job mode arguments") {
   CHECK_FALSE(a.job_mode);
   CHECK(a.partition.empty());
 }
+
+TEST_CASE("job mode: an exhausted budget refuses the job at submission") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_PREDICT_JOB=9"};
+  auto in = input(e);
+  in.tres.per_node = "gres:gpu:1";
+  {
+    auto lock = tally.lock();
+    tally.charge("mine@/month", Period::month, in.now, 9.99);  // 0.01 GPU-hours left
+  }
+  auto out = evaluate_submit_pending(&pol, in, 9, tally);
+  CHECK(out.rc == SubmitOutput::Rc::reject_budget);  // even 1 min x 1 GPU does not fit
+  CHECK_FALSE(out.ticket);
+  CHECK_FALSE(out.wait_for_job);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(9.99));  // nothing charged
+  {
+    auto lock = tally.lock();
+    tally.refund("mine@/month", Period::month, in.now, 9.0);  // 1 GPU-hour left: a short job may fit
+  }
+  out = evaluate_submit_pending(&pol, in, 9, tally);
+  CHECK(out.rc == SubmitOutput::Rc::ok);
+  CHECK(out.ticket);
+}
