@@ -571,3 +571,49 @@ TEST_CASE("finetune and estimate: the issue's AdamW form, label smoothing, accum
   check_error(b, 3, "ttpred-finetune");
   CHECK(has(b.err, "optimizer.betas: must be two numbers in [0, 1)"));
 }
+
+TEST_CASE("estimate --cache-dir: a repeated prediction comes from the cache, a changed input does not") {
+  TempDir t;
+  const std::string spec = t.write("spec.yaml", small_spec());
+  const std::string dir = (t.path / "pred-cache").string();
+  Result a = estimate({"--spec", spec, "--json", "--cache-dir", dir});
+  INFO("stderr: " << a.err);
+  REQUIRE(a.code == 0);
+  json ja = json::parse(a.out);
+  CHECK_FALSE(ja.contains("cache_hit"));
+  Result b = estimate({"--spec", spec, "--json", "--cache-dir", dir});
+  REQUIRE(b.code == 0);
+  json jb = json::parse(b.out);
+  CHECK(jb["cache_hit"] == true);
+  jb.erase("cache_hit");
+  CHECK(jb == ja);  // the whole prediction, unchanged
+  CHECK(has(b.err, "prediction from the cache"));
+  // a different command-line value or spec byte is another prediction
+  Result c = estimate({"--spec", spec, "--json", "--cache-dir", dir, "--steps", "30"});
+  REQUIRE(c.code == 0);
+  CHECK_FALSE(json::parse(c.out).contains("cache_hit"));
+  const std::string spec2 = t.write("spec2.yaml", small_spec() + "# another byte\n");
+  Result d = estimate({"--spec", spec2, "--json", "--cache-dir", dir});
+  REQUIRE(d.code == 0);
+  CHECK_FALSE(json::parse(d.out).contains("cache_hit"));
+  // a torn entry is ignored and rewritten
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".pred") continue;
+    ++entries;
+    fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
+  }
+  CHECK(entries == 3);
+  Result e = estimate({"--spec", spec, "--json", "--cache-dir", dir});
+  REQUIRE(e.code == 0);
+  CHECK_FALSE(json::parse(e.out).contains("cache_hit"));
+  CHECK(json::parse(estimate({"--spec", spec, "--json", "--cache-dir", dir}).out)["cache_hit"] == true);
+  // a directory others can write to is not used (they could plant entries)
+  const fs::path shared = t.path / "shared";
+  fs::create_directory(shared);
+  fs::permissions(shared, fs::perms::all);
+  Result s = estimate({"--spec", spec, "--json", "--cache-dir", shared.string()});
+  REQUIRE(s.code == 0);
+  CHECK(has(s.err, "cannot write the prediction cache"));
+  CHECK(fs::is_empty(shared));
+}
