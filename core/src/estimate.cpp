@@ -19,7 +19,7 @@ void describe(Prediction& P, const Spec& s, const Model& model, const Dataset& d
   P.device = model.device();
   P.params = model.num_params();
   P.classes = C;
-  P.available = d.n;
+  P.available = d.available;
   P.size = s.data.size > 0 ? s.data.size : d.n;
   if (P.size > d.n)
     P.warnings.push_back("data.size (" + std::to_string(P.size) + ") exceeds the " + std::to_string(d.n) +
@@ -31,6 +31,14 @@ void describe(Prediction& P, const Spec& s, const Model& model, const Dataset& d
   if (P.subset > pool)
     s.fail("data.subset", "(" + std::to_string(P.subset) + ") exceeds the " + std::to_string(pool) +
                               " samples available in " + d.source);
+  if (!s.data.draw_first) {
+    for (const auto& [n, what] : {std::pair<int64_t, std::string>{std::min(P.size, pool), "the N = " + std::to_string(std::min(P.size, pool)) + " samples drawn"},
+                                  {P.subset, "the N0 = " + std::to_string(P.subset) + " samples for the Gram matrix"}})
+      if (std::string w = draw_warning(d, n, what); !w.empty()) {
+        P.warnings.push_back(w);
+        break;
+      }
+  }
   P.steps_per_epoch = P.size / s.batch_size;
   P.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.steps_per_epoch) - 1e-9));
   if (P.horizon <= 0) s.fail("training.epochs", "gives a horizon of 0 steps");
@@ -123,7 +131,16 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
 
     // Stage 1: Θ at w0 on the N0 samples (once per (N, N0)).
     auto& kp = kernels[{pool, P.subset}];
-    if (!kp) kp = std::make_unique<Kernel>(make_kernel(model, d, choose_subset(pool, P.subset, s.seed), s, C, opt, any_weight_decay));
+    if (!kp) {
+      // The data are a stratified random draw (load_dataset): its first N0 are one
+      // too. data.draw: first keeps the file's order, and a uniform N0 subset.
+      std::vector<int64_t> idx;
+      if (s.data.draw_first)
+        idx = choose_subset(pool, P.subset, s.seed);
+      else
+        for (int64_t i = 0; i < P.subset; ++i) idx.push_back(i);
+      kp = std::make_unique<Kernel>(make_kernel(model, d, idx, s, C, opt, any_weight_decay));
+    }
     Kernel& K = *kp;
     record_kernel(P, K);
 

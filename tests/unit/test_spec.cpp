@@ -235,8 +235,8 @@ TEST_CASE("IDX data, classes, normalize, engine and hardware sections") {
   CHECK(s.data.labels == "/abs/train-labels.gz");  // absolute: unchanged
   CHECK(s.data.classes == std::vector<int64_t>{5, 6, 7});
   CHECK(s.data.normalize);
-  CHECK(s.data.mean == doctest::Approx(0.286));
-  CHECK(s.data.std == doctest::Approx(0.353));
+  CHECK(s.data.mean.at(0) == doctest::Approx(0.286));
+  CHECK(s.data.std.at(0) == doctest::Approx(0.353));
   CHECK(s.data.size == 0);
   CHECK(s.data.subset == 0);
   CHECK(s.epochs == doctest::Approx(6.0));
