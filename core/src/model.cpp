@@ -102,7 +102,7 @@ torch::Tensor run_forward(Model::Impl& m, const torch::Tensor& x) {
                                    out.tagKind());
   torch::Tensor t = out.toTensor();
   if (t.dim() != 2 || t.size(0) != x.size(0))
-    throw Error(Exit::invalid, m.path + ": output must be logits [B, C]; for B=" + std::to_string(x.size(0)) +
+    throw Error(Exit::invalid, m.path + ": output must be logits [B, C]; on an input of shape " + c10::str(x.sizes()) +
                                    " it has shape " + c10::str(t.sizes()));
   if (!torch::isFloatingType(t.scalar_type()))
     throw Error(Exit::invalid, m.path + ": output must be floating point");

@@ -33,7 +33,8 @@ std::string to_json(const Prediction& p) {
   j["data"] = {{"source", s.data.path.empty() ? s.data.images : s.data.path},
                {"size", p.size},
                {"available", p.available},
-               {"subset", p.subset}};
+               {"subset", p.subset},
+               {"draw", s.data.draw_first ? "first" : "stratified"}};
   j["loss"] = to_string(s.loss);
   j["optimizer"] = {{"lr", s.lr}, {"momentum", s.momentum}, {"weight_decay", s.weight_decay},
                     {"batch_size", s.batch_size}};
