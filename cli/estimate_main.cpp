@@ -21,16 +21,17 @@ int main(int argc, char** argv) {
   std::string plot;
   int curve_points = 200;
   cli::Overrides ov;
-  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example");
+  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example")
+      ->check(cli::value_not_option());
   app.add_flag("--json", json, "Print one JSON object (docs/json.md) instead of the table");
   app.add_flag("--no-cache", no_cache, "Neither read nor write the Gram-matrix cache (docs/performance.md)");
   app.add_flag("--csv", csv, "With a sweep: print CSV rows instead of the table");
-  app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file");
+  app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file")->check(cli::value_not_option());
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
   app.add_option("--curve-points", curve_points, "Points of the loss curve in the output")
-      ->check(CLI::Range(2, 100000));
-  ov.add_to(app);
-  app.set_version_flag("--version", std::string(TTPRED_VERSION));
+      ->check(cli::in_range(2, 100000, false, true));
+  ov.add_estimator(app);
+  app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
 
   return cli::guarded(tool, [&] {
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
       if (!quiet) std::fprintf(stderr, "%s: no --spec given: using the embedded default %s\n", tool.c_str(),
                                spec_path.c_str());
     }
+    if (!plot.empty()) cli::check_writable(plot, "--plot");  // before the work, not after it
     Spec spec = load_spec(spec_path);
     ov.apply(spec);
     validate(spec);

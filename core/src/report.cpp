@@ -19,6 +19,14 @@ std::string duration(double s) {
   if (s < 7200) return fmt::format("{:.1f} min", s / 60);
   return fmt::format("{:.2f} h", s / 3600);
 }
+// "constant", "cosine to min_lr 0.0005, warm-up 50 steps", "step x0.1 every 100 steps", ...
+std::string schedule_text(const Schedule& c) {
+  std::string o = c.type;
+  if (c.type == "step") o += fmt::format(" x{} every {} steps", c.gamma, c.step_size);
+  if (c.type == "cosine" || c.type == "linear") o += fmt::format(" to min_lr {}", c.min_lr);
+  if (c.warmup_steps > 0) o += fmt::format(", warm-up {} steps", c.warmup_steps);
+  return o + " (stepped after every optimizer step)";
+}
 }  // namespace
 
 std::string to_json(const Prediction& p) {
@@ -38,6 +46,8 @@ std::string to_json(const Prediction& p) {
   j["loss"] = to_string(s.loss);
   j["optimizer"] = {{"lr", s.lr}, {"momentum", s.momentum}, {"weight_decay", s.weight_decay},
                     {"batch_size", s.batch_size}};
+  j["schedule"] = {{"type", s.schedule.type}, {"warmup_steps", s.schedule.warmup_steps},
+                   {"step_size", s.schedule.step_size}, {"gamma", s.schedule.gamma}, {"min_lr", s.schedule.min_lr}};
   j["target"] = {{"kind", to_string(s.target)}, {"value", s.target_value}};
   j["steps"] = p.steps;
   j["reached"] = p.reached;
@@ -123,6 +133,7 @@ std::string to_table(const Prediction& p) {
                             : fmt::format("N0 -> N: {:.0f} shared modes (no self-check: N0 too small)", p.shared_modes));
   row("training", fmt::format("{} loss, SGD lr {} momentum {} weight decay {}, batch {}", to_string(s.loss), s.lr,
                               s.momentum, s.weight_decay, s.batch_size));
+  row("schedule", schedule_text(s.schedule));
   if (p.relinearized_with_steps > 0)
     row("re-linearized", fmt::format("Theta at w_K from {} real steps with lr {} momentum {} weight decay {}, batch {} "
                                      "(engine.relinearize_with); this job's own {} steps give the start",

@@ -320,6 +320,40 @@ TEST_CASE("estimate: command line") {
   CHECK(has(u.err, "--no-such-option"));
 }
 
+TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own options, outputs") {
+  Result z = estimate({"--lr", "0"});
+  check_error(z, 2);
+  CHECK(has(z.err, "--lr: must be > 0 (got 0)"));
+  CHECK(z.err.size() < 200);  // no 300-digit limit
+  CHECK(has(estimate({"--lr", "abc"}).err, "--lr: must be a number > 0 (got 'abc')"));
+  CHECK(has(estimate({"--batch-size", "0"}).err, "--batch-size: must be > 0 (got 0)"));
+  CHECK(has(estimate({"--batch-size", "2.5"}).err, "--batch-size: must be an integer > 0 (got '2.5')"));
+  CHECK(has(estimate({"--momentum", "1"}).err, "--momentum: must be in [0, 1) (got 1)"));
+  Result m = estimate({"--spec", "-q"});
+  check_error(m, 2);
+  CHECK(has(m.err, "--spec: missing value (got the option '-q')"));
+  for (const char* flag : {"-V", "--version"}) {
+    Result v = estimate({flag});
+    CHECK(v.code == 0);
+    CHECK(has(v.out, TTPRED_VERSION));
+    CHECK(run(FINETUNE_BIN, {flag}).code == 0);
+  }
+  Result fh = run(FINETUNE_BIN, {"--help"});
+  CHECK(fh.code == 0);
+  CHECK(has(fh.out, "--lr"));
+  CHECK(has(fh.out, "--log-every"));
+  for (const char* est : {"--runs", "--trace-ntk", "--no-training", "--subset", "--projection", "--step-seconds"}) {
+    INFO(est);
+    CHECK_FALSE(has(fh.out, est));
+  }
+  Result fr = run(FINETUNE_BIN, {"--runs", "5", "--trace-ntk", "3", "--no-training"});
+  check_error(fr, 2, "ttpred-finetune");
+  // An output that cannot be written fails before the work.
+  Result p = estimate({"--plot", "/nonexistent-dir/curves.svg", "--json"});
+  check_error(p, 4);
+  CHECK(has(p.err, "--plot /nonexistent-dir/curves.svg: cannot write there (no such directory)"));
+}
+
 TEST_CASE("estimate: the small job runs, and overrides apply") {
   TempDir t;
   const std::string spec = t.write("spec.yaml", small_spec());
@@ -486,6 +520,10 @@ TEST_CASE("finetune --json on the small job") {
   REQUIRE_NOTHROW(j = json::parse(r.out));
   const int64_t horizon = j["horizon_steps"].get<int64_t>();
   CHECK(horizon == 20);
+  CHECK(j["log_every"] == 5);
+  CHECK(j["data"]["size"] == 64);
+  CHECK(j["data"]["available"] == 64);
+  CHECK(j["data"]["draw"] == "stratified");
   CHECK(j["steps_per_epoch"] == 8);
   CHECK(j["steps"].get<int64_t>() >= 0);
   CHECK(j["steps"].get<int64_t>() <= horizon);
