@@ -35,12 +35,12 @@ int main(int argc, char** argv) {
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
 
   return cli::guarded(tool, [&] {
+    if (!plot.empty()) cli::check_writable(plot, "--plot");  // before the work, not after it
     if (spec_path.empty()) {
       spec_path = default_spec_path();
       if (!quiet) std::fprintf(stderr, "%s: no --spec given: using the embedded default %s\n", tool.c_str(),
                                spec_path.c_str());
     }
-    if (!plot.empty()) cli::check_writable(plot, "--plot");  // before the work, not after it
     Spec spec = load_spec(spec_path);
     ov.apply(spec);
     validate(spec);

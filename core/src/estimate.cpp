@@ -105,7 +105,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
   Spec load = first;
   for (const Spec& s : specs) load.data.size = s.data.size > 0 && load.data.size > 0 ? std::max(load.data.size, s.data.size) : 0;
   int64_t max_pool = 0;
+  if (opt.progress) opt.progress("load", 0, 1);
   Dataset d = load_dataset(load);
+  if (opt.progress) opt.progress("load", 1, 1);
   for (const Spec& s : specs) max_pool = std::max(max_pool, s.data.size > 0 ? std::min(s.data.size, d.n) : d.n);
   const int64_t C = model.num_classes(d);
   if (!d.has_labels() && first.loss == Loss::cross_entropy)
