@@ -295,7 +295,7 @@ Dataset read_csv(const std::string& path, const std::string& label_column) {
   d.source = path;
   d.sample_shape = {int64_t(header.size()) - 1};
   std::vector<std::string> names;
-  bool numeric_labels = true;
+  bool numeric_labels = true, all_numbers = true;
   int64_t row = 1;
   while (std::getline(in, line)) {
     ++row;
@@ -308,7 +308,9 @@ Dataset read_csv(const std::string& path, const std::string& label_column) {
       double v;
       if (c == lc) {
         names.push_back(f[c]);
-        numeric_labels &= parse_number(f[c], v) && v == std::floor(v) && v >= 0;
+        const bool number = parse_number(f[c], v);
+        all_numbers &= number;
+        numeric_labels &= number && v == std::floor(v) && v >= 0;
         continue;
       }
       if (!parse_number(f[c], v))
@@ -319,6 +321,9 @@ Dataset read_csv(const std::string& path, const std::string& label_column) {
   }
   d.n = int64_t(names.size());
   if (d.n == 0) throw Error(Exit::invalid, path + ": no data rows after the header");
+  if (all_numbers && !numeric_labels)
+    throw Error(Exit::invalid, path + ": column '" + want + "' holds numbers that are not class ids (integers >= 0); "
+                                   "float targets (mse) go in an .npz with y float [N, C]");
   if (numeric_labels) {
     for (const auto& s : names) d.y.push_back(int64_t(std::stod(s)));
   } else {  // class names: ids in sorted order, as ImageFolder

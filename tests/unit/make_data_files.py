@@ -66,6 +66,8 @@ def main(out):
         f.write("f1,f2,target\n")
         for i in range(6):
             f.write("%d,%d,%d\n" % (i, 2 * i, i % 2))
+    with open(os.path.join(out, "price.csv"), "w") as f:
+        f.write("rooms,label\n3,1.5\n4,2.25\n")
     with open(os.path.join(out, "bad.csv"), "w") as f:
         f.write("f1,label\n1,0\nabc,1\n")
 

@@ -539,6 +539,9 @@ TEST_CASE("CSV: features and a named label column; class names in sorted order")
   CHECK(c.code == Exit::invalid);
   CHECK(has(c.msg, "iris.csv: no column 'label'"));
   CHECK(has(c.msg, "a, b, species, c"));
+  Caught fl = load_error(path_spec(F("price.csv")));  // regression targets are no class ids
+  CHECK(fl.code == Exit::invalid);
+  CHECK(has(fl.msg, "price.csv: column 'label' holds numbers that are not class ids"));
   Caught b = load_error(path_spec(F("bad.csv")));
   CHECK(has(b.msg, "bad.csv:3: column 'f1': 'abc' is not a number"));
 }
