@@ -598,6 +598,16 @@ TEST_CASE("ImageFolder of PNG and JPEG: classes by folder, RGB, resize, gray") {
   CHECK(has(bad.msg, "0.png: cannot decode as PNG"));
 }
 
+TEST_CASE("IDX images for a 3-channel model: data.channels and data.resize") {
+  ttpred::Spec s = idx_spec();
+  s.data.channels = 3;
+  s.data.resize_h = s.data.resize_w = 16;
+  Dataset d = ttpred::load_dataset(s);
+  CHECK(d.sample_shape == std::vector<int64_t>{3, 16, 16});
+  CHECK(d.x.size() == size_t(20 * 3 * 16 * 16));
+  for (int64_t p = 0; p < 256; ++p) REQUIRE((d.x[size_t(p)] == d.x[size_t(256 + p)] && d.x[size_t(p)] == d.x[size_t(512 + p)]));
+}
+
 TEST_CASE("wrong files: one line naming the file, what was found and what is expected") {
   auto msg = [](const std::string& file, Exit code, const std::string& want) {
     Caught c = load_error(path_spec(F(file)));
