@@ -38,6 +38,14 @@ std::vector<unsigned char> read_file(const std::string& path) {
   return std::vector<unsigned char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// Text from a file, safe in a one-line message: control characters become '?', at most 80 characters.
+std::string printable(const std::string& s) {
+  std::string o = s.substr(0, 80);
+  for (auto& c : o)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s.size() > 80 ? o + "..." : o;
+}
+
 uint32_t le16(const unsigned char* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8); }
 uint32_t le32(const unsigned char* p) { return le16(p) | (le16(p + 2) << 16); }
 
@@ -61,7 +69,7 @@ std::string header_field(const std::string& h, const std::string& key, const std
   std::string v = h.substr(at, end - at);
   v.erase(0, v.find_first_not_of(" \t"));
   v.erase(v.find_last_not_of(" \t") + 1);
-  return v;
+  return printable(v);
 }
 
 }  // namespace
@@ -211,7 +219,7 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
     const size_t nlen = le16(&b[p + 28]), xlen = le16(&b[p + 30]), clen = le16(&b[p + 32]);
     const size_t local = le32(&b[p + 42]);
     if (p + 46 + nlen > b.size()) throw Error(Exit::input, path + ": corrupt zip directory");
-    std::string name(reinterpret_cast<const char*>(&b[p + 46]), nlen);
+    std::string name = printable(std::string(reinterpret_cast<const char*>(&b[p + 46]), nlen));
     p += 46 + nlen + xlen + clen;
     if (csize == 0xffffffff || usize == 0xffffffff || local == 0xffffffff)
       throw Error(Exit::input, path + ": " + name + ": a zip64 member (over 4 GiB) is not supported");
@@ -223,6 +231,8 @@ std::map<std::string, NpyArray> read_npz(const std::string& path) {
     if (method == 0) {
       raw.assign(b.begin() + long(data), b.begin() + long(data + csize));
     } else if (method == 8) {
+      if (uint64_t(usize) > 1032ull * csize + 1024)  // beyond deflate's largest ratio: a corrupt size
+        throw Error(Exit::input, path + ": " + name + ": corrupt zip entry (its sizes do not fit deflate)");
       raw.resize(usize);
       z_stream z{};
       if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw Error(Exit::internal, "zlib inflateInit2 failed");
@@ -286,7 +296,7 @@ Dataset read_csv(const std::string& path, const std::string& label_column) {
   auto it = std::find(header.begin(), header.end(), want);
   if (it == header.end()) {
     std::string cols;
-    for (const auto& h : header) cols += (cols.empty() ? "" : ", ") + h;
+    for (const auto& h : header) cols += (cols.empty() ? "" : ", ") + printable(h);
     throw Error(Exit::invalid, path + ": no column '" + want + "' in the header (columns: " + cols +
                                    "); name the label column with data.label");
   }
@@ -314,7 +324,7 @@ Dataset read_csv(const std::string& path, const std::string& label_column) {
         continue;
       }
       if (!parse_number(f[c], v))
-        throw Error(Exit::invalid, path + ":" + std::to_string(row) + ": column '" + header[c] + "': '" + f[c] +
+        throw Error(Exit::invalid, path + ":" + std::to_string(row) + ": column '" + printable(header[c]) + "': '" + printable(f[c]) +
                                        "' is not a number (every column but the label must be numeric)");
       d.x.push_back(float(v));
     }
@@ -341,11 +351,15 @@ Dataset read_csv(const std::string& path, const std::string& label_column) {
 
 namespace {
 
+constexpr uint64_t kMaxPixels = uint64_t(1) << 28;  // refuse a header claiming more (no huge allocation)
+
 struct JpegError {
   jpeg_error_mgr mgr;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
 };
+
+void jpeg_quiet(j_common_ptr) {}  // no warnings on stderr (a corrupt file is reported once, as an error)
 
 void jpeg_fail(j_common_ptr cinfo) {
   auto* e = reinterpret_cast<JpegError*>(cinfo->err);
@@ -360,6 +374,7 @@ std::string decode_jpeg(const std::vector<unsigned char>& bytes, int channels, s
   JpegError err;
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_fail;
+  err.mgr.output_message = jpeg_quiet;
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     return err.message;
@@ -367,6 +382,11 @@ std::string decode_jpeg(const std::vector<unsigned char>& bytes, int channels, s
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, const_cast<unsigned char*>(bytes.data()), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
+  if (uint64_t(cinfo.image_width) * cinfo.image_height > kMaxPixels) {
+    jpeg_destroy_decompress(&cinfo);
+    return "image of " + std::to_string(cinfo.image_width) + "x" + std::to_string(cinfo.image_height) +
+           " pixels is too large (over 2^28)";
+  }
   cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&cinfo);
   h = int(cinfo.output_height);
@@ -387,6 +407,11 @@ std::string decode_png(const std::vector<unsigned char>& bytes, int channels, st
   std::memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&img, bytes.data(), bytes.size())) return img.message;
+  if (uint64_t(img.width) * img.height > kMaxPixels) {
+    png_image_free(&img);
+    return "image of " + std::to_string(img.width) + "x" + std::to_string(img.height) +
+           " pixels is too large (over 2^28)";
+  }
   img.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   h = int(img.height);
   w = int(img.width);

@@ -682,3 +682,32 @@ TEST_CASE("load_dataset: N drawn at random, stratified; data.draw: first; the dr
   CHECK(has(ttpred::draw_warning(k, 200, "the N0 = 200 samples"),
             "the N0 = 200 samples are strongly unbalanced: class 0 has 190 samples, class 1 has 10"));
 }
+
+TEST_CASE("truncated and corrupted .npy/.npz files give one-line errors, never a crash") {
+  for (const char* name : {"x.npy", "x_fortran.npy", "nhwc.npz", "tv_names.npz"}) {
+    const std::vector<unsigned char> good = read_bytes(F(name));
+    const bool npz = has(name, ".npz");
+    TempDir t;
+    int errors = 0;
+    auto attempt = [&](const std::vector<unsigned char>& bytes) {
+      const std::string p = t.write(npz ? "m.npz" : "m.npy", bytes);
+      Caught c = catch_error([&] { npz ? (void)ttpred::read_npz(p) : (void)ttpred::read_npy(p); });
+      if (c.thrown) {
+        ++errors;
+        REQUIRE((c.code == Exit::input || c.code == Exit::invalid));
+        REQUIRE(c.msg.find('\n') == std::string::npos);
+        REQUIRE(has(c.msg, p));
+      }
+    };
+    for (size_t n = 0; n < good.size(); n += npz ? 7 : 1)  // every truncation
+      attempt(std::vector<unsigned char>(good.begin(), good.begin() + long(n)));
+    for (size_t i = 0; i < good.size(); i += npz ? 5 : 1) {  // a byte set to 0xff, then to 0x00
+      for (unsigned char v : {0xff, 0x00}) {
+        std::vector<unsigned char> m = good;
+        m[i] = v;
+        attempt(m);
+      }
+    }
+    CHECK(errors > 0);
+  }
+}
