@@ -1,12 +1,82 @@
 // ttpred-estimate: predict the fine-tuning time of a job spec without training.
 #include <fmt/format.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common.hpp"
+#include "ttpred/cache.hpp"
 #include "ttpred/error.hpp"
 #include "ttpred/estimate.hpp"
+
+namespace {
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// What the step time is measured on, when the spec does not give it: the CPU model
+// and the NVIDIA GPUs of this node (a shared cache must not hand one GPU type's
+// step time to another).
+std::string hardware_tag(const ttpred::Spec& spec) {
+  if (spec.step_seconds > 0) return "step_seconds given";
+  std::string tag = "device=" + spec.device;
+  std::istringstream cpu(read_all("/proc/cpuinfo"));
+  for (std::string line; std::getline(cpu, line);)
+    if (line.rfind("model name", 0) == 0) {
+      tag += ";" + line;
+      break;
+    }
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
+    std::istringstream info(read_all(e.path().string() + "/information"));
+    for (std::string line; std::getline(info, line);)
+      if (line.rfind("Model:", 0) == 0) tag += ";" + line;
+  }
+  if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) tag += std::string(";CUDA_VISIBLE_DEVICES=") + v;
+  return tag;
+}
+
+// Key of the prediction cache: ttpred's version, the spec file's bytes and the
+// command line (every value the prediction depends on is in one of them), the
+// model file's bytes, the data files' identity (path, size, mtime) and the hardware.
+std::string prediction_key(const ttpred::Spec& spec, const std::string& spec_path,
+                           const std::vector<std::string>& args) {
+  std::string k = "ttpred-prediction-cache 1\n" + std::string(TTPRED_VERSION) + "\n";
+  const std::string spec_bytes = read_all(spec_path);
+  k += "spec " + ttpred::sha256_hex(spec_bytes) + "\n";
+  for (const auto& a : args) k += "arg " + std::to_string(a.size()) + ":" + a + "\n";
+  k += "model " + ttpred::file_sha256(spec.resolve(spec.model)) + "\n";
+  for (const std::string* f : {&spec.data.path, &spec.data.images, &spec.data.labels}) {
+    if (f->empty()) continue;
+    const std::string path = spec.resolve(*f);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0)
+      k += "data " + path + " " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec) + "\n";
+    else
+      k += "data " + path + " missing\n";
+  }
+  k += "hardware " + hardware_tag(spec) + "\n";
+  return ttpred::sha256_hex(k);
+}
+
+// A JSON object from the cache gets "cache_hit": true as its first field.
+std::string mark_hit(const std::string& json) {
+  const auto brace = json.find('{');
+  if (brace == std::string::npos) return json;
+  return json.substr(0, brace + 1) + "\"cache_hit\": true, " + json.substr(brace + 1);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace ttpred;
@@ -18,13 +88,16 @@ int main(int argc, char** argv) {
       tool};
   std::string spec_path;
   bool json = false, quiet = false, csv = false, no_cache = false;
-  std::string plot;
+  std::string plot, cache_dir;
   int curve_points = 200;
   cli::Overrides ov;
   app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example")
       ->check(cli::value_not_option());
   app.add_flag("--json", json, "Print one JSON object (docs/json.md) instead of the table");
   app.add_flag("--no-cache", no_cache, "Neither read nor write the Gram-matrix cache (docs/performance.md)");
+  app.add_option("--cache-dir", cache_dir,
+                 "Prediction cache: reuse a whole prediction made with the same model, data, spec, command line, "
+                 "hardware and ttpred version (docs/performance.md)");
   app.add_flag("--csv", csv, "With a sweep: print CSV rows instead of the table");
   app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file")->check(cli::value_not_option());
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
@@ -33,6 +106,12 @@ int main(int argc, char** argv) {
   ov.add_estimator(app);
   app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
+  std::vector<std::string> key_args;  // the command line without the cache and progress options
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--cache-dir") ++i;
+    else if (a.rfind("--cache-dir=", 0) != 0 && a != "-q" && a != "--quiet") key_args.push_back(a);
+  }
 
   return cli::guarded(tool, [&] {
     if (!plot.empty()) cli::check_writable(plot, "--plot");  // before the work, not after it
@@ -57,6 +136,19 @@ int main(int argc, char** argv) {
       ok = std::fclose(f) == 0 && ok;
       if (!ok) throw Error(Exit::input, plot + ": write failed");
     };
+    const bool use_pred_cache = !cache_dir.empty() && plot.empty() && !no_cache;
+    std::string key;
+    if (use_pred_cache) {
+      key = prediction_key(spec, spec_path, key_args);
+      if (auto hit = prediction_cache_load(cache_dir, key)) {
+        std::fputs((json ? mark_hit(hit->out) : hit->out).c_str(), stdout);
+        std::fputs(hit->err.c_str(), stderr);
+        if (!quiet) std::fprintf(stderr, "%s: prediction from the cache %s/%s.pred\n", tool.c_str(),
+                                 cache_dir.c_str(), key.c_str());
+        return 0;
+      }
+    }
+    CachedOutput result;
     if (!spec.sweep.empty()) {
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<Prediction> ps = estimate_all(expand_sweep(spec), opt);
@@ -64,23 +156,28 @@ int main(int argc, char** argv) {
       cli::end_progress();
       write_plot(ps);
       if (json)
-        std::fputs(sweep_json(ps, secs).c_str(), stdout);
+        result.out = sweep_json(ps, secs);
       else if (csv)
-        std::fputs(sweep_csv(ps).c_str(), stdout);
+        result.out = sweep_csv(ps);
       else
-        std::fputs(sweep_table(ps, secs).c_str(), stdout);
-      return 0;
-    }
-    if (csv) throw Error(Exit::usage, "--csv needs a sweep section in the spec");
-    Prediction p = estimate(spec, opt);
-    cli::end_progress();
-    write_plot({p});
-    if (json) {
-      std::fputs(to_json(p).c_str(), stdout);
+        result.out = sweep_table(ps, secs);
     } else {
-      std::fputs(to_table(p).c_str(), stdout);
-      for (const auto& w : p.warnings) std::fprintf(stderr, "%s: warning: %s\n", tool.c_str(), w.c_str());
+      if (csv) throw Error(Exit::usage, "--csv needs a sweep section in the spec");
+      Prediction p = estimate(spec, opt);
+      cli::end_progress();
+      write_plot({p});
+      if (json) {
+        result.out = to_json(p);
+      } else {
+        result.out = to_table(p);
+        for (const auto& w : p.warnings) result.err += tool + ": warning: " + w + "\n";
+      }
     }
+    std::fputs(result.out.c_str(), stdout);
+    std::fputs(result.err.c_str(), stderr);
+    if (use_pred_cache && !prediction_cache_store(cache_dir, key, result))
+      std::fprintf(stderr, "%s: warning: cannot write the prediction cache %s (it must be a directory of this user "
+                   "that no one else can write to)\n", tool.c_str(), cache_dir.c_str());
     return 0;
   });
 }

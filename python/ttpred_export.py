@@ -101,14 +101,15 @@ def _optimizer_values(optimizer):
         if g.get("nesterov"):
             keys["nesterov"] = True
         return keys, None
-    # Adam/AdamW (another part of ttpred reads these keys: optimizer.name, betas, eps).
+    # Adam/AdamW: optimizer.name, betas, eps (docs/spec.md).
     keys["name"] = name.lower()
     if "betas" in g:
         keys["betas"] = [float(b) for b in g["betas"]]
     if "eps" in g:
         keys["eps"] = float(g["eps"])
-    return keys, "optimizer %s: written as optimizer.name: %s; ttpred versions without it take only SGD" % (
-        name, name.lower())
+    if name not in ("Adam", "AdamW"):
+        raise ValueError("ttpred export: optimizer %s: ttpred models SGD, Adam and AdamW" % name)
+    return keys, None
 
 
 def _yaml_value(v):

@@ -385,4 +385,94 @@ void cache_prune(uint64_t max_bytes) {
   }
 }
 
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(bytes.data(), bytes.size());
+  return h.hex();
+}
+
+std::string file_sha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  Sha256 h;
+  std::vector<char> chunk(1 << 20);
+  while (in) {
+    in.read(chunk.data(), std::streamsize(chunk.size()));
+    h.update(chunk.data(), size_t(in.gcount()));
+  }
+  return h.hex();
+}
+
+namespace {
+constexpr char kPredMagic[8] = {'T', 'T', 'P', 'P', 'R', 'E', 'D', '1'};
+std::string pred_path(const std::string& dir, const std::string& key) { return dir + "/" + key + ".pred"; }
+// Only a directory of this user that nobody else can write to: on shared storage
+// another user could otherwise plant entries for keys this user will compute.
+bool own_private_dir(const std::string& dir) {
+  struct stat st {};
+  return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() &&
+         (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+}  // namespace
+
+std::optional<CachedOutput> prediction_cache_load(const std::string& dir, const std::string& key) {
+  try {
+    if (dir.empty() || !valid_key(key) || !own_private_dir(dir)) return std::nullopt;
+    const std::string path = pred_path(dir, key);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (buf.size() < sizeof kPredMagic + 8 || std::memcmp(buf.data(), kPredMagic, sizeof kPredMagic) != 0)
+      return std::nullopt;
+    Reader r{buf.data() + sizeof kPredMagic, buf.data() + buf.size() - 8};
+    if (r.str() != key) return std::nullopt;
+    CachedOutput c;
+    c.out = r.str();
+    c.err = r.str();
+    uint64_t stored = 0;
+    std::memcpy(&stored, buf.data() + buf.size() - 8, 8);
+    if (!r.ok || r.p != r.end || stored != r.sum) return std::nullopt;  // torn or corrupt: recompute
+    return c;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+bool prediction_cache_store(const std::string& dir, const std::string& key, const CachedOutput& c) {
+  try {
+    if (dir.empty() || !valid_key(key)) return false;
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) {
+      fs::create_directories(dir, ec);
+      if (ec) return false;
+      fs::permissions(dir, fs::perms::owner_all, ec);  // 0700: the user's own
+    }
+    if (!own_private_dir(dir)) return false;
+    Writer w;
+    w.str(key);
+    w.str(c.out);
+    w.str(c.err);
+    std::random_device rd;
+    const std::string tmp =
+        dir + "/." + key + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(uint64_t(rd()) << 32 | rd());
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(kPredMagic, sizeof kPredMagic);
+      out.write(w.buf.data(), std::streamsize(w.buf.size()));
+      out.write(reinterpret_cast<const char*>(&w.sum), 8);
+      out.flush();
+      if (!out) {
+        out.close();
+        fs::remove(tmp, ec);
+        return false;
+      }
+    }
+    fs::rename(tmp, pred_path(dir, key), ec);  // atomic: readers see all or nothing
+    if (ec) fs::remove(tmp, ec);
+    return !ec;
+  } catch (...) {
+    return false;
+  }
+}
+
 }  // namespace ttpred

@@ -58,8 +58,11 @@ Hyper anchor_hyper(const Spec& s, const Prediction& P, const Hyper& hk, bool anc
   ha.lr = an.lr;
   ha.momentum = an.momentum;
   ha.weight_decay = an.weight_decay;
-  ha.batch_size = an.batch_size >= P.size ? P.subset : an.batch_size;
-  ha.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.size / std::min(an.batch_size, P.size)) - 1e-9));
+  // The anchor's batch_size is per GPU and micro-batch, as optimizer.batch_size.
+  const int64_t global = an.batch_size * (s.global_batch() / s.batch_size);
+  ha.batch_size = global >= P.size ? P.subset : global;
+  ha.micro_batch = global >= P.size || global == an.batch_size ? 0 : an.batch_size;
+  ha.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.size / std::min(global, P.size)) - 1e-9));
   ha.steps = std::min(relinearize_steps(s, ha.horizon), ha.horizon - 1);
   return ha;
 }

@@ -44,8 +44,12 @@ std::string to_json(const Prediction& p) {
                {"subset", p.subset},
                {"draw", s.data.draw_first ? "first" : "stratified"}};
   j["loss"] = to_string(s.loss);
-  j["optimizer"] = {{"lr", s.lr}, {"momentum", s.momentum}, {"weight_decay", s.weight_decay},
-                    {"batch_size", s.batch_size}};
+  j["label_smoothing"] = s.label_smoothing;
+  j["batchnorm"] = s.batchnorm_train ? "train" : "eval";
+  j["optimizer"] = {{"name", to_string(s.optimizer)}, {"lr", s.lr}, {"momentum", s.momentum},
+                    {"nesterov", s.nesterov}, {"betas", {s.beta1, s.beta2}}, {"eps", s.eps},
+                    {"weight_decay", s.weight_decay}, {"batch_size", s.batch_size},
+                    {"accumulation_steps", s.accumulation_steps}, {"global_batch", s.global_batch()}};
   j["schedule"] = {{"type", s.schedule.type}, {"warmup_steps", s.schedule.warmup_steps},
                    {"step_size", s.schedule.step_size}, {"gamma", s.schedule.gamma}, {"min_lr", s.schedule.min_lr}};
   j["target"] = {{"kind", to_string(s.target)}, {"value", s.target_value}};
@@ -131,8 +135,16 @@ std::string to_table(const Prediction& p) {
                                           p.shared_modes, p.check_from, p.subset, 100 * p.check_error,
                                           100 * p.extrapolation_width)
                             : fmt::format("N0 -> N: {:.0f} shared modes (no self-check: N0 too small)", p.shared_modes));
-  row("training", fmt::format("{} loss, SGD lr {} momentum {} weight decay {}, batch {}", to_string(s.loss), s.lr,
-                              s.momentum, s.weight_decay, s.batch_size));
+  const std::string loss_text =
+      std::string(to_string(s.loss)) + (s.label_smoothing > 0 ? fmt::format(" (label smoothing {})", s.label_smoothing) : "");
+  const std::string batch = batch_text(s);
+  if (s.optimizer == Optimizer::sgd)
+    row("training", fmt::format("{} loss, SGD lr {} momentum {}{} weight decay {}, batch {}", loss_text, s.lr, s.momentum,
+                                s.nesterov ? " (Nesterov)" : "", s.weight_decay, batch));
+  else
+    row("training", fmt::format("{} loss, {} lr {} betas [{}, {}] eps {} weight decay {}, batch {}", loss_text,
+                                s.optimizer == Optimizer::adam ? "Adam" : "AdamW", s.lr, s.beta1, s.beta2, s.eps,
+                                s.weight_decay, batch));
   row("schedule", schedule_text(s.schedule));
   if (p.relinearized_with_steps > 0)
     row("re-linearized", fmt::format("Theta at w_K from {} real steps with lr {} momentum {} weight decay {}, batch {} "

@@ -15,6 +15,9 @@ namespace fs = std::filesystem;
 namespace ttpred {
 
 const char* to_string(Loss l) { return l == Loss::mse ? "mse" : "cross_entropy"; }
+const char* to_string(Optimizer o) {
+  return o == Optimizer::adam ? "adam" : o == Optimizer::adamw ? "adamw" : "sgd";
+}
 const char* to_string(TargetKind k) {
   switch (k) {
     case TargetKind::loss: return "loss";
@@ -137,7 +140,19 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   top.allow({"model", "data", "loss", "optimizer", "training", "target", "engine", "hardware", "sweep",
              "name", "description"});
   if (!top.has("model")) s.fail("model", "missing (path of a TorchScript model)");
-  s.model = s.resolve(top.string("model"));
+  if (top.node_["model"].IsMap()) {
+    Reader m(s, top.map("model"), "model.");
+    m.allow({"path", "batchnorm"});
+    if (!m.has("path")) s.lines["model.path"] = s.line_of("model"), s.fail("model.path", "missing (path of a TorchScript model)");
+    s.model = s.resolve(m.string("path"));
+    if (m.has("batchnorm")) {
+      const std::string b = m.string("batchnorm");
+      if (b != "eval" && b != "train") s.fail("model.batchnorm", "must be eval or train (got '" + b + "')");
+      s.batchnorm_train = b == "train";
+    }
+  } else {
+    s.model = s.resolve(top.string("model"));
+  }
   if (!top.has("data")) s.fail("data", "missing");
   {
     Reader d(s, top.map("data"), "data.");
@@ -248,18 +263,30 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     if (d.has("subset") && s.data.subset <= 0) s.fail("data.subset", "must be > 0");
   }
   if (top.has("loss")) {
-    std::string l = top.string("loss");
+    // `loss: NAME` or `loss: {name: NAME, label_smoothing: x}`.
+    std::string l, at = "loss";
+    if (top.node_["loss"].IsMap()) {
+      Reader r(s, top.map("loss"), "loss.");
+      r.allow({"name", "label_smoothing"});
+      if (!r.has("name")) s.lines["loss.name"] = s.line_of("loss"), s.fail("loss.name", "missing (cross_entropy or mse)");
+      l = r.string("name");
+      at = "loss.name";
+      if (r.has("label_smoothing")) s.label_smoothing = r.number("label_smoothing");
+    } else {
+      l = top.string("loss");
+    }
     if (l == "cross_entropy" || l == "crossentropy" || l == "ce")
       s.loss = Loss::cross_entropy;
     else if (l == "mse")
       s.loss = Loss::mse;
     else
-      s.fail("loss", "must be cross_entropy or mse (got '" + l + "')");
+      s.fail(at, "must be cross_entropy or mse (got '" + l + "')");
   }
   if (!top.has("optimizer")) s.fail("optimizer", "missing (lr, batch_size, momentum, weight_decay)");
   {
     Reader o(s, top.map("optimizer"), "optimizer.");
-    o.allow({"lr", "momentum", "batch_size", "weight_decay", "type", "schedule"});
+    o.allow({"name", "type", "lr", "momentum", "nesterov", "betas", "eps", "batch_size", "accumulation_steps",
+             "weight_decay", "schedule"});
     if (o.has("schedule")) {
       Reader sc(s, o.map("schedule"), "optimizer.schedule.");
       sc.allow({"type", "warmup_steps", "step_size", "gamma", "min_lr"});
@@ -277,8 +304,29 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
       if (sc.has("min_lr")) s.schedule.min_lr = sc.number("min_lr");
       if (!(s.schedule.min_lr >= 0)) s.fail("optimizer.schedule.min_lr", "must be >= 0");
     }
-    if (o.has("type") && o.string("type") != "sgd")
-      s.fail("optimizer.type", "only 'sgd' (torch.optim.SGD) is supported");
+    // optimizer.name (optimizer.type: the older spelling of the same key).
+    if (o.has("name") && o.has("type")) s.fail("optimizer.type", "give optimizer.name or optimizer.type, not both");
+    if (o.has("name") || o.has("type")) {
+      const char* k = o.has("name") ? "name" : "type";
+      const std::string v = o.string(k);
+      if (v == "sgd") s.optimizer = Optimizer::sgd;
+      else if (v == "adam") s.optimizer = Optimizer::adam;
+      else if (v == "adamw") s.optimizer = Optimizer::adamw;
+      else s.fail(o.key(k), "must be sgd, adam or adamw (torch.optim.SGD / Adam / AdamW; got '" + v + "')");
+    }
+    if (o.has("betas")) {
+      YAML::Node b = o.node_["betas"];
+      bool ok = b.IsSequence() && b.size() == 2;
+      try {
+        if (ok) s.beta1 = b[0].as<double>(), s.beta2 = b[1].as<double>();
+      } catch (const YAML::Exception&) {
+        ok = false;
+      }
+      if (!ok) s.fail("optimizer.betas", "must be two numbers in [0, 1)");
+    }
+    if (o.has("eps")) s.eps = o.number("eps");
+    if (o.has("nesterov")) s.nesterov = o.get<bool>("nesterov", "true or false");
+    if (o.has("accumulation_steps")) s.accumulation_steps = o.integer_in("accumulation_steps", 1, 1000000);
     if (!o.has("lr")) s.fail("optimizer.lr", "missing");
     s.lr = o.number("lr");
     if (o.has("momentum")) s.momentum = o.number("momentum");
@@ -431,6 +479,14 @@ std::vector<Spec> expand_sweep(const Spec& spec) {
   return out;
 }
 
+std::string batch_text(const Spec& s) {
+  if (s.global_batch() == s.batch_size) return std::to_string(s.batch_size);
+  std::string t = std::to_string(s.batch_size);
+  if (s.gpus > 1) t += " x " + std::to_string(s.gpus) + " gpus";
+  if (s.accumulation_steps > 1) t += " x " + std::to_string(s.accumulation_steps) + " accumulation_steps";
+  return t + " = " + std::to_string(s.global_batch());
+}
+
 void validate(const Spec& s) {
   auto bad = [&](const std::string& key, const std::string& msg) { s.fail(key, msg); };
   auto num = [](double v) {
@@ -448,6 +504,22 @@ void validate(const Spec& s) {
   };
   optimizer("optimizer.", s.optimizer_values());
   if (s.relinearize_with.set) optimizer("engine.relinearize_with.", s.relinearize_with);
+  const bool sgd = s.optimizer == Optimizer::sgd;
+  if (!sgd && s.momentum != 0)
+    bad("optimizer.momentum", std::string("is an SGD option: ") + to_string(s.optimizer) + " uses optimizer.betas");
+  if (!sgd && s.nesterov) bad("optimizer.nesterov", std::string("is an SGD option (optimizer.name is ") + to_string(s.optimizer) + ")");
+  if (s.nesterov && !(s.momentum > 0)) bad("optimizer.nesterov", "needs momentum > 0 (torch.optim.SGD)");
+  if (sgd && (s.lines.count("optimizer.betas") || s.lines.count("optimizer.eps")))
+    bad(s.lines.count("optimizer.betas") ? "optimizer.betas" : "optimizer.eps",
+        "is an Adam/AdamW option (optimizer.name is sgd)");
+  if (!(s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1))
+    bad("optimizer.betas", "must be two numbers in [0, 1) (got [" + num(s.beta1) + ", " + num(s.beta2) + "])");
+  if (!(s.eps >= 0) || !std::isfinite(s.eps)) bad("optimizer.eps", "must be >= 0 (got " + num(s.eps) + ")");
+  if (s.accumulation_steps < 1) bad("optimizer.accumulation_steps", "must be >= 1");
+  if (!(s.label_smoothing >= 0 && s.label_smoothing < 1))
+    bad("loss.label_smoothing", "must be in [0, 1) (got " + num(s.label_smoothing) + ")");
+  if (s.label_smoothing > 0 && s.loss != Loss::cross_entropy)
+    bad("loss.label_smoothing", "only applies to cross_entropy (nn.CrossEntropyLoss)");
   if (s.steps < 0 || (s.steps == 0 && !(s.epochs > 0)))
     bad(s.lines.count("training.epochs") && !s.lines.count("training.steps") ? "training.epochs" : "training.steps",
         "the horizon must be > 0");
@@ -457,9 +529,8 @@ void validate(const Spec& s) {
   if (s.data.size > 0 && s.data.subset > s.data.size)
     bad("data.subset", "(" + std::to_string(s.data.subset) + ") exceeds data.size (" +
                            std::to_string(s.data.size) + ")");
-  if (s.data.size > 0 && s.batch_size > s.data.size)
-    bad("optimizer.batch_size", "(" + std::to_string(s.batch_size) + ") exceeds data.size (" +
-                                    std::to_string(s.data.size) + ")");
+  if (s.data.size > 0 && s.global_batch() > s.data.size)
+    bad("optimizer.batch_size", "(" + batch_text(s) + ") exceeds data.size (" + std::to_string(s.data.size) + ")");
   switch (s.target) {
     case TargetKind::epsilon:
       if (!(s.target_value > 0)) bad("target.epsilon", "must be > 0 (got " + num(s.target_value) + ")");

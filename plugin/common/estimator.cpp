@@ -44,9 +44,24 @@ SpankArgs parse_spank_args(int argc, const char* const* argv) {
       if (val == "yes" || val == "1" || val == "true") a.slurm_budget = true;
       else if (val == "no" || val == "0" || val == "false") a.slurm_budget = false;
       else a.problems.push_back("slurm_budget='" + val + "' is not yes or no: using yes");
+    } else if (key == "mode") {
+      if (val == "job") a.job_mode = true;
+      else if (val == "sync") a.job_mode = false;
+      else a.problems.push_back("mode='" + val + "' is not sync or job: using sync");
+    } else if (key == "partition" || key == "account" || key == "qos" || key == "gres") {
+      // Slurm names: no spaces, quotes or control characters (they go into a job request).
+      bool ok = val.size() <= 128;
+      for (unsigned char c : val) ok = ok && c > 32 && c < 127 && c != '\'' && c != '"';
+      if (!ok) a.problems.push_back(key + "='" + val + "' is not a plain Slurm name: ignored");
+      else (key == "partition" ? a.partition : key == "account" ? a.account : key == "qos" ? a.qos : a.gres) = val;
+    } else if (key == "predictor" || key == "output" || key == "cache_dir") {
+      if (val.empty() || val[0] != '/' || val.find('\n') != std::string::npos)
+        a.problems.push_back(key + "='" + val + "' is not an absolute path: ignored");
+      else (key == "predictor" ? a.predictor : key == "output" ? a.output : a.cache_dir) = val;
     } else {
       a.problems.push_back("unknown argument '" + arg +
-                           "' ignored (expected estimator=, timeout=, device=, slurm_budget=)");
+                           "' ignored (expected estimator=, timeout=, device=, slurm_budget=, mode=, "
+                           "partition=, account=, qos=, gres=, predictor=, output=, cache_dir=)");
     }
   }
   return a;

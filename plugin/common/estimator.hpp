@@ -11,16 +11,28 @@ namespace ttpred::slurm {
 #define TTPRED_DEFAULT_ESTIMATOR "/usr/local/bin/ttpred-estimate"
 #endif
 
+#ifndef TTPRED_DEFAULT_PREDICT_JOB
+#define TTPRED_DEFAULT_PREDICT_JOB "/usr/local/bin/ttpred-predict-job"
+#endif
+
 struct SpankArgs {
   std::string estimator = TTPRED_DEFAULT_ESTIMATOR;
   double timeout_seconds = 60;
   std::string device = "auto";  // auto | cpu | cuda
   bool slurm_budget = true;     // read GrpTRESMins/usage from slurmctld's assoc_mgr
+  // mode=job: the prediction runs as a Slurm job of the user (ttpred-predict-job)
+  // and the job waits for it; mode=sync (default): ttpred-estimate runs in sbatch.
+  bool job_mode = false;
+  std::string partition, account, qos, gres;  // of the prediction job ("" = Slurm's default)
+  std::string predictor = TTPRED_DEFAULT_PREDICT_JOB;  // the prediction job's program
+  std::string output = "/dev/null";                    // its stdout/stderr (%j = job id)
+  std::string cache_dir;                               // passed as --cache-dir ("" = none)
   std::vector<std::string> problems;  // unknown/invalid arguments (ignored, logged)
 };
 
 // plugstack.conf arguments: estimator=PATH timeout=SECONDS device=auto|cpu|cuda
-// slurm_budget=yes|no
+// slurm_budget=yes|no mode=sync|job partition= account= qos= gres= predictor=PATH
+// output=PATH cache_dir=PATH
 SpankArgs parse_spank_args(int argc, const char* const* argv);
 
 struct RunResult {

@@ -37,6 +37,36 @@ std::string fmt_g(double v) {
   return buf;
 }
 
+// The job as the policy sees it at submission.
+JobView view_of(const Policy& policy, const SubmitInput& in) {
+  JobView job;
+  if (!in.partition.empty()) job.partitions = split_list(in.partition);
+  else if (!in.default_partition.empty()) job.partitions.push_back(in.default_partition);
+  if (job.partitions.size() > 64) job.partitions.resize(64);
+  job.account = in.account.value_or("");
+  job.qos = in.qos;
+  job.user = in.user;
+  job.time_limit_minutes = in.time_limit_minutes;
+  job.time_min_minutes = in.time_min_minutes;
+  job_gpus(policy, in.tres, in.min_nodes, in.max_nodes, in.exclusive, job);
+  if (!in.array_inx.empty()) {
+    auto n = array_task_count(in.array_inx);
+    // Unparseable: count it as large as it can be (Slurm's MaxArraySize is at most 4000001).
+    job.array_tasks = n ? *n : 4000001;
+  }
+
+  return job;
+}
+
+std::string minutes_text(double m) {
+  if (!std::isfinite(m)) return "UNLIMITED";
+  return fmt_g(m) + " min";
+}
+
+bool starts_with(const std::string& s, const char* prefix) {
+  return s.compare(0, std::strlen(prefix), prefix) == 0;
+}
+
 }  // namespace
 
 const char* env_lookup(const char* const* env, std::size_t count, const char* name,
@@ -105,21 +135,7 @@ SubmitOutput evaluate_submit(const Policy* policy, const SubmitInput& in, Budget
     out.log_lines.push_back(who + ": no usable policy, job unchanged");
     return out;
   }
-  JobView job;
-  if (!in.partition.empty()) job.partitions = split_list(in.partition);
-  else if (!in.default_partition.empty()) job.partitions.push_back(in.default_partition);
-  if (job.partitions.size() > 64) job.partitions.resize(64);
-  job.account = in.account.value_or("");
-  job.qos = in.qos;
-  job.user = in.user;
-  job.time_limit_minutes = in.time_limit_minutes;
-  job.time_min_minutes = in.time_min_minutes;
-  job_gpus(*policy, in.tres, in.min_nodes, in.max_nodes, in.exclusive, job);
-  if (!in.array_inx.empty()) {
-    auto n = array_task_count(in.array_inx);
-    // Unparseable: count it as large as it can be (Slurm's MaxArraySize is at most 4000001).
-    job.array_tasks = n ? *n : 4000001;
-  }
+  JobView job = view_of(*policy, in);
 
   Prediction pred = *env.prediction;
   const StepBoundResult sb = apply_step_bounds(*policy, job.partitions, job.gpu_type, pred);
@@ -195,6 +211,14 @@ ModifyOutput evaluate_modify(const Policy& policy, const JobTicket& ticket, cons
   if (in.max_nodes) t.max_nodes = *in.max_nodes;
   if (in.qos) t.qos = *in.qos;
   if (in.time_limit_minutes) t.limit_minutes = *in.time_limit_minutes;
+  if (ticket.awaiting) {
+    // No prediction yet: the change is recorded (a new limit counts as the user's
+    // own); the report applies the policy to the job as it is then.
+    if (in.time_limit_minutes) t.user_limit_minutes = *in.time_limit_minutes;
+    out.log_lines.push_back("uid " + std::to_string(t.uid) +
+                            " update: awaiting its prediction, recorded for the report");
+    return out;
+  }
   out.rechecked = true;
 
   JobView job;
@@ -247,6 +271,214 @@ ModifyOutput evaluate_modify(const Policy& policy, const JobTicket& ticket, cons
   for (auto& m : d.user_messages)
     if (m.find("warning") != std::string::npos || m.find("cost") != std::string::npos)
       out.user_messages.push_back(std::move(m));
+  return out;
+}
+
+SubmitOutput evaluate_submit_pending(const Policy* policy, const SubmitInput& in,
+                                     std::uint32_t predict_job, BudgetTally& tally) {
+  SubmitOutput out;
+  out.ttpred = true;
+  const std::string who = "uid " + std::to_string(in.uid) + " job '" + sanitize(in.name, 64) + "'";
+  const std::string pj = std::to_string(predict_job);
+  if (!policy) {
+    out.log_lines.push_back(who + ": prediction job " + pj + ": no usable policy, job unchanged");
+    return out;
+  }
+  JobView job = view_of(*policy, in);
+  const Rule* r = match_rule(*policy, job);
+  if (!r) {
+    out.log_lines.push_back(who + ": prediction job " + pj + ": no rule matches: job unchanged");
+    return out;
+  }
+  out.decided = true;
+  double limit = r->time_limit.max_minutes;  // the fallback until the prediction reports
+  bool own_limit = in.time_limit_minutes.has_value();
+  if (own_limit) {
+    limit = *in.time_limit_minutes;
+  } else if (r->set_time_limit) {
+    std::uint32_t m = r->time_limit.max_minutes;
+    if (in.time_min_minutes && std::isfinite(*in.time_min_minutes) && *in.time_min_minutes > m &&
+        *in.time_min_minutes < 4294967294.0)
+      m = static_cast<std::uint32_t>(*in.time_min_minutes);
+    out.set_time_limit = m;
+    limit = m;
+  }
+  const double cost = job_cost_gpu_hours(limit, job.gpus, job.array_tasks);
+  // The least any prediction can give (the rule's min_minutes, or the user's own
+  // limit): a rule that rejects over-budget jobs refuses the job now when even
+  // that does not fit what is left (the report cannot refuse a queued job).
+  const double least = job_cost_gpu_hours(own_limit ? limit : r->time_limit.min_minutes, job.gpus, job.array_tasks);
+  std::vector<std::pair<std::string, Period>> charged;
+  {
+    auto lock = tally.lock();
+    if (r->budget.reject && job.gpus > 0)
+      for (const auto& st : budget_states(*policy, in.account, job.partitions, {}, tally, in.now))
+        if (least > st.remaining_hours) {
+          lock.unlock();
+          out.rc = SubmitOutput::Rc::reject_budget;
+          out.user_messages.push_back("ttpred: job rejected: even its smallest limit costs " + fmt_hours(least) +
+                                      " GPU-hours, more than the " + fmt_hours(st.remaining_hours) +
+                                      " GPU-hours left to " + st.what + " (policy rule '" +
+                                      sanitize(r->name, 64) + "')");
+          out.log_lines.push_back(who + ": rule '" + sanitize(r->name, 64) + "': prediction job " + pj +
+                                  ", over budget (" + st.what + " left " + fmt_hours(st.remaining_hours) +
+                                  "), rejected");
+          return out;
+        }
+    if (in.account && !in.account->empty())
+      for (const PolicyBudget* b : matching_budgets(*policy, *in.account, job.partitions)) {
+        tally.charge(b->key(), b->period, in.now, cost);
+        charged.emplace_back(b->key(), b->period);
+      }
+  }
+  out.wait_for_job = predict_job;
+  out.comment = "ttpred: predicting (job " + pj + "); time limit " + minutes_text(limit) +
+                (own_limit ? " (yours)" : " until it reports");
+  out.user_messages.push_back("ttpred: the job waits for its prediction (job " + pj + "); time limit " +
+                              minutes_text(limit) + (own_limit ? " (yours)" : " until then (policy rule '" +
+                              sanitize(r->name, 64) + "' fallback)"));
+  out.log_lines.push_back(who + ": rule '" + sanitize(r->name, 64) + "': waits for prediction job " + pj +
+                          ", limit " + minutes_text(limit) + (own_limit ? " (user)" : " (fallback)") +
+                          ", cost " + fmt_hours(cost) + " GPU-h" + (charged.empty() ? "" : " charged"));
+  JobTicket t;
+  t.uid = in.uid;
+  t.account = in.account;
+  t.partitions = job.partitions;
+  t.qos = in.qos;
+  t.user = in.user;
+  t.tres = in.tres;
+  t.min_nodes = in.min_nodes;
+  t.max_nodes = in.max_nodes;
+  t.exclusive = in.exclusive;
+  t.array_tasks = job.array_tasks;
+  t.limit_minutes = limit;
+  t.cost_gpu_hours = charged.empty() ? 0 : cost;
+  t.charged = charged;
+  t.charged_at = in.now;
+  t.awaiting = true;
+  t.predict_job = predict_job;
+  t.user_limit_minutes = in.time_limit_minutes;
+  t.time_min_minutes = in.time_min_minutes;
+  // Until a report: a prediction as long as the fallback (what job_modify re-checks).
+  t.prediction.seconds = t.prediction.seconds_lo = t.prediction.seconds_hi = 0;
+  out.ticket = std::move(t);
+  return out;
+}
+
+ReportOutput evaluate_report(const Policy& policy, const JobTicket& ticket, const std::string& report,
+                             std::time_t now, BudgetTally& tally) {
+  ReportOutput out;
+  out.ticket = ticket;
+  JobTicket& t = out.ticket;
+  const std::string who = "uid " + std::to_string(ticket.uid) + " report of prediction job " +
+                          std::to_string(ticket.predict_job);
+  if (!ticket.awaiting) {
+    out.rc = ReportOutput::Rc::not_awaited;
+    out.log_lines.push_back(who + ": refused: no prediction is awaited for this job (one report only)");
+    return out;
+  }
+  const bool result = starts_with(report, kReportResult), failed = starts_with(report, kReportFailed);
+  if (!result && !failed) {
+    out.rc = ReportOutput::Rc::bad;
+    return out;
+  }
+  t.awaiting = false;
+  const std::string kept = "time limit " + minutes_text(ticket.limit_minutes) +
+                           (ticket.user_limit_minutes ? " (yours)" : " (policy fallback)");
+  std::string failure;
+  std::optional<Prediction> pred;
+  if (report.size() > kMaxReportBytes) {
+    failure = "report larger than " + std::to_string(kMaxReportBytes) + " bytes";
+  } else if (failed) {
+    failure = sanitize(report.substr(std::strlen(kReportFailed)), 200);
+    if (failure.empty()) failure = "no reason given";
+  } else {
+    try {
+      Prediction p = prediction_from_json(report.substr(std::strlen(kReportResult)));
+      // The same validation as the synchronous path's job control environment.
+      std::vector<std::string> entries;
+      for (const auto& [name, value] : prediction_to_env(p)) entries.push_back(name + "=" + value);
+      std::vector<const char*> env;
+      for (const auto& e : entries) env.push_back(e.c_str());
+      EnvParse e = parse_env(env.data(), env.size(), policy.limits);
+      for (const auto& prob : e.problems) out.log_lines.push_back(who + ": invalid prediction value: " + prob);
+      if (e.prediction) pred = *e.prediction;
+      else failure = "invalid prediction values";
+    } catch (const JsonError& e) {
+      failure = "invalid prediction: " + sanitize(e.what(), 160);
+    }
+  }
+  if (!pred) {
+    out.comment = "ttpred: no prediction (" + failure + "); " + kept;
+    out.log_lines.push_back(who + ": no prediction (" + failure + "), " + kept);
+    return out;
+  }
+  t.prediction = *pred;
+  JobView job;
+  job.partitions = t.partitions;
+  job.account = t.account.value_or("");
+  job.qos = t.qos;
+  job.user = t.user;
+  job.time_limit_minutes = t.user_limit_minutes;
+  job.time_min_minutes = t.time_min_minutes;
+  job.array_tasks = t.array_tasks;
+  job_gpus(policy, t.tres, t.min_nodes, t.max_nodes, t.exclusive, job);
+  Prediction p = *pred;
+  const StepBoundResult sb = apply_step_bounds(policy, job.partitions, job.gpu_type, p);
+
+  auto lock = tally.lock();
+  const auto states = budget_states(policy, t.account, job.partitions, {}, tally, now, ticket.charged,
+                                    ticket.cost_gpu_hours);
+  Decision d = decide(policy, job, p, states);
+  std::string line = who + ": " + d.log;
+  if (!sb.note.empty()) line += ", " + sb.note;
+  if (!d.rule || d.reject) {
+    lock.unlock();
+    std::string why = !d.rule ? std::string("no policy rule matches")
+                              : (d.user_messages.empty() ? std::string("rejected by the policy")
+                                                         : d.user_messages.back());
+    if (starts_with(why, "ttpred: ")) why = why.substr(8);
+    out.comment = "ttpred: prediction not applied (" + sanitize(why, 240) + "); " + kept;
+    out.log_lines.push_back(line + ", not applied, " + kept);
+    return out;
+  }
+  // Accepted: the charge moves from the fallback's cost to the new one.
+  for (const auto& [key, per] : ticket.charged)
+    if (period_start(per, ticket.charged_at) == period_start(per, now))
+      tally.refund(key, per, now, ticket.cost_gpu_hours);
+  t.charged.clear();
+  t.cost_gpu_hours = 0;
+  if (t.account && !t.account->empty()) {
+    for (const PolicyBudget* b : matching_budgets(policy, *t.account, job.partitions)) {
+      tally.charge(b->key(), b->period, now, d.cost_gpu_hours);
+      t.charged.emplace_back(b->key(), b->period);
+    }
+    if (!t.charged.empty()) t.cost_gpu_hours = d.cost_gpu_hours;
+  }
+  t.charged_at = now;
+  lock.unlock();
+  t.limit_minutes = d.limit_minutes;
+  out.set_time_limit = d.set_time_limit;
+  const Rule& r = *d.rule;
+  const bool horizon = r.time_limit.basis == Basis::horizon;
+  const std::string band = format_duration(basis_point_seconds(r.time_limit, p)) + ", 5-95%: " +
+                           format_duration(horizon ? p.horizon_lo : p.seconds_lo) + "-" +
+                           format_duration(horizon ? p.horizon_hi : p.seconds_hi);
+  const std::string what = horizon ? "horizon " : "converge ";
+  if (d.set_time_limit) {
+    out.comment = "ttpred: " + std::to_string(*d.set_time_limit) + " min (predicted " + what + band +
+                  "; rule '" + sanitize(r.name, 64) + "')";
+  } else {
+    out.comment = "ttpred: predicted " + what + band + "; " + kept;
+    for (const auto& m : d.user_messages)
+      if (m.find("warning") != std::string::npos) {
+        out.comment += "; " + m.substr(starts_with(m, "ttpred: ") ? 8 : 0);
+        break;
+      }
+  }
+  if (!sb.note.empty()) out.comment += "; " + sb.note;
+  out.comment = sanitize(out.comment, 480);
+  out.log_lines.push_back(line + ", report applied");
   return out;
 }
 

@@ -24,6 +24,17 @@ namespace ttpred::slurm {
 // key of its JobTicket, so that job_modify finds what was granted.
 inline constexpr const char* kEnvTicket = "TTPRED_TICKET";
 
+// Job mode (plugstack.conf mode=job): the SPANK plugin submits a prediction job P
+// and passes its id as TTPRED_PREDICT_JOB (untrusted); job_submit makes the job
+// depend on P (afterany:P), gives it the rule's max_minutes until P reports, and
+// keeps an awaiting ticket. P reports with `scontrol update jobid=JOB
+// comment=ttpred-result:JSON` (or ttpred-failed:REASON); job_modify turns that
+// into the policy's limit and a readable comment (evaluate_report).
+inline constexpr const char* kEnvPredictJob = "TTPRED_PREDICT_JOB";
+inline constexpr const char* kReportResult = "ttpred-result:";
+inline constexpr const char* kReportFailed = "ttpred-failed:";
+inline constexpr std::size_t kMaxReportBytes = 65536;
+
 struct SubmitInput {
   const char* const* env = nullptr;  // job_desc->spank_job_env (untrusted)
   std::size_t env_count = 0;
@@ -61,6 +72,11 @@ struct JobTicket {
   double cost_gpu_hours = 0; // what was charged
   std::vector<std::pair<std::string, Period>> charged;  // budget keys charged
   std::time_t charged_at = 0;
+  // Job mode: the prediction job's report is awaited (one report only).
+  bool awaiting = false;
+  std::uint32_t predict_job = 0;
+  std::optional<double> user_limit_minutes;  // the job's own --time (nullopt: none)
+  std::optional<double> time_min_minutes;
 };
 
 struct SubmitOutput {
@@ -71,6 +87,9 @@ struct SubmitOutput {
   std::vector<std::string> user_messages;  // sanitized, bounded
   std::vector<std::string> log_lines;      // sanitized, bounded (at most kMaxProblems + 2)
   std::optional<JobTicket> ticket;         // set when the job is accepted with a decision
+  // Job mode: the dependency to add (afterany:P) and the job's comment.
+  std::optional<std::uint32_t> wait_for_job;
+  std::string comment;
 };
 
 // The budget states (policy budgets from the tally, the Slurm budget from
@@ -112,6 +131,26 @@ struct ModifyOutput {
 // from the old charge to the new one. Takes tally's lock.
 ModifyOutput evaluate_modify(const Policy& policy, const JobTicket& ticket, const ModifyInput& in,
                              BudgetTally& tally);
+
+// Job mode at submission: no prediction yet (TTPRED_PREDICT_JOB=predict_job).
+// The matching rule gives the job its max_minutes (the fallback) when it has no
+// limit and set_time_limit is on; the budgets are charged with that (never
+// rejected here: the real cost comes with the report); the ticket is awaiting.
+SubmitOutput evaluate_submit_pending(const Policy* policy, const SubmitInput& in,
+                                     std::uint32_t predict_job, BudgetTally& tally);
+
+// A report of the prediction job (the comment of an `scontrol update`, untrusted:
+// it comes from a job that runs as the user). `report` starts with kReportResult
+// (the estimator's JSON) or kReportFailed (a reason).
+struct ReportOutput {
+  enum class Rc { ok, not_awaited, bad } rc = Rc::ok;
+  std::optional<std::uint32_t> set_time_limit;  // the policy's limit (job had none)
+  std::string comment;                          // the job's new comment
+  std::vector<std::string> log_lines;
+  JobTicket ticket;  // updated (awaiting cleared)
+};
+ReportOutput evaluate_report(const Policy& policy, const JobTicket& ticket, const std::string& report,
+                             std::time_t now, BudgetTally& tally);
 
 // Tickets of the accepted ttpred jobs, by key (random, in the job's environment as
 // TTPRED_TICKET). Bounded: the oldest are dropped beyond max_size. Thread-safe.

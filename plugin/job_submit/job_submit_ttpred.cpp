@@ -11,6 +11,10 @@
 // user-supplied marker), and against Slurm's GrpTRESMins budget the SPANK plugin
 // read at sbatch (TTPRED_SLURM_BUDGET: untrusted, advisory). job_modify re-applies
 // the policy when `scontrol update` changes the limit, GPUs, account or partition.
+// Job mode (TTPRED_PREDICT_JOB=P from the SPANK plugin's mode=job): the job gets
+// the dependency afterany:P, the rule's max_minutes as its fallback limit and a
+// comment; P's report (`scontrol update comment=ttpred-result:JSON`, untrusted) is
+// applied once by job_modify through the same validation and policy.
 // The logic is in plugin/common/submit.cpp; this file only talks to Slurm.
 //
 // Policy file: $TTPRED_POLICY in slurmctld's environment, else ttpred.yaml next to
@@ -222,19 +226,8 @@ void scrub_ticket(job_desc_msg_t* job_desc) {
   slurm_env_array_overwrite(&job_desc->environment, kEnvTicket, "");
 }
 
-int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
-  if (!job_desc) return SLURM_SUCCESS;
-  scrub_ticket(job_desc);
-  if (!job_desc->spank_job_env || job_desc->spank_job_env_size == 0) return SLURM_SUCCESS;
-  auto policy = current_policy();
-  SubmitInput in;
-  in.env = job_desc->spank_job_env;
-  in.env_count = job_desc->spank_job_env_size;
-  // Cheap check first: not a ttpred job, nothing more to do.
-  {
-    EnvParse probe = parse_env(in.env, in.env_count, policy ? policy->limits : EnvLimits{});
-    if (!probe.present) return SLURM_SUCCESS;
-  }
+// job_desc as the policy's input (the account resolved with the association manager).
+void fill_input(const job_desc_msg_t* job_desc, uint32_t submit_uid, const Policy* policy, SubmitInput& in) {
   const uid_t uid = job_desc->user_id != NO_VAL ? job_desc->user_id : submit_uid;
   in.name = job_desc->name;
   in.uid = uid;
@@ -270,27 +263,149 @@ int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
   in.array_inx = str(job_desc->array_inx);
   in.now = time(nullptr);
 
+}
+
+// The prediction job of a job-mode submission (TTPRED_PREDICT_JOB, untrusted): a
+// job id in decimal, or 0 when absent or not one.
+uint32_t predict_job_of(const job_desc_msg_t* job_desc) {
+  const char* v = env_lookup(job_desc->spank_job_env, job_desc->spank_job_env_size, kEnvPredictJob);
+  if (!v) return 0;
+  const std::string s(v, strnlen(v, 16));
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos) return 0;
+  const unsigned long long id = std::stoull(s);
+  return id > 0 && id < 0xfffffff0ULL ? static_cast<uint32_t>(id) : 0;
+}
+
+void add_ticket(job_desc_msg_t* job_desc, JobTicket t) {
+  if (!job_desc->environment || !slurm_env_array_overwrite) return;
+  // Batch jobs: the ticket's key in the job's environment, for job_modify.
+  const std::string key = g_tickets.add(std::move(t));
+  slurm_env_array_overwrite(&job_desc->environment, kEnvTicket, key.c_str());
+  uint32_t n = 0;
+  while (job_desc->environment[n]) ++n;
+  job_desc->env_size = n;
+}
+
+// Job mode: the job depends on its prediction job (afterany: whatever becomes of
+// it, the job is released) and shows its state in its comment.
+int submit_pending(job_desc_msg_t* job_desc, uint32_t submit_uid, uint32_t predict_job, char** err_msg) {
+  auto policy = current_policy();
+  SubmitInput in;
+  in.env = job_desc->spank_job_env;
+  in.env_count = job_desc->spank_job_env_size;
+  fill_input(job_desc, submit_uid, policy.get(), in);
+  const std::string dep = str(job_desc->dependency);
+  if (dep.find('?') != std::string::npos) {
+    // "a?b" (any of) cannot be combined with "and after the prediction".
+    append_msg(err_msg, "ttpred: warning: --dependency with '?' cannot wait for the prediction; "
+                        "the job is submitted without it");
+    slurm_info("job_submit/ttpred: uid %u: dependency with '?': prediction job %u not waited for",
+               in.uid, predict_job);
+    return SLURM_SUCCESS;
+  }
+  SubmitOutput out = evaluate_submit_pending(policy.get(), in, predict_job, g_tally);
+  log_lines(out.log_lines, false);
+  for (const auto& m : out.user_messages) append_msg(err_msg, sanitize(m, 1024));
+  if (out.rc == SubmitOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
+  if (!out.wait_for_job || !out.ticket || !job_desc->environment || !slurm_env_array_overwrite)
+    return SLURM_SUCCESS;
+  if (out.set_time_limit) job_desc->time_limit = *out.set_time_limit;
+  const std::string d = "afterany:" + std::to_string(*out.wait_for_job);
+  slurm_xstrcat(&job_desc->dependency, (dep.empty() ? d : "," + d).c_str());
+  if (!job_desc->comment || !*job_desc->comment) slurm_xstrcat(&job_desc->comment, out.comment.c_str());
+  add_ticket(job_desc, std::move(*out.ticket));
+  return SLURM_SUCCESS;
+}
+
+int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
+  if (!job_desc) return SLURM_SUCCESS;
+  scrub_ticket(job_desc);
+  if (!job_desc->spank_job_env || job_desc->spank_job_env_size == 0) return SLURM_SUCCESS;
+  if (const uint32_t pj = predict_job_of(job_desc)) return submit_pending(job_desc, submit_uid, pj, err_msg);
+  auto policy = current_policy();
+  SubmitInput in;
+  in.env = job_desc->spank_job_env;
+  in.env_count = job_desc->spank_job_env_size;
+  // Cheap check first: not a ttpred job, nothing more to do.
+  {
+    EnvParse probe = parse_env(in.env, in.env_count, policy ? policy->limits : EnvLimits{});
+    if (!probe.present) return SLURM_SUCCESS;
+  }
+  fill_input(job_desc, submit_uid, policy.get(), in);
   SubmitOutput out = evaluate_submit(policy.get(), in, g_tally);
   log_lines(out.log_lines, true);
   for (const auto& m : out.user_messages) append_msg(err_msg, sanitize(m, 1024));
   if (out.rc == SubmitOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
   if (out.rc == SubmitOutput::Rc::reject_time) return ESLURM_INVALID_TIME_LIMIT;
   if (out.set_time_limit) job_desc->time_limit = *out.set_time_limit;
-  if (out.ticket && job_desc->environment && slurm_env_array_overwrite) {
-    // Batch jobs: the ticket's key in the job's environment, for job_modify.
-    const std::string key = g_tickets.add(std::move(*out.ticket));
-    slurm_env_array_overwrite(&job_desc->environment, kEnvTicket, key.c_str());
-    uint32_t n = 0;
-    while (job_desc->environment[n]) ++n;
-    job_desc->env_size = n;
-  }
+  if (out.ticket) add_ticket(job_desc, std::move(*out.ticket));
   return SLURM_SUCCESS;
 }
 
 // job_modify: re-applies the policy to a ttpred batch job when `scontrol update`
 // changes its TimeLimit, TRES/GRES (GPUs), node count, account, partition or QOS.
+// The TTPRED_TICKET key in a job's environment ("" if none).
+std::string ticket_key_of(void* job_ptr) {
+  uint32_t n = 0;
+  char** env = get_job_env(job_ptr, &n);  // one small state file read, only on updates
+  std::string key;
+  if (env) {
+    if (const char* v = env_lookup(env, n, kEnvTicket, false)) key = std::string(v, strnlen(v, 64));
+    if (n > 0) slurm_xfree(reinterpret_cast<void**>(&env[0]));
+    slurm_xfree(reinterpret_cast<void**>(&env));
+  }
+  return key;
+}
+
+bool is_report(const char* comment) {
+  return comment && (std::strncmp(comment, kReportResult, std::strlen(kReportResult)) == 0 ||
+                     std::strncmp(comment, kReportFailed, std::strlen(kReportFailed)) == 0);
+}
+
+// Job mode: the prediction job's report (`scontrol update jobid=JOB
+// comment=ttpred-result:JSON`), untrusted. Accepted once per job, alone (no other
+// field in the same update), from the job's owner or root; it becomes the policy's
+// time limit and a readable comment.
+int do_report(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char** err_msg,
+              const std::string& id) {
+  const bool others = job_desc->time_limit != NO_VAL || job_desc->account || job_desc->partition ||
+                      job_desc->tres_per_job || job_desc->tres_per_node || job_desc->tres_per_task ||
+                      job_desc->tres_per_socket || job_desc->min_nodes != NO_VAL ||
+                      job_desc->max_nodes != NO_VAL || job_desc->qos || job_desc->dependency ||
+                      job_desc->priority != NO_VAL;
+  auto refuse = [&](const char* why) {
+    slurm_info("job_submit/ttpred: job %s: report by uid %u refused: %s", id.c_str(), submit_uid, why);
+    append_msg(err_msg, std::string("ttpred: report refused: ") + why);
+    return ESLURM_NOT_SUPPORTED;
+  };
+  if (others) return refuse("a prediction report must be the only change of its update");
+  if (!get_job_env || !slurm_xfree) return refuse("not supported by this slurmctld");
+  auto policy = current_policy();
+  if (!policy) return refuse("no usable policy");
+  const std::string key = ticket_key_of(job_ptr);
+  auto ticket = key.empty() ? std::nullopt : g_tickets.get(key);
+  if (!ticket) return refuse("the job does not await a prediction");
+  if (submit_uid != 0 && submit_uid != ticket->uid) return refuse("not the job's owner");
+  const std::string report(job_desc->comment, strnlen(job_desc->comment, kMaxReportBytes + 1));
+  ReportOutput out = evaluate_report(*policy, *ticket, report, time(nullptr), g_tally);
+  std::vector<std::string> lines;
+  for (const auto& l : out.log_lines) lines.push_back("job " + id + ": " + l);
+  log_lines(lines, false);
+  if (out.rc != ReportOutput::Rc::ok) return refuse("the job does not await a prediction");
+  g_tickets.put(key, std::move(out.ticket));
+  if (out.set_time_limit) job_desc->time_limit = *out.set_time_limit;
+  slurm_xfree(reinterpret_cast<void**>(&job_desc->comment));
+  job_desc->comment = slurm_xstrdup(out.comment.c_str());
+  return SLURM_SUCCESS;
+}
+
 int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char** err_msg) {
   if (!job_desc || !job_ptr) return SLURM_SUCCESS;
+  if (is_report(job_desc->comment)) {
+    const std::string id = job_desc->job_id != NO_VAL ? std::to_string(job_desc->job_id)
+                                                      : sanitize(job_desc->job_id_str, 32);
+    return do_report(job_desc, job_ptr, submit_uid, err_msg, id);
+  }
   const bool changes = job_desc->time_limit != NO_VAL || job_desc->account || job_desc->partition ||
                        job_desc->tres_per_job || job_desc->tres_per_node || job_desc->tres_per_task ||
                        job_desc->tres_per_socket || job_desc->min_nodes != NO_VAL ||
@@ -298,16 +413,7 @@ int do_modify(job_desc_msg_t* job_desc, void* job_ptr, uint32_t submit_uid, char
   if (!changes || !get_job_env || !slurm_xfree) return SLURM_SUCCESS;
   auto policy = current_policy();
   if (!policy) return SLURM_SUCCESS;
-  uint32_t n = 0;
-  char** env = get_job_env(job_ptr, &n);  // one small state file read, only on updates
-  std::string key;
-  if (env) {
-    if (const char* v = env_lookup(env, n, kEnvTicket, false)) key = std::string(v, strnlen(v, 64));
-    if (slurm_xfree) {
-      if (n > 0) slurm_xfree(reinterpret_cast<void**>(&env[0]));
-      slurm_xfree(reinterpret_cast<void**>(&env));
-    }
-  }
+  const std::string key = ticket_key_of(job_ptr);
   if (key.empty()) return SLURM_SUCCESS;  // not a ttpred batch job
   auto ticket = g_tickets.get(key);
   if (!ticket) {

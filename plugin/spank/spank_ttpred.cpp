@@ -11,13 +11,23 @@
 //            slurm_budget=yes
 // User environment: TTPRED_SAVE_JSON=FILE writes the estimator's JSON to FILE.
 //
+// mode=job (docs/admin-guide.md, "Job mode"): for sbatch, instead of running the
+// estimator, submits a prediction job (ttpred-predict-job, same user) and passes its
+// id as TTPRED_PREDICT_JOB; job_submit/ttpred makes the job wait for it and
+// job_modify applies its report. sbatch returns after one RPC.
+//
 // Budgets (docs/budgets.md): with slurm_budget=yes (default) the plugin also asks
 // slurmctld for the user's associations (slurm_load_assoc_mgr_info, the public API
 // behind `scontrol show assoc_mgr`: GrpTRESMins and usage, available where
 // slurmdbd is configured) and passes the GPU-hours left per account as
 // TTPRED_SLURM_BUDGET; job_submit/ttpred shows them and applies the policy.
+#include <errno.h>
 #include <pwd.h>
 #include <unistd.h>
+
+#include <climits>
+#include <cstring>
+#include <vector>
 
 #include <cmath>
 #include <cstdio>
@@ -43,10 +53,16 @@ extern "C" {
 #pragma weak slurm_list_iterator_create
 #pragma weak slurm_list_next
 #pragma weak slurm_list_iterator_destroy
+#pragma weak slurm_init_job_desc_msg
+#pragma weak slurm_submit_batch_job
+#pragma weak slurm_free_submit_response_response_msg
 
 #include "../common/budget.hpp"
 #include "../common/estimator.hpp"
 #include "../common/prediction.hpp"
+#include "../common/submit.hpp"
+
+extern char** environ;
 
 #define TTPRED_EXPORT __attribute__((visibility("default")))
 
@@ -167,14 +183,120 @@ std::string read_slurm_budgets() {
   return format_slurm_budgets(compute_slurm_budgets(assocs, user, default_account));
 }
 
+// cache_dir= with %u replaced by the user's name (a directory per user).
+std::string user_cache_dir() {
+  std::string d = g_args.cache_dir;
+  for (auto pos = d.find("%u"); pos != std::string::npos; pos = d.find("%u", pos)) {
+    const std::string u = user_name();
+    d.replace(pos, 2, u);
+    pos += u.size();
+  }
+  return d;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// mode=job: submits the prediction job (same user, working directory and
+// environment; the plugstack's partition/account/qos/gres) and passes its id to
+// job_submit/ttpred, which makes this job wait for it. One RPC: sbatch returns at
+// once whatever the model.
+void submit_prediction_job(spank_t sp) {
+  if (!slurm_init_job_desc_msg || !slurm_submit_batch_job || !slurm_free_submit_response_response_msg) {
+    slurm_error("ttpred: warning: no time prediction (mode=job needs libslurm's job submission API); "
+                "submitting the job without it");
+    return;
+  }
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd)) {
+    slurm_error("ttpred: warning: no time prediction (cannot read the working directory); "
+                "submitting the job without it");
+    return;
+  }
+  char spec[PATH_MAX];
+  if (!realpath(g_spec.c_str(), spec)) {
+    slurm_error("ttpred: warning: no time prediction (%s: %s); submitting the job without it",
+                sanitize(g_spec, 256).c_str(), std::strerror(errno));
+    return;
+  }
+  const int limit_minutes = static_cast<int>(std::ceil(g_args.timeout_seconds / 60.0)) + 1;
+  std::string script = "#!/bin/sh\n# ttpred prediction job (mode=job): reports to slurmctld, then ends\nexec " +
+                       shell_quote(g_args.predictor) + " --estimator " + shell_quote(g_args.estimator) +
+                       " --spec " + shell_quote(spec) + " --device " + g_args.device + " --timeout " +
+                       std::to_string(static_cast<int>(std::ceil(g_args.timeout_seconds)));
+  if (!g_args.cache_dir.empty()) script += " --cache-dir " + shell_quote(user_cache_dir());
+  script += "\n";
+  std::vector<char*> env;
+  for (char** e = environ; e && *e; ++e)
+    if (std::strncmp(*e, "SPANK_", 6) != 0 && std::strncmp(*e, "TTPRED_", 7) != 0) env.push_back(*e);
+  env.push_back(nullptr);
+  std::string gres;
+  if (!g_args.gres.empty()) {
+#if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 11, 0)
+    gres = "gres/" + g_args.gres;
+#else
+    gres = "gres:" + g_args.gres;
+#endif
+  }
+  job_desc_msg_t d;
+  slurm_init_job_desc_msg(&d);
+  d.name = const_cast<char*>("ttpred-predict");
+  d.comment = const_cast<char*>("ttpred: prediction job");
+  d.script = const_cast<char*>(script.c_str());
+  d.environment = env.data();
+  d.env_size = static_cast<uint32_t>(env.size() - 1);
+  d.user_id = getuid();
+  d.group_id = getgid();
+  d.work_dir = cwd;
+  d.std_out = const_cast<char*>(g_args.output.c_str());
+  d.std_err = const_cast<char*>(g_args.output.c_str());
+  d.time_limit = static_cast<uint32_t>(limit_minutes);
+  d.min_nodes = 1;
+  if (!g_args.partition.empty()) d.partition = const_cast<char*>(g_args.partition.c_str());
+  if (!g_args.account.empty()) d.account = const_cast<char*>(g_args.account.c_str());
+  if (!g_args.qos.empty()) d.qos = const_cast<char*>(g_args.qos.c_str());
+  if (!gres.empty()) d.tres_per_node = const_cast<char*>(gres.c_str());
+  submit_response_msg_t* resp = nullptr;
+  if (slurm_submit_batch_job(&d, &resp) != SLURM_SUCCESS || !resp) {
+    const int e = errno;  // slurm_get_errno() is gone in 24.11; libslurm sets errno
+    if (resp) slurm_free_submit_response_response_msg(resp);
+    slurm_error("ttpred: warning: no time prediction (the prediction job was refused: %s); "
+                "submitting the job without it", slurm_strerror(e));
+    return;
+  }
+  const uint32_t id = resp->job_id;
+  slurm_free_submit_response_response_msg(resp);
+  const std::string value = std::to_string(id);
+  spank_err_t e = spank_job_control_setenv(sp, kEnvPredictJob, value.c_str(), 1);
+  if (e != ESPANK_SUCCESS) {
+    // The job would not wait for it: the prediction job finds no job and ends.
+    slurm_error("ttpred: warning: cannot pass %s to the controller: %s", kEnvPredictJob, spank_strerror(e));
+    return;
+  }
+  slurm_info("ttpred: predicting in job %u (mode=job)", id);
+}
+
 void run_prediction(spank_t sp) {
   if (spank_context() == S_CTX_LOCAL && std::getenv("SLURM_JOB_ID")) {
     slurm_info("ttpred: --ttpred ignored for a step inside an existing allocation");
     return;
   }
   for (const auto& p : g_args.problems) slurm_error("ttpred: plugstack.conf: %s", p.c_str());
+  // Job mode for batch jobs only: salloc/srun wait for their allocation anyway.
+  if (g_args.job_mode && spank_context() == S_CTX_ALLOCATOR &&
+      std::strcmp(program_invocation_short_name, "sbatch") == 0) {
+    submit_prediction_job(sp);
+    return;
+  }
   std::vector<std::string> argv = {g_args.estimator, "--spec", g_spec, "--json", "--device",
                                    g_args.device};
+  if (!g_args.cache_dir.empty()) {
+    argv.push_back("--cache-dir");
+    argv.push_back(user_cache_dir());
+  }
   RunResult r = run_with_timeout(argv, g_args.timeout_seconds);
   if (r.status != RunResult::Status::ok) {
     std::string why = r.error;

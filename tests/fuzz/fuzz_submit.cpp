@@ -1,6 +1,7 @@
 // libFuzzer harness: job_submit()'s pure core (evaluate_submit) and job_modify's
 // (evaluate_modify) with the test policy, arbitrary env entries, job name,
-// partition, account, TRES, array index, limits.
+// partition, account, TRES, array index, limits; and job mode's pending submission
+// and prediction report (evaluate_submit_pending, evaluate_report).
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -87,6 +88,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (tm & 4) m.account = std::optional<std::string>(acct);
     ModifyOutput mo = evaluate_modify(policy, *out.ticket, m, tally);
     (void)mo;
+  }
+  // Job mode (issue 17): the same job waiting for a prediction job, then a report
+  // made of the env entries (an untrusted comment of `scontrol update`).
+  SubmitOutput pend = evaluate_submit_pending(&policy, in, 1 + (tl % 1000), tally);
+  if (pend.ticket) {
+    std::string report = (tm & 8) ? kReportFailed : kReportResult;
+    for (const auto& e : entries) report += e;
+    ReportOutput ro = evaluate_report(policy, *pend.ticket, report, in.now, tally);
+    if (ro.comment.size() > 480 || ro.comment.find('\n') != std::string::npos) __builtin_trap();
+    if (ro.set_time_limit && *ro.set_time_limit > 1440 && !in.time_min_minutes) __builtin_trap();  // max_minutes
+    if (ro.rc == ReportOutput::Rc::ok && ro.ticket.awaiting) __builtin_trap();
+    if (evaluate_report(policy, ro.ticket, report, in.now, tally).rc == ReportOutput::Rc::ok) __builtin_trap();
   }
   auto lock = tally.lock();
   if (tally.used("a@/month", Period::month, in.now) < 0) __builtin_trap();

@@ -65,6 +65,10 @@ def main(src, estimate):
     spec2 = ttpred_export.export(model, loader, adam, os.path.join(tmp, "adam"), steps=10)
     t2 = open(spec2).read()
     check("name: adamw" in t2 and "betas: [0.9, 0.99]" in t2 and "steps: 10" in t2, "AdamW's keys written")
+    r = subprocess.run([estimate, "--spec", spec2, "--json", "--quiet", "--step-seconds", "0.01", "--runs", "2",
+                        "--subset", "16", "--relinearize", "2"], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0 and json.loads(r.stdout)["optimizer"]["name"] == "adamw",
+          "ttpred-estimate takes the exported AdamW spec (rc %d: %s)" % (r.returncode, r.stderr.strip()))
 
     # A pickled TensorDataset: ttpred-estimate refuses it and says how to convert; ttpred-export converts it.
     torch.save(torch.utils.data.TensorDataset(x, y), os.path.join(tmp, "ds.pt"))

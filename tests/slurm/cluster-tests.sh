@@ -11,6 +11,8 @@
 #                                        slurmdbd (TTPRED_ACCOUNTING=1), 4 fake GPUs
 #   acct_budget_shown acct_budget_warn acct_budget_reject acct_user_limit acct_usage
 #   acct_trust_rejected
+#   job_mode job_mode_fails job_mode_cancel job_mode_array job_mode_cache job_mode_budget
+#                                        issue 17: mode=job
 # Exit 0 = pass, 1 = fail, 77 = skipped (not root, Slurm not installed, no real
 # estimator in this build).
 #
@@ -780,6 +782,221 @@ t_acct_usage() {
   pass "real usage from Slurm accounting: $left of 1 GPU-hours left"
 }
 
+# --- job mode (issue 17): the prediction runs as a Slurm job, sbatch returns at once ---
+JOB_TIMEOUT=5   # plugstack timeout= of the job-mode tests (the estimator's limit in the prediction job)
+
+# Switches this test's sbatch to a plugstack.conf with mode=job (a copy of
+# slurm.conf that points to it; the daemons keep theirs). Extra plugstack args: $@.
+use_job_mode() {
+  local jd="$work/jobmode" so
+  mkdir -p "$jd"
+  so=$(awk '/spank_ttpred.so/ {print $2; exit}' "$dir/plugstack.conf")
+  sed "s|^PlugStackConfig=.*|PlugStackConfig=$jd/plugstack.conf|" "$dir/slurm.conf" > "$jd/slurm.conf"
+  local f; for f in gres.conf cgroup.conf; do [ -e "$dir/$f" ] && ln -sf "$dir/$f" "$jd/$f"; done
+  echo "optional $so estimator=$FAKE device=cpu timeout=$JOB_TIMEOUT mode=job predictor=$TTPRED_REPO/plugin/ttpred-predict-job.sh output=$work/predict-%j.out $*" \
+    > "$jd/plugstack.conf"
+  export SLURM_CONF="$jd/slurm.conf"
+}
+pred_job() { sed -n 's/.*ttpred: predicting in job \([0-9]*\) (mode=job).*/\1/p' "$err" | head -n1; }
+comment_of() { squeue -h -t all -j "$1" -o %k 2>/dev/null | head -n1; }
+state_of() { squeue -h -t all -j "$1" -o %T 2>/dev/null | head -n1; }
+# wait_gone JOB SECONDS: until JOB has left the queue (finished), else fail
+wait_done() {
+  local i
+  for i in $(seq 1 $(($2 * 5))); do
+    case "$(state_of "$1")" in COMPLETED|FAILED|CANCELLED|TIMEOUT|"") return 0 ;; esac
+    sleep 0.2
+  done
+  fail "job $1 still $(state_of "$1") after $2 s"
+}
+# No job of this test is left waiting for a prediction that will not come.
+expect_none_waiting() {
+  local w
+  w=$(squeue -h -t PD -o '%i %r %k' | grep 'ttpred: predicting' | grep -v JobHeld || true)
+  [ -z "$w" ] || fail "jobs left waiting: $w"
+}
+
+t_job_mode() {
+  load_cluster job_mode
+  use_job_mode timeout=30
+  # The estimator takes 6 s; sbatch only submits the prediction job.
+  submit --no-hold -o "$work/main.out" --ttpred="$SPECS/slow.yaml" \
+    --wrap 'squeue -h -j $SLURM_JOB_ID -o "limit=%l"; echo "comment=$(squeue -h -j $SLURM_JOB_ID -o %k)"'
+  expect_submitted "job mode"
+  awk -v e="$elapsed" 'BEGIN{exit !(e < 3)}' || fail "sbatch took ${elapsed}s in job mode (estimator: 6 s)"
+  local p; p=$(pred_job)
+  [ -n "$p" ] || fail "no prediction job announced"
+  expect_err "sbatch: ttpred: the job waits for its prediction (job $p); time limit 1440 min until then"
+  expect_limit "$jobid" "1-00:00:00" "fallback until the prediction reports"
+  [ "$(state_of "$jobid")" = PENDING ] || fail "job $jobid is $(state_of "$jobid") while its prediction runs"
+  [ "$(comment_of "$jobid")" = "ttpred: predicting (job $p); time limit 1440 min until it reports" ] \
+    || fail "comment while predicting: $(comment_of "$jobid")"
+  squeue -h -j "$jobid" -o %E | grep -q "afterany:$p" || fail "no dependency on $p: $(squeue -h -j "$jobid" -o %E)"
+  wait_done "$p" 40
+  wait_done "$jobid" 30
+  local c; c=$(comment_of "$jobid")
+  [ "$c" = "ttpred: 70 min (predicted horizon 50m00s, 5-95%: 46m40s-56m40s; rule 'everything-else')" ] \
+    || fail "comment after the prediction: $c"
+  grep -qx 'limit=1:10:00' "$work/main.out" || fail "the job did not start with its predicted limit: $(cat "$work/main.out")"
+  ctld_log_has "report of prediction job $p: rule 'everything-else'" || fail "no report in slurmctld's log"
+  pass "sbatch returned in ${elapsed}s; job $jobid waited for prediction job $p and started with 70 min"
+}
+
+t_job_mode_fails() {
+  load_cluster job_mode_fails
+  use_job_mode
+  # estimator fails: released with the fallback and the reason in its comment
+  submit --no-hold --ttpred="$SPECS/fail.yaml" --wrap 'true'
+  expect_submitted "failing estimator"
+  local j1=$jobid p1; p1=$(pred_job)
+  # estimator hangs past the timeout (5 s): killed, reported
+  submit --no-hold --ttpred="$SPECS/hang.yaml" --wrap 'true'
+  expect_submitted "hanging estimator"
+  local j2=$jobid p2; p2=$(pred_job)
+  # the prediction job is cancelled (as when it reaches its own time limit: SIGTERM)
+  submit --no-hold --ttpred="$SPECS/hang.yaml" --wrap 'true'
+  expect_submitted "cancelled prediction"
+  local j3=$jobid p3; p3=$(pred_job)
+  local i
+  for i in $(seq 1 50); do [ "$(state_of "$p3")" = RUNNING ] && break; sleep 0.2; done
+  sleep 0.5
+  scancel "$p3"
+  for j in "$p1" "$p2" "$p3"; do wait_done "$j" 40; done
+  for j in "$j1" "$j2" "$j3"; do wait_done "$j" 30; done
+  local c
+  c=$(comment_of "$j1")
+  [[ "$c" == "ttpred: no prediction (estimator exit 3: ttpred-estimate: error: "*"fake failure for tests); time limit 1440 min (policy fallback)" ]] \
+    || fail "comment of the failed prediction: $c"
+  c=$(comment_of "$j2")
+  [ "$c" = "ttpred: no prediction (estimator timed out after $JOB_TIMEOUT s); time limit 1440 min (policy fallback)" ] \
+    || fail "comment of the hanging prediction: $c"
+  c=$(comment_of "$j3")
+  [ "$c" = "ttpred: no prediction (prediction job $p3 cancelled or past its time limit); time limit 1440 min (policy fallback)" ] \
+    || fail "comment of the cancelled prediction: $c"
+  for j in "$j1" "$j2" "$j3"; do
+    [ "$(state_of "$j")" = COMPLETED ] || fail "job $j is $(state_of "$j")"
+    expect_limit "$j" "1-00:00:00" "fallback"
+  done
+  expect_none_waiting
+  # the prediction job itself is refused (no such partition): the job goes on without it
+  use_job_mode partition=nosuchpart
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'true'
+  expect_submitted "prediction job refused"
+  expect_err "sbatch: error: ttpred: warning: no time prediction (the prediction job was refused: Invalid partition name specified); submitting the job without it"
+  expect_limit "$jobid" "UNLIMITED" "no prediction"
+  pass "failing, hanging and cancelled predictions: jobs released with the fallback and the reason"
+}
+
+t_job_mode_cancel() {
+  load_cluster job_mode_cancel
+  use_job_mode timeout=60
+  # the user cancels the waiting job: the prediction job stops at once
+  submit --no-hold --ttpred="$SPECS/slow30.yaml" --wrap 'true'
+  expect_submitted "to be cancelled"
+  local p; p=$(pred_job)
+  local i
+  for i in $(seq 1 100); do grep -q "job $jobid waits for this prediction" "$work/predict-$p.out" 2>/dev/null && break; sleep 0.2; done
+  scancel "$jobid"
+  wait_done "$p" 15
+  ps -eo args | grep -v grep | grep -qF "$SPECS/slow30.yaml" && fail "the estimator still runs"
+  grep -q "no longer waits (cancelled?): prediction stopped" "$work/predict-$p.out" \
+    || fail "prediction job output: $(cat "$work/predict-$p.out")"
+  # a report a user sends by hand: accepted only while awaited, once, alone
+  submit --ttpred="$SPECS/ok.yaml" --wrap 'true'   # held: stays pending
+  expect_submitted "held job"
+  p=$(pred_job)
+  wait_done "$p" 30
+  [[ "$(comment_of "$jobid")" == "ttpred: 70 min "* ]] || fail "comment: $(comment_of "$jobid")"
+  scontrol update jobid="$jobid" comment='ttpred-result:{"seconds": 60, "horizon_seconds": 60}' 2>"$work/upd.err" \
+    && fail "a second report was accepted"
+  expect_limit "$jobid" "01:10:00" "second report refused"
+  submit --wrap 'true'   # no --ttpred
+  scontrol update jobid="$jobid" comment='ttpred-failed:x' 2>>"$work/upd.err" && fail "a report on a job without ticket was accepted"
+  ctld_log_has "refused: the job does not await a prediction" || fail "refusals not logged"
+  scancel "$jobid"
+  pass "cancelling the waiting job stops its prediction; forged reports refused"
+}
+
+t_job_mode_array() {
+  load_cluster job_mode_array
+  use_job_mode
+  submit --no-hold --wrap 'sleep 1'   # a plain job the array also depends on
+  local dep=$jobid
+  submit --no-hold --array=0-2 -d "afterok:$dep" -o "$work/arr-%a.out" --ttpred="$SPECS/ok.yaml" \
+    --wrap 'squeue -h -j $SLURM_JOB_ID -o "limit=%l"'
+  expect_submitted "array"
+  local p; p=$(pred_job)
+  squeue -h -j "$jobid" -o %E | grep -q "afterok:$dep" || fail "the user's dependency was lost: $(squeue -h -j "$jobid" -o %E)"
+  wait_done "$p" 30
+  local i t
+  for i in $(seq 1 150); do
+    [ "$(squeue -h -j "$jobid" | wc -l)" = 0 ] && break
+    sleep 0.2
+  done
+  for t in 0 1 2; do
+    grep -qx 'limit=1:10:00' "$work/arr-$t.out" 2>/dev/null || fail "array task $t: $(cat "$work/arr-$t.out" 2>&1)"
+  done
+  expect_none_waiting
+  pass "array (3 tasks) with the user's own dependency: every task ran with 70 min after the prediction"
+}
+
+t_job_mode_cache() {
+  load_cluster job_mode_cache
+  [ -n "${TTPRED_REAL_ESTIMATOR:-}" ] && [ -x "$TTPRED_REAL_ESTIMATOR" ] || skip "no real estimator in this build"
+  [ -r "${TTPRED_TEST_MODELS:-}/mlp.pt" ] || skip "no test models (tests/models) in this build"
+  use_job_mode estimator="$TTPRED_REAL_ESTIMATOR" cache_dir="$work/cache" timeout=120
+  # the small real job of tests/unit/test_cli.cpp (mlp.pt on 64 samples)
+  cat > spec.yaml <<EOF
+model: $TTPRED_TEST_MODELS/mlp.pt
+data: {path: $TTPRED_TEST_MODELS/vec_train.pt}
+loss: cross_entropy
+optimizer: {lr: 0.1, momentum: 0.5, batch_size: 8}
+training: {steps: 20000}
+target: {epsilon: 0.01}
+engine: {runs: 2}
+hardware: {step_seconds: 0.5}
+EOF
+  local p1 p2 j1 j2 c1 c2
+  submit --ttpred=spec.yaml --wrap true
+  expect_submitted "first"
+  j1=$jobid p1=$(pred_job)
+  wait_done "$p1" 100
+  c1=$(comment_of "$j1")
+  [[ "$c1" == "ttpred: "*" min (predicted horizon "* ]] || fail "first prediction: $c1 ($(cat "$work/predict-$p1.out"))"
+  grep -q "prediction from the cache" "$work/predict-$p1.out" && fail "the first prediction came from the cache"
+  submit --ttpred=spec.yaml --wrap true
+  expect_submitted "second"
+  j2=$jobid p2=$(pred_job)
+  wait_done "$p2" 60
+  c2=$(comment_of "$j2")
+  grep -q "prediction from the cache $work/cache/" "$work/predict-$p2.out" \
+    || fail "the second prediction was not served from the cache: $(cat "$work/predict-$p2.out")"
+  [ "$c1" = "$c2" ] || fail "cached prediction differs: '$c1' vs '$c2'"
+  [ "$(limit_of "$j1")" = "$(limit_of "$j2")" ] || fail "limits differ"
+  scancel "$j1" "$j2"
+  pass "real estimator in job mode; the identical second submission was served from the cache ($c2)"
+}
+
+t_job_mode_budget() {
+  load_cluster job_mode_budget
+  use_job_mode
+  # rule step-partition rejects over-budget jobs; jobmode-lab has 1 GPU-hour
+  submit -p stepp -A jobmode-lab --gres=gpu:1 --ttpred="$SPECS/ok.yaml" --wrap true
+  expect_submitted "first job"
+  local j1=$jobid p1; p1=$(pred_job)
+  wait_done "$p1" 30
+  local c; c=$(comment_of "$j1")
+  [[ "$c" == "ttpred: prediction not applied (job rejected: the cost 1.17 GPU-hours exceeds the 1 GPU-hours left to account jobmode-lab"*"; time limit 1440 min (policy fallback)" ]] \
+    || fail "comment of the over-budget report: $c"
+  # its fallback charge (24 GPU-hours) exhausts the budget: the next job is refused at once
+  submit -p stepp -A jobmode-lab --gres=gpu:1 --ttpred="$SPECS/ok.yaml" --wrap true
+  [ "$rc" != 0 ] || fail "a job-mode job with an exhausted budget was accepted"
+  expect_err "ttpred: job rejected: even its smallest limit costs 0.017 GPU-hours, more than the 0 GPU-hours left to account jobmode-lab (policy budget, this month) (policy rule 'step-partition')"
+  expect_err "Job violates accounting/QOS policy"
+  scancel "$j1"
+  pass "job mode and budgets: an over-budget report keeps the fallback (charged), an exhausted budget refuses at sbatch"
+}
+
 case "${1:-}" in
   setup) t_setup ;;
   cleanup) t_cleanup ;;
@@ -787,6 +1004,7 @@ case "${1:-}" in
   estimator_hangs|forged_env|broken_policy|real_estimator|stress|budget_policy|budget_forged|\
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
-  trust_array|trust_flood|trust_misc|acct_trust_rejected) "t_$1" ;;
+  trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
+  job_mode_array|job_mode_cache|job_mode_budget) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac

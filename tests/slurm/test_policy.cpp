@@ -857,3 +857,116 @@ TEST_CASE("the runner keeps the child's result when a grandchild holds the pipes
   CHECK(prediction_from_json(r.out).horizon_seconds == 9);
   std::remove(script.c_str());
 }
+
+TEST_CASE("job mode: the job waits with the fallback, the report sets the policy's limit once") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_PREDICT_JOB=41"};
+  auto in = input(e);
+  in.tres.per_node = "gres:gpu:1";
+  auto out = evaluate_submit_pending(&pol, in, 41, tally);
+  REQUIRE(out.ticket);
+  REQUIRE(out.wait_for_job);
+  CHECK(*out.wait_for_job == 41);
+  REQUIRE(out.set_time_limit);
+  CHECK(*out.set_time_limit == 1440);  // the rule's max_minutes until the report
+  CHECK(out.comment.find("ttpred: predicting (job 41)") == 0);
+  CHECK(out.rc == SubmitOutput::Rc::ok);  // never rejected before the prediction
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(24));
+  const std::string json =
+      R"({"schema": 1, "seconds": 1200, "seconds_band": [1000, 1500], "horizon_seconds": 3000,)"
+      R"( "horizon_seconds_band": [2800, 3400], "steps": 1200, "horizon_steps": 3000, "step_seconds": 1})";
+  auto r = evaluate_report(pol, *out.ticket, kReportResult + json, in.now, tally);
+  CHECK(r.rc == ReportOutput::Rc::ok);
+  REQUIRE(r.set_time_limit);
+  CHECK(*r.set_time_limit == 70);  // ceil((3400 * 1.2 + 120) / 60)
+  CHECK(r.comment.find("ttpred: 70 min (predicted horizon 50m00s, 5-95%: 46m40s-56m40s") == 0);
+  CHECK_FALSE(r.ticket.awaiting);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(70 / 60.0));  // charge moved
+  // one report only: a second one (e.g. by the user, by hand) is refused
+  auto again = evaluate_report(pol, r.ticket, kReportResult + json, in.now, tally);
+  CHECK(again.rc == ReportOutput::Rc::not_awaited);
+  // after the report, updates are re-checked against the prediction as usual
+  ModifyInput m;
+  m.now = in.now;
+  m.time_limit_minutes = 1440;
+  CHECK(evaluate_modify(pol, r.ticket, m, tally).rc == ModifyOutput::Rc::reject_budget);
+}
+
+TEST_CASE("job mode: failed, forged and garbage reports keep the fallback") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_PREDICT_JOB=7"};
+  auto in = input(e);
+  in.tres.per_node = "gres:gpu:0";  // no budget in the way of the user-limit case below
+  auto out = evaluate_submit_pending(&pol, in, 7, tally);
+  REQUIRE(out.ticket);
+  auto f = evaluate_report(pol, *out.ticket, std::string(kReportFailed) + "estimator exit 3: boom\n", in.now, tally);
+  CHECK(f.rc == ReportOutput::Rc::ok);
+  CHECK_FALSE(f.set_time_limit);
+  CHECK(f.comment == "ttpred: no prediction (estimator exit 3: boom?); time limit 1440 min (policy fallback)");
+  auto forged = evaluate_report(pol, *out.ticket,
+                                std::string(kReportResult) + R"({"seconds": 1e15, "horizon_seconds": 1e15})",
+                                in.now, tally);
+  CHECK_FALSE(forged.set_time_limit);  // above limits.max_seconds: ignored
+  CHECK(forged.comment.find("invalid prediction values") != std::string::npos);
+  auto garbage = evaluate_report(pol, *out.ticket, std::string(kReportResult) + "{not json", in.now, tally);
+  CHECK_FALSE(garbage.set_time_limit);
+  CHECK(garbage.comment.find("ttpred: no prediction (invalid prediction") == 0);
+  auto huge = evaluate_report(pol, *out.ticket, std::string(kReportResult) + std::string(70000, ' '), in.now, tally);
+  CHECK(huge.comment.find("larger than") != std::string::npos);
+  CHECK(evaluate_report(pol, *out.ticket, "other", in.now, tally).rc == ReportOutput::Rc::bad);
+  // a limit the user sets while the prediction runs is theirs: the report only checks it
+  ModifyInput m;
+  m.now = in.now;
+  m.time_limit_minutes = 600;
+  auto mo = evaluate_modify(pol, *out.ticket, m, tally);
+  CHECK(mo.rc == ModifyOutput::Rc::ok);
+  CHECK(mo.ticket.awaiting);
+  auto r = evaluate_report(pol, mo.ticket,
+                           std::string(kReportResult) + R"({"seconds": 100, "horizon_seconds": 120})", in.now, tally);
+  CHECK_FALSE(r.set_time_limit);
+  CHECK(r.comment.find("time limit 600 min (yours)") != std::string::npos);
+  CHECK(r.comment.find("warning: your time limit") != std::string::npos);  // > 4x the prediction
+}
+
+TEST_CASE("plugstack.conf: job mode arguments") {
+  const char* argv[] = {"mode=job", "partition=gpu", "account=ops", "qos=high", "gres=gpu:1",
+                        "predictor=/opt/ttpred-predict-job", "output=/tmp/p-%j.out", "cache_dir=/shared/c"};
+  auto a = parse_spank_args(8, argv);
+  CHECK(a.problems.empty());
+  CHECK(a.job_mode);
+  CHECK(a.partition == "gpu");
+  CHECK(a.gres == "gpu:1");
+  CHECK(a.predictor == "/opt/ttpred-predict-job");
+  CHECK(a.cache_dir == "/shared/c");
+  const char* bad[] = {"mode=async", "partition=a b", "predictor=rel", "qos='x"};
+  a = parse_spank_args(4, bad);
+  CHECK(a.problems.size() == 4);
+  CHECK_FALSE(a.job_mode);
+  CHECK(a.partition.empty());
+}
+
+TEST_CASE("job mode: an exhausted budget refuses the job at submission") {
+  Policy pol = parse_policy(kTrustPolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec e{"SPANK_TTPRED_PREDICT_JOB=9"};
+  auto in = input(e);
+  in.tres.per_node = "gres:gpu:1";
+  {
+    auto lock = tally.lock();
+    tally.charge("mine@/month", Period::month, in.now, 9.99);  // 0.01 GPU-hours left
+  }
+  auto out = evaluate_submit_pending(&pol, in, 9, tally);
+  CHECK(out.rc == SubmitOutput::Rc::reject_budget);  // even 1 min x 1 GPU does not fit
+  CHECK_FALSE(out.ticket);
+  CHECK_FALSE(out.wait_for_job);
+  CHECK(tally.used("mine@/month", Period::month, in.now) == doctest::Approx(9.99));  // nothing charged
+  {
+    auto lock = tally.lock();
+    tally.refund("mine@/month", Period::month, in.now, 9.0);  // 1 GPU-hour left: a short job may fit
+  }
+  out = evaluate_submit_pending(&pol, in, 9, tally);
+  CHECK(out.rc == SubmitOutput::Rc::ok);
+  CHECK(out.ticket);
+}

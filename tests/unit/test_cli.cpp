@@ -614,3 +614,89 @@ TEST_CASE("estimate from an ImageFolder, an .npz and a CSV made in the test, wit
   CHECK(has(bad.err, "mat1 and mat2 shapes cannot be multiplied"));
   CHECK_FALSE(has(bad.err, "The following operation failed"));
 }
+
+TEST_CASE("finetune and estimate: the issue's AdamW form, label smoothing, accumulation; train-mode BatchNorm") {
+  TempDir t;
+  const std::string adamw =
+      "model: " + M("mlp.pt") + "\ndata:\n  path: " + M("vec_train.pt") +
+      "\nloss: {name: cross_entropy, label_smoothing: 0.1}\n"
+      "optimizer:\n  name: adamw\n  lr: 0.001\n  betas: [0.9, 0.999]\n  eps: 1.0e-8\n  weight_decay: 0.01\n"
+      "  batch_size: 4\n  accumulation_steps: 2\n"
+      "training:\n  steps: 16\nengine:\n  runs: 2\nhardware:\n  gpus: 2\n  step_seconds: 0.01\n";
+  const std::string spec = t.write("adamw.yaml", adamw);
+  Result f = run(FINETUNE_BIN, {"--spec", spec, "--json", "--quiet"});
+  INFO("stderr: " << f.err);
+  REQUIRE(f.code == 0);
+  json j = json::parse(f.out);
+  CHECK(j["optimizer"] == "adamw");
+  CHECK(j["global_batch"] == 16);
+  CHECK(j["steps_per_epoch"] == 4);
+  Result e = estimate({"--spec", spec, "--json", "--quiet"});
+  INFO("stderr: " << e.err);
+  REQUIRE(e.code == 0);
+  json k = json::parse(e.out);
+  CHECK(k["optimizer"]["name"] == "adamw");
+  CHECK(k["optimizer"]["global_batch"] == 16);
+  CHECK(k["steps_per_epoch"] == 4);
+  CHECK(k["label_smoothing"].get<double>() == 0.1);
+  // Train-mode BatchNorm: the ground truth runs it, the estimator refuses it (exit 3).
+  std::string bn = adamw;
+  bn.replace(bn.find("model: "), 7, "model:\n  batchnorm: train\n  path: ");
+  const std::string bn_spec = t.write("bn.yaml", bn);
+  CHECK(run(FINETUNE_BIN, {"--spec", bn_spec, "--json", "--quiet"}).code == 0);
+  Result r = estimate({"--spec", bn_spec, "--json", "--quiet"});
+  check_error(r, 3);
+  CHECK(has(r.err, "model.batchnorm"));
+  // Errors name the key.
+  std::string bad = adamw;
+  bad.replace(bad.find("[0.9, 0.999]"), 12, "[0.9, 1.5]");
+  Result b = run(FINETUNE_BIN, {"--spec", t.write("bad.yaml", bad)});
+  check_error(b, 3, "ttpred-finetune");
+  CHECK(has(b.err, "optimizer.betas: must be two numbers in [0, 1)"));
+}
+
+TEST_CASE("estimate --cache-dir: a repeated prediction comes from the cache, a changed input does not") {
+  TempDir t;
+  const std::string spec = t.write("spec.yaml", small_spec());
+  const std::string dir = (t.path / "pred-cache").string();
+  Result a = estimate({"--spec", spec, "--json", "--cache-dir", dir});
+  INFO("stderr: " << a.err);
+  REQUIRE(a.code == 0);
+  json ja = json::parse(a.out);
+  CHECK_FALSE(ja.contains("cache_hit"));
+  Result b = estimate({"--spec", spec, "--json", "--cache-dir", dir});
+  REQUIRE(b.code == 0);
+  json jb = json::parse(b.out);
+  CHECK(jb["cache_hit"] == true);
+  jb.erase("cache_hit");
+  CHECK(jb == ja);  // the whole prediction, unchanged
+  CHECK(has(b.err, "prediction from the cache"));
+  // a different command-line value or spec byte is another prediction
+  Result c = estimate({"--spec", spec, "--json", "--cache-dir", dir, "--steps", "30"});
+  REQUIRE(c.code == 0);
+  CHECK_FALSE(json::parse(c.out).contains("cache_hit"));
+  const std::string spec2 = t.write("spec2.yaml", small_spec() + "# another byte\n");
+  Result d = estimate({"--spec", spec2, "--json", "--cache-dir", dir});
+  REQUIRE(d.code == 0);
+  CHECK_FALSE(json::parse(d.out).contains("cache_hit"));
+  // a torn entry is ignored and rewritten
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".pred") continue;
+    ++entries;
+    fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
+  }
+  CHECK(entries == 3);
+  Result e = estimate({"--spec", spec, "--json", "--cache-dir", dir});
+  REQUIRE(e.code == 0);
+  CHECK_FALSE(json::parse(e.out).contains("cache_hit"));
+  CHECK(json::parse(estimate({"--spec", spec, "--json", "--cache-dir", dir}).out)["cache_hit"] == true);
+  // a directory others can write to is not used (they could plant entries)
+  const fs::path shared = t.path / "shared";
+  fs::create_directory(shared);
+  fs::permissions(shared, fs::perms::all);
+  Result s = estimate({"--spec", spec, "--json", "--cache-dir", shared.string()});
+  REQUIRE(s.code == 0);
+  CHECK(has(s.err, "cannot write the prediction cache"));
+  CHECK(fs::is_empty(shared));
+}

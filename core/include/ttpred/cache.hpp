@@ -42,4 +42,20 @@ bool cache_store(const std::string& key, const Gram& g);
 // also removes temporary files older than an hour (crashed writers).
 void cache_prune(uint64_t max_bytes);
 
+// ---- The prediction cache (ttpred-estimate --cache-dir DIR) ----------------
+// Whole outputs of ttpred-estimate under a key of everything they depend on (the
+// CLI computes it: docs/performance.md, "The prediction cache"). Entries are
+// DIR/KEY.pred, written like Gram entries (temp file + rename, key and checksum
+// inside), so concurrent writers and readers on shared storage are safe. DIR must
+// belong to this user and not be group/other-writable (created 0700 when absent);
+// otherwise the cache is not used (another user could plant entries).
+struct CachedOutput {
+  std::string out;  // stdout text
+  std::string err;  // warnings printed to stderr
+};
+std::string sha256_hex(const std::string& bytes);
+std::string file_sha256(const std::string& path);  // "" when unreadable
+std::optional<CachedOutput> prediction_cache_load(const std::string& dir, const std::string& key);
+bool prediction_cache_store(const std::string& dir, const std::string& key, const CachedOutput& c);
+
 }  // namespace ttpred

@@ -9,8 +9,11 @@ namespace ttpred {
 
 enum class Loss { cross_entropy, mse };
 enum class TargetKind { epsilon, loss, accuracy };
+// torch.optim.SGD / Adam / AdamW.
+enum class Optimizer { sgd, adam, adamw };
 
 const char* to_string(Loss l);
+const char* to_string(Optimizer o);
 const char* to_string(TargetKind k);
 
 // Learning-rate schedule, stepped after every optimizer step (PyTorch schedulers
@@ -48,13 +51,22 @@ struct Spec {
   std::string file;                  // absolute path of the spec ("" when built in code)
   std::string dir;                   // directory that relative paths are resolved against
   std::string model;
+  bool batchnorm_train = false;      // model.batchnorm: train (module.train() while training) | eval
   DataSpec data;
   Loss loss = Loss::cross_entropy;
+  double label_smoothing = 0.0;      // loss.label_smoothing (nn.CrossEntropyLoss(label_smoothing=))
+  Optimizer optimizer = Optimizer::sgd;  // optimizer.name
   double lr = 0.0;
   Schedule schedule;
-  double momentum = 0.0;
-  double weight_decay = 0.0;
-  int64_t batch_size = 0;
+  double momentum = 0.0;             // SGD
+  bool nesterov = false;             // SGD
+  double beta1 = 0.9, beta2 = 0.999; // Adam/AdamW betas
+  double eps = 1e-8;                 // Adam/AdamW eps
+  double weight_decay = 0.0;         // SGD/Adam: L2 added to the gradient; AdamW: decoupled
+  int64_t batch_size = 0;            // per GPU and micro-batch
+  int64_t accumulation_steps = 1;    // micro-batches per optimizer step
+  // Samples per optimizer step: batch_size × max(1, gpus) × accumulation_steps.
+  int64_t global_batch() const { return batch_size * (gpus > 1 ? gpus : 1) * accumulation_steps; }
   int64_t steps = 0;                 // horizon T in steps ...
   double epochs = 0.0;               // ... or in epochs
   TargetKind target = TargetKind::epsilon;
@@ -88,7 +100,8 @@ struct Spec {
   uint64_t seed = 0;
   // hardware
   double step_seconds = 0.0;         // > 0: take it instead of timing real steps
-  int64_t gpus = 1;                  // devices the job holds (for GPU-hours)
+  int64_t gpus = 1;                  // data-parallel replicas (DDP), each with batch_size samples per
+                                     // micro-batch; also the devices of gpu_hours (0: a CPU job, one replica)
   int calibrate_steps = 0;           // 0 = default
 
   // sweep: key -> values, in spec order (lr, batch_size, momentum, weight_decay,
@@ -114,6 +127,9 @@ void validate(const Spec& spec);
 // One spec per combination of the sweep's values (cartesian product, the first
 // key varying slowest); a spec without a sweep gives itself. Each is validated.
 std::vector<Spec> expand_sweep(const Spec& spec);
+
+// "32", or "32 x 4 gpus x 2 accumulation_steps = 256" (the global batch, for messages).
+std::string batch_text(const Spec& spec);
 
 // The embedded default spec shipped with ttpred (source tree or installed copy).
 std::string default_spec_path();
