@@ -2,6 +2,7 @@
 // estimator is measured against) and report the measured T(ε).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <cstdio>
@@ -22,18 +23,20 @@ int main(int argc, char** argv) {
       tool};
   std::string spec_path;
   bool json = false, quiet = false, train_mode = false;
-  int64_t log_every = 1;
+  int64_t log_every = 0;  // 0: max(1, T / 100)
   std::vector<uint64_t> seeds{0};
   cli::Overrides ov;
-  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded example");
+  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded example")
+      ->check(cli::value_not_option());
   app.add_flag("--json", json, "Print one JSON object");
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
   app.add_flag("--train-mode", train_mode, "Train with module.train() (BatchNorm batch statistics, Dropout), as model.batchnorm: train");
-  app.add_option("--log-every", log_every, "Evaluate the whole-training-set loss every K steps")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--log-every", log_every,
+                 "Evaluate the whole-training-set loss every K steps (default: max(1, T/100) of the horizon T)")
+      ->check(cli::in_range(1, 1e12, false, true));
   app.add_option("--seeds", seeds, "Seeds; T(eps) is measured on the mean curve over them")->expected(1, 100);
-  ov.add_to(app);
-  app.set_version_flag("--version", std::string(TTPRED_VERSION));
+  ov.add_common(app);
+  app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
 
   return cli::guarded(tool, [&] {
@@ -67,7 +70,7 @@ int main(int argc, char** argv) {
       const Eigen::MatrixXd y = target_matrix(d, N, C);
       FinetuneOptions fo;
       fo.seed = seed;
-      fo.log_every = log_every;
+      fo.log_every = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
       fo.train_mode = train_mode || s.batchnorm_train;
       fo.progress = cli::make_progress(tool, quiet);
       FinetuneResult r = finetune(model, d, idx, s.loss, y, h, fo);
@@ -96,6 +99,9 @@ int main(int argc, char** argv) {
       j["steps"] = steps[size_t(k)];
       j["reached"] = reached;
       j["horizon_steps"] = h.steps;
+      j["log_every"] = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      j["data"] = {{"source", d.source}, {"size", N}, {"available", d.available},
+                   {"draw", s.data.draw_first ? "first" : "stratified"}};
       j["steps_per_epoch"] = per_epoch;
       j["optimizer"] = to_string(s.optimizer);
       j["global_batch"] = s.global_batch();

@@ -23,7 +23,7 @@ void describe(Prediction& P, const Spec& s, const Model& model, const Dataset& d
   P.device = model.device();
   P.params = model.num_params();
   P.classes = C;
-  P.available = d.n;
+  P.available = d.available;
   P.size = s.data.size > 0 ? s.data.size : d.n;
   if (P.size > d.n)
     P.warnings.push_back("data.size (" + std::to_string(P.size) + ") exceeds the " + std::to_string(d.n) +
@@ -35,6 +35,14 @@ void describe(Prediction& P, const Spec& s, const Model& model, const Dataset& d
   if (P.subset > pool)
     s.fail("data.subset", "(" + std::to_string(P.subset) + ") exceeds the " + std::to_string(pool) +
                               " samples available in " + d.source);
+  if (!s.data.draw_first) {
+    for (const auto& [n, what] : {std::pair<int64_t, std::string>{std::min(P.size, pool), "the N = " + std::to_string(std::min(P.size, pool)) + " samples drawn"},
+                                  {P.subset, "the N0 = " + std::to_string(P.subset) + " samples for the Gram matrix"}})
+      if (std::string w = draw_warning(d, n, what); !w.empty()) {
+        P.warnings.push_back(w);
+        break;
+      }
+  }
   P.steps_per_epoch = P.size / s.global_batch();
   P.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.steps_per_epoch) - 1e-9));
   if (P.horizon <= 0) s.fail("training.epochs", "gives a horizon of 0 steps");
@@ -144,7 +152,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
   Spec load = first;
   for (const Spec& s : specs) load.data.size = s.data.size > 0 && load.data.size > 0 ? std::max(load.data.size, s.data.size) : 0;
   int64_t max_pool = 0;
+  if (opt.progress) opt.progress("load", 0, 1);
   Dataset d = load_dataset(load);
+  if (opt.progress) opt.progress("load", 1, 1);
   for (const Spec& s : specs) max_pool = std::max(max_pool, s.data.size > 0 ? std::min(s.data.size, d.n) : d.n);
   const int64_t C = model.num_classes(d);
   if (!d.has_labels() && first.loss == Loss::cross_entropy)
@@ -193,7 +203,16 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
 
     // Stage 1: Θ at w0 on the N0 samples (once per (N, N0)).
     auto& kp = kernels[{pool, P.subset}];
-    if (!kp) kp = std::make_unique<Kernel>(make_kernel(model, d, choose_subset(pool, P.subset, s.seed), s, C, opt, any_weight_decay));
+    if (!kp) {
+      // The data are a stratified random draw (load_dataset): its first N0 are one
+      // too. data.draw: first keeps the file's order, and a uniform N0 subset.
+      std::vector<int64_t> idx;
+      if (s.data.draw_first)
+        idx = choose_subset(pool, P.subset, s.seed);
+      else
+        for (int64_t i = 0; i < P.subset; ++i) idx.push_back(i);
+      kp = std::make_unique<Kernel>(make_kernel(model, d, idx, s, C, opt, any_weight_decay));
+    }
     Kernel& K = *kp;
     record_kernel(P, K);
     if (s.optimizer != Optimizer::sgd) {

@@ -29,6 +29,8 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
   fo.log_every = log_every;
   fo.keep_outputs = keep_outputs;
+  if (job.opt.progress)
+    fo.progress = [&job](const char*, int64_t done, int64_t total) { job.opt.progress("sgd steps", done, total); };
   if (!extrap) return finetune(job.model, job.data, K.idx, job.spec.loss, K.prob.y, hk, fo);
   std::vector<int64_t> all(static_cast<size_t>(job.pool));
   for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;

@@ -156,12 +156,19 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   if (!top.has("data")) s.fail("data", "missing");
   {
     Reader d(s, top.map("data"), "data.");
-    d.allow({"path", "images", "labels", "classes", "normalize", "size", "subset"});
+    d.allow({"path", "images", "labels", "label", "classes", "normalize", "size", "subset", "layout", "channels",
+             "resize", "draw"});
     if (d.has("path")) s.data.path = s.resolve(d.string("path"));
     if (d.has("images")) s.data.images = s.resolve(d.string("images"));
     if (d.has("labels")) s.data.labels = s.resolve(d.string("labels"));
-    if (s.data.path.empty() == (s.data.images.empty() && s.data.labels.empty()))
-      s.fail("data", "give either 'path' (a torch.save'd dict) or 'images' and 'labels' (IDX files)");
+    if (d.has("label")) s.data.label = d.string("label");
+    if (!s.data.path.empty() && !s.data.images.empty())
+      s.fail("data", "give either 'path' (a data file or an ImageFolder directory) or 'images' and 'labels' (IDX files)");
+    if (s.data.path.empty() && s.data.images.empty() && s.data.labels.empty())
+      s.fail("data", "give either 'path' (a data file or an ImageFolder directory) or 'images' and 'labels' (IDX files)");
+    if (!s.data.path.empty() && !s.data.labels.empty() && fs::path(s.data.path).extension() != ".npy")
+      s.fail("data.labels", "goes with 'images' (IDX) or with an x .npy in 'path' (the y .npy); " + s.data.path +
+                                " holds its own labels");
     if (s.data.path.empty() && (s.data.images.empty() || s.data.labels.empty()))
       s.fail(s.data.images.empty() ? "data.images" : "data.labels",
              "missing: IDX data needs both 'images' and 'labels'");
@@ -183,17 +190,73 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     }
     if (d.has("normalize")) {
       YAML::Node n = d.node_["normalize"];
-      if (!n.IsSequence() || n.size() != 2) s.fail("data.normalize", "must be [mean, std]");
-      try {
-        s.data.mean = n[0].as<double>();
-        s.data.std = n[1].as<double>();
-      } catch (const YAML::Exception&) {
-        s.fail("data.normalize", "must be two numbers [mean, std]");
+      auto numbers = [&](YAML::Node list, std::vector<double>& out) {
+        if (list.IsScalar()) list = YAML::Node(std::vector<YAML::Node>{list});
+        if (!list.IsSequence() || list.size() == 0)
+          s.fail("data.normalize", "must be [mean, std] or {mean: [..], std: [..]} (one value per channel)");
+        for (const auto& v : list) {
+          try {
+            out.push_back(v.as<double>());
+          } catch (const YAML::Exception&) {
+            s.fail("data.normalize", "must be numbers (got '" + v.Scalar() + "')");
+          }
+        }
+      };
+      if (n.IsMap()) {
+        Reader nr(s, n, "data.normalize.");
+        nr.allow({"mean", "std"});
+        if (!nr.has("mean") || !nr.has("std")) s.fail("data.normalize", "needs both mean and std");
+        numbers(n["mean"], s.data.mean);
+        numbers(n["std"], s.data.std);
+        if (s.data.mean.size() != s.data.std.size())
+          s.fail("data.normalize", "mean has " + std::to_string(s.data.mean.size()) + " values, std " +
+                                       std::to_string(s.data.std.size()) + " (one per channel)");
+      } else {
+        if (!n.IsSequence() || n.size() != 2) s.fail("data.normalize", "must be [mean, std] or {mean: [..], std: [..]}");
+        std::vector<double> two;
+        numbers(n, two);
+        s.data.mean = {two[0]};
+        s.data.std = {two[1]};
       }
-      if (!(s.data.std > 0) || !std::isfinite(s.data.mean))
-        s.fail("data.normalize", "std must be > 0 and mean finite");
+      for (size_t i = 0; i < s.data.mean.size(); ++i)
+        if (!(s.data.std[i] > 0) || !std::isfinite(s.data.std[i]) || !std::isfinite(s.data.mean[i]))
+          s.fail("data.normalize", "std must be > 0 and mean finite");
       s.data.normalize = true;
     }
+    if (d.has("layout")) {
+      s.data.layout = d.string("layout");
+      if (s.data.layout != "auto" && s.data.layout != "nchw" && s.data.layout != "nhwc")
+        s.fail("data.layout", "must be auto, nchw or nhwc (got '" + s.data.layout + "')");
+    }
+    if (d.has("channels")) {
+      s.data.channels = d.integer("channels");
+      if (s.data.channels != 1 && s.data.channels != 3)
+        s.fail("data.channels", "must be 1 or 3 (got " + std::to_string(s.data.channels) + ")");
+    }
+    if (d.has("resize")) {
+      YAML::Node r = d.node_["resize"];
+      if (r.IsScalar()) {
+        s.data.resize_h = s.data.resize_w = d.integer_in("resize", 1, 16384);
+      } else if (r.IsSequence() && r.size() == 2) {
+        try {
+          s.data.resize_h = r[0].as<int64_t>();
+          s.data.resize_w = r[1].as<int64_t>();
+        } catch (const YAML::Exception&) {
+          s.fail("data.resize", "must be an integer or [height, width]");
+        }
+        if (s.data.resize_h < 1 || s.data.resize_w < 1 || s.data.resize_h > 16384 || s.data.resize_w > 16384)
+          s.fail("data.resize", "sizes must be in 1..16384");
+      } else {
+        s.fail("data.resize", "must be an integer or [height, width]");
+      }
+    }
+    if (d.has("draw")) {
+      const std::string v = d.string("draw");
+      if (v != "stratified" && v != "first") s.fail("data.draw", "must be stratified or first (got '" + v + "')");
+      s.data.draw_first = v == "first";
+    }
+    if (!s.data.label.empty() && !s.data.path.empty() && fs::path(s.data.path).extension() != ".csv")
+      s.fail("data.label", "names the label column of a .csv file; data.path is not one");
     if (d.has("size")) s.data.size = d.integer("size");
     if (d.has("subset")) s.data.subset = d.integer("subset");
     if (d.has("size") && s.data.size <= 0) s.fail("data.size", "must be > 0");

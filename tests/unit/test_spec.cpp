@@ -235,8 +235,8 @@ TEST_CASE("IDX data, classes, normalize, engine and hardware sections") {
   CHECK(s.data.labels == "/abs/train-labels.gz");  // absolute: unchanged
   CHECK(s.data.classes == std::vector<int64_t>{5, 6, 7});
   CHECK(s.data.normalize);
-  CHECK(s.data.mean == doctest::Approx(0.286));
-  CHECK(s.data.std == doctest::Approx(0.353));
+  CHECK(s.data.mean.at(0) == doctest::Approx(0.286));
+  CHECK(s.data.std.at(0) == doctest::Approx(0.353));
   CHECK(s.data.size == 0);
   CHECK(s.data.subset == 0);
   CHECK(s.epochs == doctest::Approx(6.0));
@@ -603,6 +603,42 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   check_spec_error(kBase + "engine:\n  relinearize: -2\n", 17, "engine.relinearize");
   check_spec_error(kBase + "engine:\n  diagnose_steps: 1.5\n", 17, "engine.diagnose_steps");
   check_spec_error(kBase + "hardware:\n  gpus: -1\n", 17, "hardware.gpus");
+}
+
+TEST_CASE("data keys for the data a researcher has: values and errors") {
+  auto with = [](const std::string& lines) { return insert_after(kBase, 5, lines); };
+  Spec s = parse_spec(with("  layout: nhwc\n  channels: 3\n  resize: [224, 200]\n  draw: first\n"
+                           "  normalize: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"),
+                      "spec.yaml", "/jobs/a");
+  CHECK(s.data.layout == "nhwc");
+  CHECK(s.data.channels == 3);
+  CHECK(s.data.resize_h == 224);
+  CHECK(s.data.resize_w == 200);
+  CHECK(s.data.draw_first);
+  CHECK(s.data.normalize);
+  CHECK(s.data.mean == std::vector<double>{0.485, 0.456, 0.406});
+  CHECK(s.data.std == std::vector<double>{0.229, 0.224, 0.225});
+  Spec d = parse_spec(kBase, "spec.yaml", "/jobs/a");
+  CHECK(d.data.layout == "auto");
+  CHECK_FALSE(d.data.draw_first);  // stratified
+  Spec sq = parse_spec(with("  resize: 32"), "spec.yaml", "/jobs/a");
+  CHECK((sq.data.resize_h == 32 && sq.data.resize_w == 32));
+  Spec csv = parse_spec(replace_line(kBase, 3, "  path: cells.csv\n  label: cell_type"), "spec.yaml", "/jobs/a");
+  CHECK(csv.data.label == "cell_type");
+  Spec npy = parse_spec(replace_line(kBase, 3, "  path: x.npy\n  labels: y.npy"), "spec.yaml", "/jobs/a");
+  CHECK(npy.data.labels == "/jobs/a/y.npy");
+
+  check_spec_error(with("  layout: hwc"), 6, "data.layout");
+  check_spec_error(with("  channels: 2"), 6, "data.channels");
+  check_spec_error(with("  resize: [0, 3]"), 6, "data.resize");
+  check_spec_error(with("  resize: big"), 6, "data.resize");
+  check_spec_error(with("  draw: last"), 6, "data.draw");
+  check_spec_error(with("  normalize: {mean: [0.5, 0.5], std: [0.2]}"), 6, "data.normalize");
+  check_spec_error(with("  normalize: {mean: [0.5]}"), 6, "data.normalize");
+  check_spec_error(with("  normalize: {mean: [0.5], std: [0]}"), 6, "data.normalize");
+  check_spec_error(with("  normalize: {mean: [0.5], sd: [1]}"), 6, "data.normalize.sd");
+  check_spec_error(with("  label: y"), 6, "data.label");  // data.path is not a .csv
+  check_spec_error(with("  labels: y.npy"), 6, "data.labels");  // a .pt holds its own labels
 }
 
 // The AdamW form (kBase's optimizer without momentum, lines 6..).

@@ -33,11 +33,16 @@ struct Schedule {
 };
 
 struct DataSpec {
-  std::string path;                  // torch.save'd {"x", "y"}
-  std::string images, labels;        // or a pair of IDX files (.gz or raw)
+  std::string path;                  // torch.save'd file, .npy, .npz, .csv or an ImageFolder directory
+  std::string images, labels;        // or a pair of IDX files (.gz or raw); labels also: y of an x .npy
+  std::string label;                 // CSV: the label column ("" = "label")
   std::vector<int64_t> classes;      // keep these labels, remapped to 0..K-1
-  bool normalize = false;            // (x - mean) / std after scaling IDX to [0,1]
-  double mean = 0.0, std = 1.0;
+  std::string layout = "auto";       // auto | nchw | nhwc (of [N, ., ., .] x)
+  int64_t channels = 0;              // 1 | 3: convert images to this many channels (0 = as read; ImageFolder: 3)
+  int64_t resize_h = 0, resize_w = 0;  // > 0: bilinear resize of images to [resize_h, resize_w]
+  bool normalize = false;            // (x - mean[c]) / std[c] after scaling uint8 / images to [0,1]
+  std::vector<double> mean, std;     // one value, or one per channel
+  bool draw_first = false;           // data.draw: first (the file's first N) instead of stratified
   int64_t size = 0;                  // N; 0 = all samples in the file
   int64_t subset = 0;                // N0; 0 = default (min(N, 500))
 };
