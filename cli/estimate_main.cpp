@@ -127,7 +127,10 @@ int main(int argc, char** argv) {
     Spec spec = load_spec(spec_path);
     ov.apply(spec);
     // A cap: the smaller of --max-seconds and the spec's engine.max_seconds (a plugstack default cannot be raised).
-    if (max_seconds) spec.max_seconds = spec.max_seconds > 0 ? std::min(spec.max_seconds, *max_seconds) : *max_seconds;
+    if (max_seconds && !(spec.max_seconds > 0 && spec.max_seconds <= *max_seconds)) {
+      spec.max_seconds = *max_seconds;
+      spec.lines.erase("engine.max_seconds");  // messages must not point at the spec's value
+    }
     validate(spec);
     EstimateOptions opt;
     opt.progress = cli::make_progress(tool, quiet);
