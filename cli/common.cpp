@@ -3,47 +3,111 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <filesystem>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <sstream>
 
 #include "ttpred/error.hpp"
 
 namespace ttpred::cli {
 
-void Overrides::add_to(CLI::App& app) {
-  app.add_option("--device", device, "Where to compute the Gram matrix")
+namespace {
+
+// Range checks that say "must be > 0 (got 0)" (CLI11's own print the limits of a double).
+bool as_number(const std::string& text, double& v) {
+  char* end = nullptr;
+  v = std::strtod(text.c_str(), &end);
+  return !text.empty() && end == text.c_str() + text.size();
+}
+
+CLI::Validator number_check(const std::string& desc, std::function<bool(double)> ok, bool integer = false) {
+  return CLI::Validator(
+      [desc, ok, integer](std::string& text) -> std::string {
+        double v;
+        if (!as_number(text, v) || (integer && v != std::floor(v)))
+          return std::string("must be ") + (integer ? "an integer" : "a number") + " " + desc + " (got '" + text + "')";
+        if (!ok(v)) return "must be " + desc + " (got " + text + ")";
+        return "";
+      },
+      desc);
+}
+
+CLI::Validator positive() { return number_check("> 0", [](double v) { return v > 0; }); }
+CLI::Validator positive_int() { return number_check("> 0", [](double v) { return v > 0; }, true); }
+CLI::Validator non_negative() { return number_check(">= 0", [](double v) { return v >= 0; }); }
+CLI::Validator non_negative_int() { return number_check(">= 0", [](double v) { return v >= 0; }, true); }
+
+}  // namespace
+
+CLI::Validator in_range(double lo, double hi, bool open_hi, bool integer) {
+  std::ostringstream d;
+  d << "in [" << lo << ", " << hi << (open_hi ? ")" : "]");
+  return number_check(d.str(), [=](double v) { return v >= lo && (open_hi ? v < hi : v <= hi); }, integer);
+}
+
+CLI::Validator value_not_option() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text.size() > 1 && text[0] == '-' && !std::isdigit(static_cast<unsigned char>(text[1])) && text[1] != '.')
+          return "missing value (got the option '" + text + "')";
+        return "";
+      },
+      "");
+}
+
+void check_writable(const std::string& path, const std::string& option) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  if (fs::is_directory(p, ec)) throw Error(Exit::input, option + " " + path + ": is a directory, not a file");
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  if (fs::exists(p, ec) ? access(path.c_str(), W_OK) != 0 : access(dir.c_str(), W_OK) != 0)
+    throw Error(Exit::input, option + " " + path + ": cannot write there (" +
+                                 (fs::exists(dir, ec) ? "permission denied" : "no such directory") + ")");
+}
+
+void Overrides::add_common(CLI::App& app) {
+  app.add_option("--device", device, "Where to compute: auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--lr", lr, "Override optimizer.lr")->check(CLI::PositiveNumber);
-  app.add_option("--momentum", momentum, "Override optimizer.momentum")->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--weight-decay", weight_decay, "Override optimizer.weight_decay")->check(CLI::NonNegativeNumber);
-  app.add_option("--batch-size", batch_size, "Override optimizer.batch_size")->check(CLI::PositiveNumber);
-  app.add_option("--size", size, "Override data.size (N)")->check(CLI::PositiveNumber);
-  app.add_option("--subset", subset, "Override data.subset (N0, samples for the Gram matrix)")
-      ->check(CLI::PositiveNumber);
-  auto* st = app.add_option("--steps", steps, "Override the horizon, in steps")->check(CLI::PositiveNumber);
-  app.add_option("--epochs", epochs, "Override the horizon, in epochs")->check(CLI::PositiveNumber)->excludes(st);
-  auto* e = app.add_option("--epsilon", epsilon, "Target: |L_t - L_T| < EPSILON")->check(CLI::PositiveNumber);
+  app.add_option("--lr", lr, "Override optimizer.lr")->check(positive());
+  app.add_option("--momentum", momentum, "Override optimizer.momentum")->check(in_range(0, 1, true));
+  app.add_option("--weight-decay", weight_decay, "Override optimizer.weight_decay")->check(non_negative());
+  app.add_option("--batch-size", batch_size, "Override optimizer.batch_size")->check(positive_int());
+  app.add_option("--size", size, "Override data.size (N)")->check(positive_int());
+  auto* st = app.add_option("--steps", steps, "Override the horizon, in steps")->check(positive_int());
+  app.add_option("--epochs", epochs, "Override the horizon, in epochs")->check(positive())->excludes(st);
+  auto* e = app.add_option("--epsilon", epsilon, "Target: |L_t - L_T| < EPSILON")->check(positive());
   auto* l = app.add_option("--target-loss", target_loss, "Target: first t with L_t <= VALUE")
-                ->check(CLI::NonNegativeNumber)
+                ->check(non_negative())
                 ->excludes(e);
   app.add_option("--target-accuracy", target_accuracy, "Target: first t with training accuracy >= VALUE")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(in_range(0, 1, false))
       ->excludes(e)
       ->excludes(l);
+}
+
+void Overrides::add_estimator(CLI::App& app) {
+  add_common(app);
+  app.add_option("--subset", subset, "Override data.subset (N0, samples for the Gram matrix)")
+      ->check(positive_int());
   app.add_option("--projection", projection, "Gram matrix: auto, exact or countsketch")
       ->check(CLI::IsMember({"auto", "exact", "countsketch"}));
-  app.add_option("--projection-dim", projection_dim, "D0 for countsketch")->check(CLI::PositiveNumber);
-  app.add_option("--runs", runs, "Simulated SGD runs for the band")->check(CLI::Range(1, 1000));
-  app.add_option("--seed", seed, "Seed for the subset, the projection and the simulated batches")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--projection-dim", projection_dim, "D0 for countsketch")->check(positive_int());
+  app.add_option("--runs", runs, "Simulated SGD runs for the band")->check(in_range(1, 1000, false, true));
+  app.add_option("--seed", seed, "Seed for the draw of N and N0, the projection and the simulated batches")
+      ->check(non_negative_int());
   app.add_option("--relinearize", relinearize,
                  "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default T/10, at most "
                  "50; 0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_int());
   app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_int());
   app.add_option("--trace-ntk", trace_ntk, "Trace-NTK with K output projections (Θ ≈ K ⊗ I_C; 0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_int());
   app.add_flag("--no-training", no_training,
                "The paper's training-free mode: no real SGD step at all (--relinearize 0 --diagnose-steps 0)");
   app.add_option("--kernel-growth", kernel_growth,
@@ -53,8 +117,7 @@ void Overrides::add_to(CLI::App& app) {
                  "engine.extrapolation_correction)");
   app.add_flag("--no-extrapolate", no_extrapolate,
                "N0 < N: predict for the N0 samples themselves (engine.extrapolate: false)");
-  app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")->check(positive());
 }
 
 void Overrides::apply(Spec& s) const {

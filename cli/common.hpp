@@ -19,9 +19,16 @@ struct Overrides {
   std::string projection;
   bool no_training = false, no_extrapolate = false;
   std::optional<bool> kernel_growth, extrapolation_correction;
-  void add_to(CLI::App& app);
+  void add_common(CLI::App& app);     // optimizer, data size, horizon, target, device
+  void add_estimator(CLI::App& app);  // those and the estimator's engine options
   void apply(Spec& s) const;  // then validate(s)
 };
+
+// "must be in [lo, hi] (got x)" checks; "missing value" for an option's value that is an option.
+CLI::Validator in_range(double lo, double hi, bool open_hi, bool integer = false);
+CLI::Validator value_not_option();
+// Error(usage) "OPTION PATH: cannot write there (...)" unless PATH can be written.
+void check_writable(const std::string& path, const std::string& option);
 
 // Progress on stderr, only when stderr is a terminal and not --quiet.
 Progress make_progress(const std::string& tool, bool quiet);

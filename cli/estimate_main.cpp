@@ -93,23 +93,24 @@ int main(int argc, char** argv) {
   int curve_points = 200;
   std::optional<double> max_seconds;
   cli::Overrides ov;
-  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example");
+  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example")
+      ->check(cli::value_not_option());
   app.add_flag("--json", json, "Print one JSON object (docs/json.md) instead of the table");
   app.add_flag("--no-cache", no_cache, "Neither read nor write the Gram-matrix cache (docs/performance.md)");
   app.add_option("--cache-dir", cache_dir,
                  "Prediction cache: reuse a whole prediction made with the same model, data, spec, command line, "
                  "hardware and ttpred version (docs/performance.md)");
   app.add_flag("--csv", csv, "With a sweep: print CSV rows instead of the table");
-  app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file");
+  app.add_option("--plot", plot, "Write the predicted loss curves as an SVG file")->check(cli::value_not_option());
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
   app.add_option("--curve-points", curve_points, "Points of the loss curve in the output")
-      ->check(CLI::Range(2, 100000));
-  ov.add_to(app);
+      ->check(cli::in_range(2, 100000, false, true));
+  ov.add_estimator(app);
   app.add_option("--max-seconds", max_seconds,
                  "Fit the whole prediction in this many seconds: the largest data.subset that fits (a cap on the spec's "
                  "engine.max_seconds; exit code 7 when even the smallest cannot)")
       ->check(CLI::PositiveNumber);
-  app.set_version_flag("--version", std::string(TTPRED_VERSION));
+  app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
   std::vector<std::string> key_args;  // the command line without the cache and progress options
   for (int i = 1; i < argc; ++i) {
@@ -119,6 +120,7 @@ int main(int argc, char** argv) {
   }
 
   return cli::guarded(tool, [&] {
+    if (!plot.empty()) cli::check_writable(plot, "--plot");  // before the work, not after it
     if (spec_path.empty()) {
       spec_path = default_spec_path();
       if (!quiet) std::fprintf(stderr, "%s: no --spec given: using the embedded default %s\n", tool.c_str(),

@@ -2,6 +2,7 @@
 // estimator is measured against) and report the measured T(ε).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <cstdio>
@@ -17,23 +18,25 @@ int main(int argc, char** argv) {
   using namespace ttpred;
   const std::string tool = "ttpred-finetune";
   CLI::App app{
-      "Fine-tune the spec's TorchScript model with LibTorch, with PyTorch SGD semantics, logging the whole "
+      "Fine-tune the spec's TorchScript model with LibTorch (torch.optim SGD, Adam or AdamW semantics), logging the whole "
       "training-set loss; reports the measured T(epsilon) and seconds.\n\nExit codes as ttpred-estimate.",
       tool};
   std::string spec_path;
   bool json = false, quiet = false, train_mode = false;
-  int64_t log_every = 1;
+  int64_t log_every = 0;  // 0: max(1, T / 100)
   std::vector<uint64_t> seeds{0};
   cli::Overrides ov;
-  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded example");
+  app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded example")
+      ->check(cli::value_not_option());
   app.add_flag("--json", json, "Print one JSON object");
   app.add_flag("-q,--quiet", quiet, "No progress on stderr");
-  app.add_flag("--train-mode", train_mode, "Train with module.train() (BatchNorm batch statistics, Dropout)");
-  app.add_option("--log-every", log_every, "Evaluate the whole-training-set loss every K steps")
-      ->check(CLI::PositiveNumber);
+  app.add_flag("--train-mode", train_mode, "Train with module.train() (BatchNorm batch statistics, Dropout), as model.batchnorm: train");
+  app.add_option("--log-every", log_every,
+                 "Evaluate the whole-training-set loss every K steps (default: max(1, T/100) of the horizon T)")
+      ->check(cli::in_range(1, 1e12, false, true));
   app.add_option("--seeds", seeds, "Seeds; T(eps) is measured on the mean curve over them")->expected(1, 100);
-  ov.add_to(app);
-  app.set_version_flag("--version", std::string(TTPRED_VERSION));
+  ov.add_common(app);
+  app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
 
   return cli::guarded(tool, [&] {
@@ -47,15 +50,12 @@ int main(int argc, char** argv) {
     if (N > d.n)
       s.fail("data.size", fmt::format("({}) exceeds the {} samples in {}: cannot fine-tune on data that is not there",
                                       N, d.n, d.source));
-    if (s.batch_size > N) s.fail("optimizer.batch_size", fmt::format("({}) exceeds the {} samples", s.batch_size, N));
-    Hyper h;
-    h.lr = s.lr;
-    h.schedule = s.schedule;
-    h.momentum = s.momentum;
-    h.weight_decay = s.weight_decay;
-    h.batch_size = s.batch_size;
-    const int64_t per_epoch = N / s.batch_size;
-    h.steps = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(per_epoch) - 1e-9));
+    if (s.global_batch() > N)
+      s.fail("optimizer.batch_size", fmt::format("({}) exceeds the {} samples", batch_text(s), N));
+    // One step: the global batch (batch_size x gpus x accumulation_steps), the
+    // forward/backward passes per GPU and micro-batch one after the other.
+    const int64_t per_epoch = N / s.global_batch();
+    Hyper h = hyper_of_spec(s, s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(per_epoch) - 1e-9)));
     std::vector<int64_t> idx(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; ++i) idx[size_t(i)] = i;
     nlohmann::json runs = nlohmann::json::array();
@@ -70,8 +70,8 @@ int main(int argc, char** argv) {
       const Eigen::MatrixXd y = target_matrix(d, N, C);
       FinetuneOptions fo;
       fo.seed = seed;
-      fo.log_every = log_every;
-      fo.train_mode = train_mode;
+      fo.log_every = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      fo.train_mode = train_mode || s.batchnorm_train;
       fo.progress = cli::make_progress(tool, quiet);
       FinetuneResult r = finetune(model, d, idx, s.loss, y, h, fo);
       cli::end_progress();
@@ -99,7 +99,12 @@ int main(int argc, char** argv) {
       j["steps"] = steps[size_t(k)];
       j["reached"] = reached;
       j["horizon_steps"] = h.steps;
+      j["log_every"] = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      j["data"] = {{"source", d.source}, {"size", N}, {"available", d.available},
+                   {"draw", s.data.draw_first ? "first" : "stratified"}};
       j["steps_per_epoch"] = per_epoch;
+      j["optimizer"] = to_string(s.optimizer);
+      j["global_batch"] = s.global_batch();
       j["epochs"] = double(steps[size_t(k)]) / double(std::max<int64_t>(1, per_epoch));
       j["final_loss"] = mean_loss.back();
       j["final_accuracy"] = mean_acc.back();

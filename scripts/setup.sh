@@ -15,6 +15,7 @@ release=${VERSION_CODENAME:-}
 PKGS=(
   build-essential cmake ninja-build pkg-config git
   libeigen3-dev libyaml-cpp-dev libfmt-dev doctest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libpng-dev libjpeg62-turbo-dev python3-numpy
   libslurm-dev slurmctld slurmd slurm-client munge slurmdbd mariadb-server
   clang libclang-rt-dev
   python3-sklearn python3-matplotlib python3-yaml

@@ -100,8 +100,10 @@ CostModel measure_costs(Model& model, const Dataset& d, const std::vector<Spec>&
   cm.gram_per_flop = g.seconds_gram / (2.0 * grows * grows * double(std::max<int64_t>(1, g.dim)));
   // A few real steps (the first warms caches) at the job's batch, at most 32.
   cm.step_batch = std::min<int64_t>({s.batch_size, 32, pool});
-  auto secs = time_sgd_steps(model, d, s.loss, target_matrix(d, pool, C), s.lr, s.momentum,
-                             s.weight_decay, cm.step_batch, 2, s.seed);
+  Hyper hs = hyper_of_spec(s, 1);
+  hs.batch_size = cm.step_batch;
+  hs.micro_batch = 0;
+  auto secs = time_train_steps(model, d, s.loss, target_matrix(d, pool, C), hs, s.batchnorm_train, 2, s.seed);
   cm.step = *std::max_element(secs.begin(), secs.end());
   // A short linearized simulation on the probe Θ.
   Problem p;
@@ -110,8 +112,7 @@ CostModel measure_costs(Model& model, const Dataset& d, const std::vector<Spec>&
   p.theta = g.theta;
   p.f0 = g.f0;
   p.jw0 = Eigen::MatrixXd::Zero(g.f0.rows(), g.f0.cols());
-  Hyper h;
-  h.lr = s.lr;
+  Hyper h = hyper_of_spec(s, 50);
   h.batch_size = std::min<int64_t>(s.batch_size, m);
   h.steps = 50;
   SimOptions so;

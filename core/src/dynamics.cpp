@@ -1,9 +1,11 @@
 #include "ttpred/dynamics.hpp"
+#include "ttpred/adam.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 namespace ttpred {
@@ -120,7 +122,10 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
     if (scale != 1) G *= scale;
     if (h.weight_decay > 0) G += h.weight_decay * (W0 + F - F0);
     u = h.momentum * u + G;
-    F -= h.lr_at(t) * u;
+    if (h.nesterov)
+      F -= h.lr_at(t) * (G + h.momentum * u);
+    else
+      F -= h.lr_at(t) * u;
     if ((t + 1 - h.t0) % stride == 0 || t + 1 == h.steps) {
       L.push_back(loss_flat(p, F));
       A.push_back(acc_flat(p, F));
@@ -151,7 +156,34 @@ Eigen::VectorXd loss_gradient(const Problem& p, const Eigen::MatrixXd& F) {
   return g;
 }
 
-Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt) {
+Hyper hyper_of_spec(const Spec& s, int64_t steps) {
+  Hyper h;
+  h.optimizer = s.optimizer;
+  h.lr = s.lr;
+  h.schedule = s.schedule;
+  h.momentum = s.momentum;
+  h.nesterov = s.nesterov;
+  h.beta1 = s.beta1;
+  h.beta2 = s.beta2;
+  h.eps = s.eps;
+  h.weight_decay = s.weight_decay;
+  h.label_smoothing = s.label_smoothing;
+  h.batch_size = s.global_batch();
+  h.micro_batch = h.batch_size != s.batch_size ? s.batch_size : 0;
+  h.steps = steps;
+  return h;
+}
+
+Eigen::MatrixXd smoothed_targets(const Eigen::MatrixXd& y, double alpha) {
+  if (alpha == 0) return y;
+  return ((1 - alpha) * y.array() + alpha / double(y.cols())).matrix();
+}
+
+namespace {
+
+// Runs `one(run, stride, L, A)` for every run on a pool of threads and averages the curves.
+template <class OneRun>
+Curves many_runs(const Problem& p, const Hyper& h, const SimOptions& opt, OneRun one) {
   Curves cv;
   cv.stride = std::max<int64_t>(1, (h.steps - h.t0 + 19999) / 20000);  // at most ~20k recorded points
   for (int64_t t = h.t0; t <= h.steps; t += cv.stride) cv.step.push_back(t);
@@ -165,7 +197,7 @@ Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt) {
   std::mutex mu;
   auto worker = [&] {
     for (int r; (r = next++) < runs;) {
-      one_run(p, h, r, opt.seed, cv.stride, cv.run_loss[size_t(r)], cv.run_acc[size_t(r)]);
+      one(r, cv.stride, cv.run_loss[size_t(r)], cv.run_acc[size_t(r)]);
       int d = ++done;
       if (opt.progress) {
         std::lock_guard<std::mutex> lock(mu);
@@ -186,6 +218,158 @@ Curves simulate(const Problem& p, const Hyper& h, const SimOptions& opt) {
       cv.acc[j] += cv.run_acc[size_t(r)][j] / runs;
     }
   return cv;
+}
+
+// Label smoothing: cross-entropy against the smoothed rows (loss and gradient
+// both take probability rows); accuracy still compares with the labels.
+Problem with_smoothing(const Problem& raw, double alpha) {
+  Problem p = raw;
+  p.y = smoothed_targets(raw.y, alpha);
+  return p;
+}
+
+// A diverged run: the rest of the curve at +inf (as one_run does).
+bool diverged(std::vector<double>& L, std::vector<double>& A, const Hyper& h, int64_t stride) {
+  if (std::isfinite(L.back()) && L.back() <= kDivergedFactor * std::max(1.0, L.front())) return false;
+  L.back() = INFINITY;
+  while (int64_t(L.size()) < (h.steps - h.t0 + stride - 1) / stride + 1) {
+    L.push_back(INFINITY);
+    A.push_back(A.back());
+  }
+  return true;
+}
+
+// The samples of step t (the simulator's batches: epoch_permutation per epoch).
+struct Batches {
+  int64_t n, B, per_epoch;
+  bool full;
+  std::mt19937_64 rng;
+  std::vector<int64_t> perm;
+  Batches(int64_t n_, int64_t batch, uint64_t seed, int run)
+      : n(n_), B(batch >= n_ ? n_ : batch), per_epoch(batch >= n_ ? 1 : n_ / batch), full(batch >= n_),
+        rng(run_rng(seed, run)) {}
+  // Positions perm[k·B .. k·B + B) of the current epoch's order (all n when full).
+  const int64_t* at(int64_t t, int64_t t0) {
+    const int64_t k = t % per_epoch;
+    if (full) {
+      if (perm.empty())
+        for (int64_t i = 0; i < n; ++i) perm.push_back(i);
+      return perm.data();
+    }
+    if (k == 0 || t == t0) perm = epoch_permutation(rng, n);
+    return perm.data() + k * B;
+  }
+};
+
+void adam_weights_run(const Problem& p, const Linearization& lin, const Hyper& h, int run, uint64_t seed,
+                      int64_t stride, std::vector<double>& L, std::vector<double>& A) {
+  const int64_t C = p.classes(), D = lin.J.cols();
+  const Eigen::VectorXd F0 = flatten(p.f0);
+  Eigen::VectorXd dw = Eigen::VectorXd::Zero(D), m = dw, v = dw, grad(D), F = F0;
+  Batches bt(p.n(), h.batch_size, seed, run);
+  Eigen::VectorXd f(C), g(C);
+  L.assign(1, loss_flat(p, F));
+  A.assign(1, acc_flat(p, F));
+  for (int64_t t = h.t0; t < h.steps; ++t) {
+    const int64_t* rows = bt.at(t, h.t0);
+    grad.setZero();
+    for (int64_t b = 0; b < bt.B; ++b) {
+      const int64_t i = rows[b];
+      f = F0.segment(i * C, C) + lin.J.middleRows(i * C, C) * dw;
+      sample_grad(p, f.data(), i, g.data());
+      grad.noalias() += lin.J.middleRows(i * C, C).transpose() * (g / double(bt.B));
+    }
+    const double lr = h.lr_at(t), k = double(t - h.t0 + 1);
+    if (h.optimizer == Optimizer::adam && h.weight_decay > 0) grad += h.weight_decay * (lin.w0 + dw);
+    if (h.optimizer == Optimizer::adamw && h.weight_decay > 0) dw -= lr * h.weight_decay * (lin.w0 + dw);
+    m = h.beta1 * m + (1 - h.beta1) * grad;
+    v = h.beta2 * v + (1 - h.beta2) * grad.cwiseProduct(grad);
+    const double bc1 = 1 - std::pow(h.beta1, k), bc2 = 1 - std::pow(h.beta2, k);
+    dw.array() -= (lr / bc1) * m.array() / (v.array().sqrt() / std::sqrt(bc2) + h.eps);
+    if ((t + 1 - h.t0) % stride == 0 || t + 1 == h.steps) {
+      F = F0 + lin.J * dw;
+      L.push_back(loss_flat(p, F));
+      A.push_back(acc_flat(p, F));
+      if (diverged(L, A, h, stride)) break;
+    }
+  }
+}
+
+void adam_function_run(const Problem& p, const Preconditioned& k, const Hyper& h, int run, uint64_t seed,
+                       int64_t stride, std::vector<double>& L, std::vector<double>& A) {
+  const int64_t n = p.n(), C = p.classes(), M = n * C;
+  const Eigen::VectorXd F0 = flatten(p.f0), W0 = flatten(p.jw0), PW0 = flatten(k.jpw0);
+  Eigen::VectorXd F = F0, mu = Eigen::VectorXd::Zero(M), G(M), all(M);
+  Batches bt(n, h.batch_size, seed, run);
+  const int64_t B = bt.B;
+  Eigen::VectorXd gb(B * C);
+  // v_ref: E‖∇L_B‖² at the start over the batches (without replacement among n),
+  // from Θ: ‖ḡ‖² = rᵀΘr / n², mean_i ‖g_i‖² = mean_i r_iᵀ Θ_ii r_i.
+  for (int64_t i = 0; i < n; ++i) sample_grad(p, F.data() + i * C, i, all.data() + i * C);
+  const double mean_sq = all.dot(p.theta * all) / double(n) / double(n);
+  double self = 0;
+  for (int64_t i = 0; i < n; ++i)
+    self += all.segment(i * C, C).dot(p.theta.block(i * C, i * C, C, C) * all.segment(i * C, C));
+  self /= double(n);
+  const double fpc = B >= n ? 0.0 : double(n - B) / double(n - 1);
+  const double v_ref = mean_sq + fpc * std::max(0.0, self - mean_sq) / double(B);
+  double vs = 0;
+  L.assign(1, loss_flat(p, F));
+  A.assign(1, acc_flat(p, F));
+  for (int64_t t = h.t0; t < h.steps; ++t) {
+    const int64_t* rows = bt.at(t, h.t0);
+    G.setZero();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t i = rows[b];
+      sample_grad(p, F.data() + i * C, i, gb.data() + b * C);
+      gb.segment(b * C, C) /= double(B);
+      G.noalias() += k.theta.middleCols(i * C, C) * gb.segment(b * C, C);
+    }
+    // ‖∇L_B‖² = Σ_{a,b ∈ B} g_aᵀ Θ[a, b] g_b.
+    double q = 0;
+    for (int64_t a = 0; a < B; ++a)
+      for (int64_t b = 0; b < B; ++b)
+        q += gb.segment(a * C, C).dot(p.theta.block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
+    const double lr = h.lr_at(t), s = double(t - h.t0 + 1);
+    if (h.optimizer == Optimizer::adam && h.weight_decay > 0)  // L2 in the gradient: J P0 (w0 + Δw), Δw ≈ P-mean
+      G += h.weight_decay * (PW0 + k.p_ratio * (F - F0));
+    mu = h.beta1 * mu + (1 - h.beta1) * G;
+    vs = h.beta2 * vs + (1 - h.beta2) * q;
+    const double bc1 = 1 - std::pow(h.beta1, s), bc2 = 1 - std::pow(h.beta2, s);
+    const double scale = vs > 0 && v_ref > 0 ? std::sqrt(v_ref / (vs / bc2)) : 1.0;
+    if (h.optimizer == Optimizer::adamw && h.weight_decay > 0) F -= lr * h.weight_decay * (W0 + F - F0);
+    F -= (lr * scale / bc1) * mu;
+    if ((t + 1 - h.t0) % stride == 0 || t + 1 == h.steps) {
+      L.push_back(loss_flat(p, F));
+      A.push_back(acc_flat(p, F));
+      if (diverged(L, A, h, stride)) break;
+    }
+  }
+}
+
+}  // namespace
+
+Curves simulate(const Problem& raw, const Hyper& h, const SimOptions& opt) {
+  if (h.optimizer != Optimizer::sgd) throw std::invalid_argument("simulate: SGD only (adam.hpp simulates Adam)");
+  const Problem smoothed = h.label_smoothing > 0 ? with_smoothing(raw, h.label_smoothing) : Problem{};
+  const Problem& p = h.label_smoothing > 0 ? smoothed : raw;
+  return many_runs(p, h, opt, [&](int r, int64_t stride, std::vector<double>& L, std::vector<double>& A) {
+    one_run(p, h, r, opt.seed, stride, L, A);
+  });
+}
+
+Curves simulate_adam_weights(const Problem& raw, const Linearization& lin, const Hyper& h, const SimOptions& opt) {
+  const Problem p = with_smoothing(raw, h.label_smoothing);
+  return many_runs(p, h, opt, [&](int r, int64_t stride, std::vector<double>& L, std::vector<double>& A) {
+    adam_weights_run(p, lin, h, r, opt.seed, stride, L, A);
+  });
+}
+
+Curves simulate_adam(const Problem& raw, const Preconditioned& k, const Hyper& h, const SimOptions& opt) {
+  const Problem p = with_smoothing(raw, h.label_smoothing);
+  return many_runs(p, h, opt, [&](int r, int64_t stride, std::vector<double>& L, std::vector<double>& A) {
+    adam_function_run(p, k, h, r, opt.seed, stride, L, A);
+  });
 }
 
 int64_t time_to_epsilon(const std::vector<double>& loss, double eps) {

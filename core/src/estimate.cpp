@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "stages.hpp"
+#include "ttpred/adam.hpp"
 #include "ttpred/clock.hpp"
 #include "ttpred/error.hpp"
 
@@ -13,25 +14,36 @@ namespace ttpred {
 
 namespace {
 
+// Adam's kernel depends on N, N0, the global batch, eps and the label smoothing.
+using AdamKey = std::tuple<int64_t, int64_t, int64_t, double, double>;
+
 // Sizes, subset and horizon of one configuration; fails on impossible ones.
 void describe(Prediction& P, const Spec& s, const Model& model, const Dataset& d, int64_t C, int64_t pool) {
   P.spec = s;
   P.device = model.device();
   P.params = model.num_params();
   P.classes = C;
-  P.available = d.n;
+  P.available = d.available;
   P.size = s.data.size > 0 ? s.data.size : d.n;
   if (P.size > d.n)
     P.warnings.push_back("data.size (" + std::to_string(P.size) + ") exceeds the " + std::to_string(d.n) +
                          " samples in " + d.source + ": predicting for a larger dataset than the one at hand");
-  if (s.batch_size > P.size)
-    s.fail("optimizer.batch_size", "(" + std::to_string(s.batch_size) + ") exceeds the " + std::to_string(P.size) +
+  if (s.global_batch() > P.size)
+    s.fail("optimizer.batch_size", "(" + batch_text(s) + ") exceeds the " + std::to_string(P.size) +
                                        " training samples");
   P.subset = s.data.subset > 0 ? s.data.subset : default_subset(pool, C);
   if (P.subset > pool)
     s.fail("data.subset", "(" + std::to_string(P.subset) + ") exceeds the " + std::to_string(pool) +
                               " samples available in " + d.source);
-  P.steps_per_epoch = P.size / s.batch_size;
+  if (!s.data.draw_first) {
+    for (const auto& [n, what] : {std::pair<int64_t, std::string>{std::min(P.size, pool), "the N = " + std::to_string(std::min(P.size, pool)) + " samples drawn"},
+                                  {P.subset, "the N0 = " + std::to_string(P.subset) + " samples for the Gram matrix"}})
+      if (std::string w = draw_warning(d, n, what); !w.empty()) {
+        P.warnings.push_back(w);
+        break;
+      }
+  }
+  P.steps_per_epoch = P.size / s.global_batch();
   P.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.steps_per_epoch) - 1e-9));
   if (P.horizon <= 0) s.fail("training.epochs", "gives a horizon of 0 steps");
 }
@@ -56,13 +68,8 @@ void record_kernel(Prediction& P, Kernel& K) {
 // the subset; otherwise the mini-batch is drawn among the N0 simulated samples
 // (mean-field: the expected step Θ_S g_S / N0 estimates Θ g / N).
 Hyper hyper_of(const Spec& s, const Prediction& P) {
-  Hyper h;
-  h.lr = s.lr;
-  h.schedule = s.schedule;
-  h.momentum = s.momentum;
-  h.weight_decay = s.weight_decay;
-  h.batch_size = s.batch_size >= P.size ? P.subset : s.batch_size;
-  h.steps = P.horizon;
+  Hyper h = hyper_of_spec(s, P.horizon);
+  if (h.batch_size >= P.size) h.batch_size = P.subset, h.micro_batch = 0;
   return h;
 }
 
@@ -81,6 +88,54 @@ double lr_stability(const Spec& s, const Prediction& P, const Kernel& K) {
   return stability_ratio(peak_lr, s, P, K.lambda_max);
 }
 
+// Adam/AdamW (docs/method.md §3b): Θ_P = J P0 Jᵀ at w0 (once per N, N0, global
+// batch, eps and label smoothing), extrapolated to N like Θ, and the
+// function-space Adam simulation on it. Training-free: no real steps yet.
+void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey, Preconditioned>& cache, int64_t C) {
+  const Spec& s = job.spec;
+  double t0 = now();
+  const Hyper h = hyper_of(s, P);
+  const AdamKey key{job.pool, P.subset, s.global_batch(), s.eps, s.label_smoothing};
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    Preconditioned pk = adam_kernel(job.model, job.data, K.idx, smoothed_targets(K.prob.y, s.label_smoothing), s.loss,
+                                    s.global_batch(), P.size, s.eps, gram_options(s, K.rows, job.opt, true));
+    P.timing.emplace_back("adam_kernel", pk.seconds);
+    it = cache.emplace(key, std::move(pk)).first;
+  }
+  Preconditioned pk = it->second;
+  t0 = now();
+  Problem prob = K.prob;
+  double extrapolate_seconds = 0;
+  if (P.subset < P.size && s.extrapolate) {
+    // Both kernels extrapolated to N from the residual at w0 (§5).
+    const double t_ex = now();
+    prob = extrapolated_at(K.extrapolated, K.prob, P.size, s.seed).first;
+    ExtrapolatedByN once;
+    Problem pp = K.prob;
+    pp.theta = pk.theta;
+    const auto& [q, shared] = extrapolated_at(once, pp, P.size, s.seed);
+    pk.theta = q.theta;
+    P.extrapolated = true;
+    P.shared_modes = shared;
+    extrapolate_seconds = now() - t_ex;
+  }
+  SimOptions so;
+  so.runs = s.runs > 0 ? s.runs : 16;
+  so.seed = s.seed;
+  if (job.opt.progress) so.progress = [&](int64_t done, int64_t total) { job.opt.progress("simulate", done, total); };
+  const Curves cv = simulate_adam(prob, pk, h, so);
+  P.timing.emplace_back("simulate", now() - t0 - extrapolate_seconds);
+  if (P.extrapolated) P.timing.emplace_back("extrapolate", extrapolate_seconds);
+  P.lr_stability = 0;  // the SGD stability ratio does not apply to Adam's normalized steps
+  target_and_band(P, cv, Check{}, s, job.opt.curve_points);
+  if (s.relinearize > 0 || s.diagnose_steps > 0)
+    P.warnings.push_back("engine.relinearize / engine.diagnose_steps are not applied to Adam/AdamW yet");
+  P.warnings.push_back(std::string(s.optimizer == Optimizer::adam ? "Adam" : "AdamW") +
+                       ": training-free prediction on the preconditioned kernel (no re-linearization yet); the "
+                       "band's method factor was measured on SGD jobs");
+}
+
 }  // namespace
 
 int64_t default_subset(int64_t n, int64_t classes) {
@@ -97,7 +152,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
   Spec load = first;
   for (const Spec& s : specs) load.data.size = s.data.size > 0 && load.data.size > 0 ? std::max(load.data.size, s.data.size) : 0;
   int64_t max_pool = 0;
+  if (opt.progress) opt.progress("load", 0, 1);
   Dataset d = load_dataset(load);
+  if (opt.progress) opt.progress("load", 1, 1);
   for (const Spec& s : specs) max_pool = std::max(max_pool, s.data.size > 0 ? std::min(s.data.size, d.n) : d.n);
   const int64_t C = model.num_classes(d);
   if (!d.has_labels() && first.loss == Loss::cross_entropy)
@@ -112,14 +169,37 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
   bool any_weight_decay = false;
   for (const Spec& s : specs) any_weight_decay |= s.weight_decay > 0;
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Kernel>> kernels;  // (pool, N0) -> Θ
-  std::map<int64_t, StepTime> step_times;                                  // batch size -> s/step
+  using StepKey = std::tuple<int64_t, int64_t, int, bool>;  // batch, accumulation, optimizer, BatchNorm train
+  std::map<StepKey, StepTime> step_times;                                  // -> s/step
   Anchors anchors;                                                         // shared re-linearizations
+  std::map<AdamKey, Preconditioned> adam_kernels;                           // Θ_P (Adam/AdamW)
   std::vector<Prediction> out;
+  // Stage 6: seconds per step, timed once per batch size, optimizer, accumulation
+  // and BatchNorm mode (the step time does not depend on the learning rate or momentum).
+  auto seconds_and_total = [&](Prediction& P, const Spec& s, size_t si, double t_spec) {
+    const StepKey key = s.step_seconds > 0 ? StepKey{-1, 0, 0, false}
+                                           : StepKey{s.batch_size, s.accumulation_steps, int(s.optimizer), s.batchnorm_train};
+    auto st = step_times.find(key);
+    if (st == step_times.end()) st = step_times.emplace(key, time_steps(model, d, s, C)).first;
+    P.step_seconds = st->second.median;
+    P.step_lo = st->second.lo;
+    P.step_hi = st->second.hi;
+    P.step_source = s.step_seconds > 0 ? "spec" : "measured";
+    P.timing.emplace_back("calibrate", st->second.used ? 0.0 : st->second.seconds);
+    st->second.used = true;
+    if (reference_blas_suspected())
+      P.warnings.push_back("LibTorch runs on the reference BLAS (20-50x slower): install libopenblas0-pthread");
+    P.timing.emplace_back("total", si == 0 ? now() - t_begin : now() - t_spec);
+    out.push_back(std::move(P));
+  };
   for (size_t si = 0; si < specs.size(); ++si) {
     const Spec& s = fitted[si];
     const double t_spec = now();
     const int64_t pool = s.data.size > 0 ? std::min(s.data.size, d.n) : d.n;
     const Job job{s, model, d, pool, pool_targets, opt};
+    if (s.batchnorm_train)
+      s.fail("model.batchnorm", "train: ttpred-estimate predicts eval-mode BatchNorm only (ttpred-finetune runs train "
+                                "mode, the ground truth)");
     Prediction P;
     describe(P, s, model, d, C, pool);
     P.budget = budget;
@@ -131,9 +211,24 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
 
     // Stage 1: Θ at w0 on the N0 samples (once per (N, N0)).
     auto& kp = kernels[{pool, P.subset}];
-    if (!kp) kp = std::make_unique<Kernel>(make_kernel(model, d, choose_subset(pool, P.subset, s.seed), s, C, opt, any_weight_decay));
+    if (!kp) {
+      // The data are a stratified random draw (load_dataset): its first N0 are one
+      // too. data.draw: first keeps the file's order, and a uniform N0 subset.
+      std::vector<int64_t> idx;
+      if (s.data.draw_first)
+        idx = choose_subset(pool, P.subset, s.seed);
+      else
+        for (int64_t i = 0; i < P.subset; ++i) idx.push_back(i);
+      kp = std::make_unique<Kernel>(make_kernel(model, d, idx, s, C, opt, any_weight_decay));
+    }
     Kernel& K = *kp;
     record_kernel(P, K);
+    if (s.optimizer != Optimizer::sgd) {
+      // Adam/AdamW: training-free, in function space on Θ_P (docs/method.md §3b).
+      adam_prediction(P, job, K, adam_kernels, C);
+      seconds_and_total(P, s, si, t_spec);
+      continue;
+    }
 
     t0 = now();
     // N0 < N: simulate on the kernel extrapolated to N; it depends on N, not on
@@ -235,21 +330,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     // Stage 5: T and its band.
     target_and_band(P, cv, chk, s, opt.curve_points);
 
-    // Stage 6: seconds per step, timed once per batch size (the step time does
-    // not depend on the learning rate or momentum).
-    auto st = step_times.find(s.step_seconds > 0 ? -1 : s.batch_size);
-    if (st == step_times.end())
-      st = step_times.emplace(s.step_seconds > 0 ? -1 : s.batch_size, time_steps(model, d, s, C)).first;
-    P.step_seconds = st->second.median;
-    P.step_lo = st->second.lo;
-    P.step_hi = st->second.hi;
-    P.step_source = s.step_seconds > 0 ? "spec" : "measured";
-    P.timing.emplace_back("calibrate", st->second.used ? 0.0 : st->second.seconds);
-    st->second.used = true;
-    if (reference_blas_suspected())
-      P.warnings.push_back("LibTorch runs on the reference BLAS (20-50x slower): install libopenblas0-pthread");
-    P.timing.emplace_back("total", si == 0 ? now() - t_begin : now() - t_spec);
-    out.push_back(std::move(P));
+    seconds_and_total(P, s, si, t_spec);
   }
   return out;
 }

@@ -19,20 +19,55 @@ torch::Tensor targets_of(const Eigen::MatrixXd& y, const std::vector<int64_t>& r
   return t.to(dev);
 }
 
-torch::Tensor loss_fn(Loss loss, const torch::Tensor& out, const torch::Tensor& target) {
+// Mean CE (nn.CrossEntropyLoss, with label_smoothing α) or MSE of a batch.
+torch::Tensor loss_fn(Loss loss, const torch::Tensor& out, const torch::Tensor& target, double alpha = 0) {
+  namespace F = torch::nn::functional;
+  if (loss == Loss::cross_entropy && alpha > 0)  // LibTorch's own label smoothing, on the class ids
+    return F::cross_entropy(out.to(torch::kFloat), target.argmax(1), F::CrossEntropyFuncOptions().label_smoothing(alpha));
   if (loss == Loss::cross_entropy)  // target rows are one-hot: same as class-index CE
     return -(torch::log_softmax(out.to(torch::kFloat), 1) * target).sum(1).mean();
   return torch::mse_loss(out.to(torch::kFloat), target);
 }
 
-// One real SGD step on samples `src` (rows `rows` of targets); returns its seconds.
-double sgd_step(Model::Impl& m, torch::optim::SGD& sgd, Loss loss, const Dataset& d, const std::vector<int64_t>& src,
-                const Eigen::MatrixXd& targets, const std::vector<int64_t>& rows) {
+// torch.optim.SGD / Adam / AdamW with the hyper-parameters' values.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params, const Hyper& h) {
+  namespace o = torch::optim;
+  switch (h.optimizer) {
+    case Optimizer::adam:
+      return std::make_unique<o::Adam>(
+          params, o::AdamOptions(h.lr).betas(std::make_tuple(h.beta1, h.beta2)).eps(h.eps).weight_decay(h.weight_decay));
+    case Optimizer::adamw:
+      return std::make_unique<o::AdamW>(
+          params, o::AdamWOptions(h.lr).betas(std::make_tuple(h.beta1, h.beta2)).eps(h.eps).weight_decay(h.weight_decay));
+    default:
+      return std::make_unique<o::SGD>(
+          params, o::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay).nesterov(h.nesterov));
+  }
+}
+
+// One real optimizer step on samples `src` (rows `rows` of targets); returns its
+// seconds. With micro > 0 the forward/backward passes go in chunks of `micro`
+// samples (data-parallel replicas, gradient accumulation), each loss scaled by
+// chunk / B: the gradient is the batch mean, as DDP's all-reduce average and a
+// loss divided by the accumulation steps give.
+double train_step(Model::Impl& m, torch::optim::Optimizer& opt, Loss loss, double alpha, int64_t micro,
+                  const Dataset& d, const std::vector<int64_t>& src, const Eigen::MatrixXd& targets,
+                  const std::vector<int64_t>& rows) {
   const double t0 = now();
-  sgd.zero_grad();
-  torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
-  loss_fn(loss, out, targets_of(targets, rows, m.device)).backward();
-  sgd.step();
+  opt.zero_grad();
+  const int64_t B = int64_t(src.size());
+  if (micro <= 0 || micro >= B) {
+    torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
+    loss_fn(loss, out, targets_of(targets, rows, m.device), alpha).backward();
+  } else {
+    for (int64_t a = 0; a < B; a += micro) {
+      const int64_t e = std::min(B, a + micro);
+      const std::vector<int64_t> s(src.begin() + a, src.begin() + e), r(rows.begin() + a, rows.begin() + e);
+      torch::Tensor out = run_forward(m, gather_x(d, s, m.device, m.dtype));
+      (loss_fn(loss, out, targets_of(targets, r, m.device), alpha) * (double(e - a) / double(B))).backward();
+    }
+  }
+  opt.step();
   if (m.device.is_cuda()) torch::cuda::synchronize();
   return now() - t0;
 }
@@ -44,7 +79,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   Model::Impl& m = model.impl();
   IntraOpThreads intra_op(opt.threads);
   if (opt.train_mode) m.module.train();
-  torch::optim::SGD sgd(m.params, torch::optim::SGDOptions(h.lr).momentum(h.momentum).weight_decay(h.weight_decay));
+  const std::unique_ptr<torch::optim::Optimizer> optimizer = make_optimizer(m.params, h);
   const int64_t n = int64_t(idx.size());
   const bool full = h.batch_size >= n;
   const int64_t B = full ? n : h.batch_size, per_epoch = full ? 1 : n / B;
@@ -58,6 +93,16 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   // Loss and accuracy on them (in chunks); their outputs too when `f` is given.
   auto evaluate = [&](FinetuneResult& r, int64_t t, Eigen::MatrixXd* f = nullptr) {
     torch::NoGradGuard ng;
+    // Evaluated as model.eval() does (BatchNorm's running statistics), also when
+    // training in train mode: the evaluation changes nothing.
+    struct EvalMode {
+      Model::Impl& m;
+      bool train;
+      ~EvalMode() {
+        if (train) m.module.train();
+      }
+    } mode{m, opt.train_mode};
+    if (opt.train_mode) m.module.eval();
     double s = 0;
     int64_t ok = 0;
     const int64_t chunk = 512;
@@ -68,7 +113,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
       torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
       if (t >= 0) {
         torch::Tensor tg = targets_of(targets, rows, m.device);
-        s += loss_fn(loss, out, tg).item<double>() * double(rows.size());
+        s += loss_fn(loss, out, tg, h.label_smoothing).item<double>() * double(rows.size());
         ok += (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
       }
       if (f) {
@@ -95,10 +140,10 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     if (!full && k == 0) perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin() + k * B, perm.begin() + (k + 1) * B), src(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) src[size_t(b)] = idx[size_t(rows[size_t(b)])];
-    static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(h.lr_at(t));
+    optimizer->param_groups()[0].options().set_lr(h.lr_at(t));
     const bool last = t + 1 == h.steps;
     if (opt.keep_outputs && last) evaluate(r, -1, &r.f_prev);
-    train += sgd_step(m, sgd, loss, d, src, targets, rows);
+    train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, d, src, targets, rows);
     if ((t + 1) % opt.log_every == 0 || last) evaluate(r, t + 1, opt.keep_outputs && last ? &r.f_last : nullptr);
     if (opt.progress) opt.progress("finetune", t + 1, h.steps);
   }
@@ -128,22 +173,23 @@ void restore_weights(Model& model, const Weights& w) {
     if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
 }
 
-std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
-                                   double lr, double momentum, double weight_decay, int64_t batch_size, int k,
-                                   uint64_t seed) {
+std::vector<double> time_train_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
+                                     const Hyper& h, bool train_mode, int k, uint64_t seed) {
   Model::Impl& m = model.impl();
   const Weights saved = save_weights(model);
-  torch::optim::SGD sgd(m.params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(weight_decay));
+  if (train_mode) m.module.train();
+  const std::unique_ptr<torch::optim::Optimizer> optimizer = make_optimizer(m.params, h);
   const int64_t n = std::min<int64_t>(d.n, targets.rows());
-  const int64_t B = std::min(batch_size, n);
+  const int64_t B = std::min(h.batch_size, n);
   std::mt19937_64 rng = run_rng(seed, 7);
   std::vector<double> secs;
   for (int s = 0; s < k + 1; ++s) {
     std::vector<int64_t> perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin(), perm.begin() + B);
-    const double sec = sgd_step(m, sgd, loss, d, rows, targets, rows);
+    const double sec = train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, d, rows, targets, rows);
     if (s > 0) secs.push_back(sec);  // the first step warms caches and allocators
   }
+  m.module.eval();
   restore_weights(model, saved);
   return secs;
 }

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "model_impl.hpp"
 #include "ttpred/error.hpp"
@@ -69,22 +70,39 @@ torch::Tensor gather_x(const Dataset& d, const std::vector<int64_t>& idx, torch:
   return x.to(device, dtype);
 }
 
+// The line of a TorchScript error that says what went wrong: its last
+// "...Error: ..." line (the interpreter's first line only says that it failed),
+// else its first line.
+std::string torchscript_reason(const std::string& what) {
+  std::string first, reason, line;
+  std::istringstream in(what);
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (first.empty()) first = line;
+    if (line.find("Error: ") != std::string::npos && line.find("File \"") == std::string::npos) reason = line;
+  }
+  if (reason.empty()) return first;
+  reason.erase(0, reason.find_first_not_of(" \t"));
+  const size_t colon = reason.find("Error: ");
+  if (colon != std::string::npos && reason.find(' ') > colon) reason = reason.substr(colon + 7);  // "RuntimeError: "
+  return reason;
+}
+
 torch::Tensor run_forward(Model::Impl& m, const torch::Tensor& x) {
   c10::IValue out;
   try {
     out = m.module.forward({x});
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    what = what.substr(0, what.find('\n'));
-    throw Error(Exit::invalid, m.path + ": forward failed on an input of shape " +
-                                   c10::str(x.sizes()) + ": " + what);
+    throw Error(Exit::invalid, m.path + ": forward failed on an input of shape " + c10::str(x.sizes()) + ": " +
+                                   torchscript_reason(e.what()) +
+                                   " (does the model take this shape? see data.layout, data.channels, data.resize)");
   }
   if (!out.isTensor())
     throw Error(Exit::invalid, m.path + ": forward must return a tensor of logits [B, C], got " +
                                    out.tagKind());
   torch::Tensor t = out.toTensor();
   if (t.dim() != 2 || t.size(0) != x.size(0))
-    throw Error(Exit::invalid, m.path + ": output must be logits [B, C]; for B=" + std::to_string(x.size(0)) +
+    throw Error(Exit::invalid, m.path + ": output must be logits [B, C]; on an input of shape " + c10::str(x.sizes()) +
                                    " it has shape " + c10::str(t.sizes()));
   if (!torch::isFloatingType(t.scalar_type()))
     throw Error(Exit::invalid, m.path + ": output must be floating point");

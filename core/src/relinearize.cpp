@@ -29,6 +29,8 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
   fo.log_every = log_every;
   fo.keep_outputs = keep_outputs;
+  if (job.opt.progress)
+    fo.progress = [&job](const char*, int64_t done, int64_t total) { job.opt.progress("sgd steps", done, total); };
   if (!extrap) return finetune(job.model, job.data, K.idx, job.spec.loss, K.prob.y, hk, fo);
   std::vector<int64_t> all(static_cast<size_t>(job.pool));
   for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;
@@ -56,8 +58,11 @@ Hyper anchor_hyper(const Spec& s, const Prediction& P, const Hyper& hk, bool anc
   ha.lr = an.lr;
   ha.momentum = an.momentum;
   ha.weight_decay = an.weight_decay;
-  ha.batch_size = an.batch_size >= P.size ? P.subset : an.batch_size;
-  ha.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.size / std::min(an.batch_size, P.size)) - 1e-9));
+  // The anchor's batch_size is per GPU and micro-batch, as optimizer.batch_size.
+  const int64_t global = an.batch_size * (s.global_batch() / s.batch_size);
+  ha.batch_size = global >= P.size ? P.subset : global;
+  ha.micro_batch = global >= P.size || global == an.batch_size ? 0 : an.batch_size;
+  ha.horizon = s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(P.size / std::min(global, P.size)) - 1e-9));
   ha.steps = std::min(relinearize_steps(s, ha.horizon), ha.horizon - 1);
   return ha;
 }

@@ -19,6 +19,14 @@ std::string duration(double s) {
   if (s < 7200) return fmt::format("{:.1f} min", s / 60);
   return fmt::format("{:.2f} h", s / 3600);
 }
+// "constant", "cosine to min_lr 0.0005, warm-up 50 steps", "step x0.1 every 100 steps", ...
+std::string schedule_text(const Schedule& c) {
+  std::string o = c.type;
+  if (c.type == "step") o += fmt::format(" x{} every {} steps", c.gamma, c.step_size);
+  if (c.type == "cosine" || c.type == "linear") o += fmt::format(" to min_lr {}", c.min_lr);
+  if (c.warmup_steps > 0) o += fmt::format(", warm-up {} steps", c.warmup_steps);
+  return o + " (stepped after every optimizer step)";
+}
 }  // namespace
 
 std::string to_json(const Prediction& p) {
@@ -33,10 +41,17 @@ std::string to_json(const Prediction& p) {
   j["data"] = {{"source", s.data.path.empty() ? s.data.images : s.data.path},
                {"size", p.size},
                {"available", p.available},
-               {"subset", p.subset}};
+               {"subset", p.subset},
+               {"draw", s.data.draw_first ? "first" : "stratified"}};
   j["loss"] = to_string(s.loss);
-  j["optimizer"] = {{"lr", s.lr}, {"momentum", s.momentum}, {"weight_decay", s.weight_decay},
-                    {"batch_size", s.batch_size}};
+  j["label_smoothing"] = s.label_smoothing;
+  j["batchnorm"] = s.batchnorm_train ? "train" : "eval";
+  j["optimizer"] = {{"name", to_string(s.optimizer)}, {"lr", s.lr}, {"momentum", s.momentum},
+                    {"nesterov", s.nesterov}, {"betas", {s.beta1, s.beta2}}, {"eps", s.eps},
+                    {"weight_decay", s.weight_decay}, {"batch_size", s.batch_size},
+                    {"accumulation_steps", s.accumulation_steps}, {"global_batch", s.global_batch()}};
+  j["schedule"] = {{"type", s.schedule.type}, {"warmup_steps", s.schedule.warmup_steps},
+                   {"step_size", s.schedule.step_size}, {"gamma", s.schedule.gamma}, {"min_lr", s.schedule.min_lr}};
   j["target"] = {{"kind", to_string(s.target)}, {"value", s.target_value}};
   j["steps"] = p.steps;
   j["reached"] = p.reached;
@@ -127,8 +142,17 @@ std::string to_table(const Prediction& p) {
                                           p.shared_modes, p.check_from, p.subset, 100 * p.check_error,
                                           100 * p.extrapolation_width)
                             : fmt::format("N0 -> N: {:.0f} shared modes (no self-check: N0 too small)", p.shared_modes));
-  row("training", fmt::format("{} loss, SGD lr {} momentum {} weight decay {}, batch {}", to_string(s.loss), s.lr,
-                              s.momentum, s.weight_decay, s.batch_size));
+  const std::string loss_text =
+      std::string(to_string(s.loss)) + (s.label_smoothing > 0 ? fmt::format(" (label smoothing {})", s.label_smoothing) : "");
+  const std::string batch = batch_text(s);
+  if (s.optimizer == Optimizer::sgd)
+    row("training", fmt::format("{} loss, SGD lr {} momentum {}{} weight decay {}, batch {}", loss_text, s.lr, s.momentum,
+                                s.nesterov ? " (Nesterov)" : "", s.weight_decay, batch));
+  else
+    row("training", fmt::format("{} loss, {} lr {} betas [{}, {}] eps {} weight decay {}, batch {}", loss_text,
+                                s.optimizer == Optimizer::adam ? "Adam" : "AdamW", s.lr, s.beta1, s.beta2, s.eps,
+                                s.weight_decay, batch));
+  row("schedule", schedule_text(s.schedule));
   if (p.relinearized_with_steps > 0)
     row("re-linearized", fmt::format("Theta at w_K from {} real steps with lr {} momentum {} weight decay {}, batch {} "
                                      "(engine.relinearize_with); this job's own {} steps give the start",

@@ -11,8 +11,14 @@ StepTime time_steps(Model& model, const Dataset& d, const Spec& s, int64_t C) {
   if (s.step_seconds > 0) {
     st.median = st.lo = st.hi = s.step_seconds;
   } else {
-    auto secs = time_sgd_steps(model, d, s.loss, target_matrix(d, d.n, C), s.lr, s.momentum, s.weight_decay,
-                               s.batch_size, s.calibrate_steps > 0 ? s.calibrate_steps : 5, s.seed);
+    // One data-parallel replica's step: its accumulation_steps micro-batches of
+    // batch_size samples and the optimizer step (the replicas run in parallel;
+    // the gradient all-reduce is not timed).
+    Hyper h = hyper_of_spec(s, 1);
+    h.batch_size = s.batch_size * s.accumulation_steps;
+    h.micro_batch = s.accumulation_steps > 1 ? s.batch_size : 0;
+    auto secs = time_train_steps(model, d, s.loss, target_matrix(d, d.n, C), h, s.batchnorm_train,
+                                 s.calibrate_steps > 0 ? s.calibrate_steps : 5, s.seed);
     st.median = percentile(secs, 50);
     st.lo = percentile(secs, 10);
     st.hi = percentile(secs, 90);

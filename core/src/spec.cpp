@@ -15,6 +15,9 @@ namespace fs = std::filesystem;
 namespace ttpred {
 
 const char* to_string(Loss l) { return l == Loss::mse ? "mse" : "cross_entropy"; }
+const char* to_string(Optimizer o) {
+  return o == Optimizer::adam ? "adam" : o == Optimizer::adamw ? "adamw" : "sgd";
+}
 const char* to_string(TargetKind k) {
   switch (k) {
     case TargetKind::loss: return "loss";
@@ -137,16 +140,35 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   top.allow({"model", "data", "loss", "optimizer", "training", "target", "engine", "hardware", "sweep",
              "name", "description"});
   if (!top.has("model")) s.fail("model", "missing (path of a TorchScript model)");
-  s.model = s.resolve(top.string("model"));
+  if (top.node_["model"].IsMap()) {
+    Reader m(s, top.map("model"), "model.");
+    m.allow({"path", "batchnorm"});
+    if (!m.has("path")) s.lines["model.path"] = s.line_of("model"), s.fail("model.path", "missing (path of a TorchScript model)");
+    s.model = s.resolve(m.string("path"));
+    if (m.has("batchnorm")) {
+      const std::string b = m.string("batchnorm");
+      if (b != "eval" && b != "train") s.fail("model.batchnorm", "must be eval or train (got '" + b + "')");
+      s.batchnorm_train = b == "train";
+    }
+  } else {
+    s.model = s.resolve(top.string("model"));
+  }
   if (!top.has("data")) s.fail("data", "missing");
   {
     Reader d(s, top.map("data"), "data.");
-    d.allow({"path", "images", "labels", "classes", "normalize", "size", "subset"});
+    d.allow({"path", "images", "labels", "label", "classes", "normalize", "size", "subset", "layout", "channels",
+             "resize", "draw"});
     if (d.has("path")) s.data.path = s.resolve(d.string("path"));
     if (d.has("images")) s.data.images = s.resolve(d.string("images"));
     if (d.has("labels")) s.data.labels = s.resolve(d.string("labels"));
-    if (s.data.path.empty() == (s.data.images.empty() && s.data.labels.empty()))
-      s.fail("data", "give either 'path' (a torch.save'd dict) or 'images' and 'labels' (IDX files)");
+    if (d.has("label")) s.data.label = d.string("label");
+    if (!s.data.path.empty() && !s.data.images.empty())
+      s.fail("data", "give either 'path' (a data file or an ImageFolder directory) or 'images' and 'labels' (IDX files)");
+    if (s.data.path.empty() && s.data.images.empty() && s.data.labels.empty())
+      s.fail("data", "give either 'path' (a data file or an ImageFolder directory) or 'images' and 'labels' (IDX files)");
+    if (!s.data.path.empty() && !s.data.labels.empty() && fs::path(s.data.path).extension() != ".npy")
+      s.fail("data.labels", "goes with 'images' (IDX) or with an x .npy in 'path' (the y .npy); " + s.data.path +
+                                " holds its own labels");
     if (s.data.path.empty() && (s.data.images.empty() || s.data.labels.empty()))
       s.fail(s.data.images.empty() ? "data.images" : "data.labels",
              "missing: IDX data needs both 'images' and 'labels'");
@@ -168,35 +190,103 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     }
     if (d.has("normalize")) {
       YAML::Node n = d.node_["normalize"];
-      if (!n.IsSequence() || n.size() != 2) s.fail("data.normalize", "must be [mean, std]");
-      try {
-        s.data.mean = n[0].as<double>();
-        s.data.std = n[1].as<double>();
-      } catch (const YAML::Exception&) {
-        s.fail("data.normalize", "must be two numbers [mean, std]");
+      auto numbers = [&](YAML::Node list, std::vector<double>& out) {
+        if (list.IsScalar()) list = YAML::Node(std::vector<YAML::Node>{list});
+        if (!list.IsSequence() || list.size() == 0)
+          s.fail("data.normalize", "must be [mean, std] or {mean: [..], std: [..]} (one value per channel)");
+        for (const auto& v : list) {
+          try {
+            out.push_back(v.as<double>());
+          } catch (const YAML::Exception&) {
+            s.fail("data.normalize", "must be numbers (got '" + v.Scalar() + "')");
+          }
+        }
+      };
+      if (n.IsMap()) {
+        Reader nr(s, n, "data.normalize.");
+        nr.allow({"mean", "std"});
+        if (!nr.has("mean") || !nr.has("std")) s.fail("data.normalize", "needs both mean and std");
+        numbers(n["mean"], s.data.mean);
+        numbers(n["std"], s.data.std);
+        if (s.data.mean.size() != s.data.std.size())
+          s.fail("data.normalize", "mean has " + std::to_string(s.data.mean.size()) + " values, std " +
+                                       std::to_string(s.data.std.size()) + " (one per channel)");
+      } else {
+        if (!n.IsSequence() || n.size() != 2) s.fail("data.normalize", "must be [mean, std] or {mean: [..], std: [..]}");
+        std::vector<double> two;
+        numbers(n, two);
+        s.data.mean = {two[0]};
+        s.data.std = {two[1]};
       }
-      if (!(s.data.std > 0) || !std::isfinite(s.data.mean))
-        s.fail("data.normalize", "std must be > 0 and mean finite");
+      for (size_t i = 0; i < s.data.mean.size(); ++i)
+        if (!(s.data.std[i] > 0) || !std::isfinite(s.data.std[i]) || !std::isfinite(s.data.mean[i]))
+          s.fail("data.normalize", "std must be > 0 and mean finite");
       s.data.normalize = true;
     }
+    if (d.has("layout")) {
+      s.data.layout = d.string("layout");
+      if (s.data.layout != "auto" && s.data.layout != "nchw" && s.data.layout != "nhwc")
+        s.fail("data.layout", "must be auto, nchw or nhwc (got '" + s.data.layout + "')");
+    }
+    if (d.has("channels")) {
+      s.data.channels = d.integer("channels");
+      if (s.data.channels != 1 && s.data.channels != 3)
+        s.fail("data.channels", "must be 1 or 3 (got " + std::to_string(s.data.channels) + ")");
+    }
+    if (d.has("resize")) {
+      YAML::Node r = d.node_["resize"];
+      if (r.IsScalar()) {
+        s.data.resize_h = s.data.resize_w = d.integer_in("resize", 1, 16384);
+      } else if (r.IsSequence() && r.size() == 2) {
+        try {
+          s.data.resize_h = r[0].as<int64_t>();
+          s.data.resize_w = r[1].as<int64_t>();
+        } catch (const YAML::Exception&) {
+          s.fail("data.resize", "must be an integer or [height, width]");
+        }
+        if (s.data.resize_h < 1 || s.data.resize_w < 1 || s.data.resize_h > 16384 || s.data.resize_w > 16384)
+          s.fail("data.resize", "sizes must be in 1..16384");
+      } else {
+        s.fail("data.resize", "must be an integer or [height, width]");
+      }
+    }
+    if (d.has("draw")) {
+      const std::string v = d.string("draw");
+      if (v != "stratified" && v != "first") s.fail("data.draw", "must be stratified or first (got '" + v + "')");
+      s.data.draw_first = v == "first";
+    }
+    if (!s.data.label.empty() && !s.data.path.empty() && fs::path(s.data.path).extension() != ".csv")
+      s.fail("data.label", "names the label column of a .csv file; data.path is not one");
     if (d.has("size")) s.data.size = d.integer("size");
     if (d.has("subset")) s.data.subset = d.integer("subset");
     if (d.has("size") && s.data.size <= 0) s.fail("data.size", "must be > 0");
     if (d.has("subset") && s.data.subset <= 0) s.fail("data.subset", "must be > 0");
   }
   if (top.has("loss")) {
-    std::string l = top.string("loss");
+    // `loss: NAME` or `loss: {name: NAME, label_smoothing: x}`.
+    std::string l, at = "loss";
+    if (top.node_["loss"].IsMap()) {
+      Reader r(s, top.map("loss"), "loss.");
+      r.allow({"name", "label_smoothing"});
+      if (!r.has("name")) s.lines["loss.name"] = s.line_of("loss"), s.fail("loss.name", "missing (cross_entropy or mse)");
+      l = r.string("name");
+      at = "loss.name";
+      if (r.has("label_smoothing")) s.label_smoothing = r.number("label_smoothing");
+    } else {
+      l = top.string("loss");
+    }
     if (l == "cross_entropy" || l == "crossentropy" || l == "ce")
       s.loss = Loss::cross_entropy;
     else if (l == "mse")
       s.loss = Loss::mse;
     else
-      s.fail("loss", "must be cross_entropy or mse (got '" + l + "')");
+      s.fail(at, "must be cross_entropy or mse (got '" + l + "')");
   }
   if (!top.has("optimizer")) s.fail("optimizer", "missing (lr, batch_size, momentum, weight_decay)");
   {
     Reader o(s, top.map("optimizer"), "optimizer.");
-    o.allow({"lr", "momentum", "batch_size", "weight_decay", "type", "schedule"});
+    o.allow({"name", "type", "lr", "momentum", "nesterov", "betas", "eps", "batch_size", "accumulation_steps",
+             "weight_decay", "schedule"});
     if (o.has("schedule")) {
       Reader sc(s, o.map("schedule"), "optimizer.schedule.");
       sc.allow({"type", "warmup_steps", "step_size", "gamma", "min_lr"});
@@ -214,8 +304,29 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
       if (sc.has("min_lr")) s.schedule.min_lr = sc.number("min_lr");
       if (!(s.schedule.min_lr >= 0)) s.fail("optimizer.schedule.min_lr", "must be >= 0");
     }
-    if (o.has("type") && o.string("type") != "sgd")
-      s.fail("optimizer.type", "only 'sgd' (torch.optim.SGD) is supported");
+    // optimizer.name (optimizer.type: the older spelling of the same key).
+    if (o.has("name") && o.has("type")) s.fail("optimizer.type", "give optimizer.name or optimizer.type, not both");
+    if (o.has("name") || o.has("type")) {
+      const char* k = o.has("name") ? "name" : "type";
+      const std::string v = o.string(k);
+      if (v == "sgd") s.optimizer = Optimizer::sgd;
+      else if (v == "adam") s.optimizer = Optimizer::adam;
+      else if (v == "adamw") s.optimizer = Optimizer::adamw;
+      else s.fail(o.key(k), "must be sgd, adam or adamw (torch.optim.SGD / Adam / AdamW; got '" + v + "')");
+    }
+    if (o.has("betas")) {
+      YAML::Node b = o.node_["betas"];
+      bool ok = b.IsSequence() && b.size() == 2;
+      try {
+        if (ok) s.beta1 = b[0].as<double>(), s.beta2 = b[1].as<double>();
+      } catch (const YAML::Exception&) {
+        ok = false;
+      }
+      if (!ok) s.fail("optimizer.betas", "must be two numbers in [0, 1)");
+    }
+    if (o.has("eps")) s.eps = o.number("eps");
+    if (o.has("nesterov")) s.nesterov = o.get<bool>("nesterov", "true or false");
+    if (o.has("accumulation_steps")) s.accumulation_steps = o.integer_in("accumulation_steps", 1, 1000000);
     if (!o.has("lr")) s.fail("optimizer.lr", "missing");
     s.lr = o.number("lr");
     if (o.has("momentum")) s.momentum = o.number("momentum");
@@ -373,6 +484,14 @@ std::vector<Spec> expand_sweep(const Spec& spec) {
   return out;
 }
 
+std::string batch_text(const Spec& s) {
+  if (s.global_batch() == s.batch_size) return std::to_string(s.batch_size);
+  std::string t = std::to_string(s.batch_size);
+  if (s.gpus > 1) t += " x " + std::to_string(s.gpus) + " gpus";
+  if (s.accumulation_steps > 1) t += " x " + std::to_string(s.accumulation_steps) + " accumulation_steps";
+  return t + " = " + std::to_string(s.global_batch());
+}
+
 void validate(const Spec& s) {
   auto bad = [&](const std::string& key, const std::string& msg) { s.fail(key, msg); };
   auto num = [](double v) {
@@ -390,6 +509,22 @@ void validate(const Spec& s) {
   };
   optimizer("optimizer.", s.optimizer_values());
   if (s.relinearize_with.set) optimizer("engine.relinearize_with.", s.relinearize_with);
+  const bool sgd = s.optimizer == Optimizer::sgd;
+  if (!sgd && s.momentum != 0)
+    bad("optimizer.momentum", std::string("is an SGD option: ") + to_string(s.optimizer) + " uses optimizer.betas");
+  if (!sgd && s.nesterov) bad("optimizer.nesterov", std::string("is an SGD option (optimizer.name is ") + to_string(s.optimizer) + ")");
+  if (s.nesterov && !(s.momentum > 0)) bad("optimizer.nesterov", "needs momentum > 0 (torch.optim.SGD)");
+  if (sgd && (s.lines.count("optimizer.betas") || s.lines.count("optimizer.eps")))
+    bad(s.lines.count("optimizer.betas") ? "optimizer.betas" : "optimizer.eps",
+        "is an Adam/AdamW option (optimizer.name is sgd)");
+  if (!(s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1))
+    bad("optimizer.betas", "must be two numbers in [0, 1) (got [" + num(s.beta1) + ", " + num(s.beta2) + "])");
+  if (!(s.eps >= 0) || !std::isfinite(s.eps)) bad("optimizer.eps", "must be >= 0 (got " + num(s.eps) + ")");
+  if (s.accumulation_steps < 1) bad("optimizer.accumulation_steps", "must be >= 1");
+  if (!(s.label_smoothing >= 0 && s.label_smoothing < 1))
+    bad("loss.label_smoothing", "must be in [0, 1) (got " + num(s.label_smoothing) + ")");
+  if (s.label_smoothing > 0 && s.loss != Loss::cross_entropy)
+    bad("loss.label_smoothing", "only applies to cross_entropy (nn.CrossEntropyLoss)");
   if (s.steps < 0 || (s.steps == 0 && !(s.epochs > 0)))
     bad(s.lines.count("training.epochs") && !s.lines.count("training.steps") ? "training.epochs" : "training.steps",
         "the horizon must be > 0");
@@ -399,9 +534,8 @@ void validate(const Spec& s) {
   if (s.data.size > 0 && s.data.subset > s.data.size)
     bad("data.subset", "(" + std::to_string(s.data.subset) + ") exceeds data.size (" +
                            std::to_string(s.data.size) + ")");
-  if (s.data.size > 0 && s.batch_size > s.data.size)
-    bad("optimizer.batch_size", "(" + std::to_string(s.batch_size) + ") exceeds data.size (" +
-                                    std::to_string(s.data.size) + ")");
+  if (s.data.size > 0 && s.global_batch() > s.data.size)
+    bad("optimizer.batch_size", "(" + batch_text(s) + ") exceeds data.size (" + std::to_string(s.data.size) + ")");
   switch (s.target) {
     case TargetKind::epsilon:
       if (!(s.target_value > 0)) bad("target.epsilon", "must be > 0 (got " + num(s.target_value) + ")");

@@ -2,6 +2,7 @@
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,36 +12,77 @@
 
 namespace ttpred {
 
+namespace {
+
+bool contains(const std::vector<char>& b, const std::string& what) {
+  return std::search(b.begin(), b.end(), what.begin(), what.end()) != b.end();
+}
+
+}  // namespace
+
 Dataset read_torch_dict(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw Error(Exit::input, path + ": no such file");
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(Exit::input, path + ": is a directory, not a torch.save'd file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(Exit::input, path + ": cannot open for reading");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const bool zip = bytes.size() >= 4 && bytes[0] == 'P' && bytes[1] == 'K';
+  if (!zip && !bytes.empty() && static_cast<unsigned char>(bytes[0]) == 0x80)
+    throw Error(Exit::input, path + ": legacy torch.save format (before torch 1.6, or _use_new_zipfile_serialization="
+                                 "False), which LibTorch cannot read: re-save it with torch.save(torch.load(f), f)");
+  if (!zip)
+    throw Error(Exit::input, path + ": not a torch.save'd file (no zip archive; expected torch.save((x, y), f) "
+                                 "or a .npy/.npz/.csv file)");
+  if (contains(bytes, "TensorDataset") || contains(bytes, "torch.utils.data"))
+    throw Error(Exit::input, path + ": a pickled Dataset object (TensorDataset) cannot be read from C++: save its "
+                                 "tensors instead, torch.save(tuple(ds.tensors), f), or use ttpred-export");
   c10::IValue v;
   try {
     v = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
-    throw Error(Exit::input, path + ": cannot read as a torch.save'd dict (zip format of torch >= 1.6; "
-                                 "LibTorch cannot read a dict with a single key): " + what);
+    throw Error(Exit::input, path + ": cannot read as torch.save'd tensors (a tuple (x, y) or a dict {\"x\", \"y\"}; "
+                                 "LibTorch 1.13 cannot read a dict with a single key): " + what);
   }
-  if (!v.isGenericDict())
-    throw Error(Exit::input, path + ": expected a dict {\"x\": tensor, \"y\": tensor}, got " + v.tagKind());
   torch::Tensor x, y;
-  for (const auto& e : v.toGenericDict()) {
-    if (!e.key().isString()) continue;
-    const std::string k = e.key().toStringRef();
-    if ((k == "x" || k == "y") && !e.value().isTensor())
-      throw Error(Exit::input, path + ": " + k + ": must be a tensor, got " + e.value().tagKind());
-    if (k == "x") x = e.value().toTensor();
-    if (k == "y") y = e.value().toTensor();
+  auto tensor = [&](const c10::IValue& e, const std::string& k) {
+    if (!e.isTensor()) throw Error(Exit::input, path + ": " + k + ": must be a tensor, got " + e.tagKind());
+    return e.toTensor();
+  };
+  if (v.isTuple() || v.isList()) {
+    std::vector<c10::IValue> items;
+    if (v.isTuple())
+      for (const auto& e : v.toTupleRef().elements()) items.push_back(e);
+    else
+      for (const auto& e : v.toListRef()) items.push_back(e);
+    if (items.size() != 2)
+      throw Error(Exit::input, path + ": a tuple/list must be (x, y), got " + std::to_string(items.size()) + " items");
+    x = tensor(items[0], "x (item 0)");
+    y = tensor(items[1], "y (item 1)");
+  } else if (v.isGenericDict()) {
+    std::string keys;
+    for (const auto& e : v.toGenericDict()) {
+      if (!e.key().isString()) continue;
+      const std::string k = e.key().toStringRef();
+      keys += (keys.empty() ? "" : ", ") + k;
+      if (k == "x" || k == "data") x = tensor(e.value(), k);
+      if (k == "y" || k == "targets") y = tensor(e.value(), k);
+    }
+    if (!x.defined())
+      throw Error(Exit::input, path + ": missing key \"x\" or \"data\" (float or uint8 tensor [N, ...]); found keys: " + keys);
+    if (!y.defined())
+      throw Error(Exit::input, path + ": missing key \"y\" or \"targets\" (int64 class ids [N] or float [N, C]); found keys: " + keys);
+  } else {
+    throw Error(Exit::input, path + ": expected a tuple (x, y) or a dict {\"x\": tensor, \"y\": tensor}, got " + v.tagKind());
   }
-  if (!x.defined()) throw Error(Exit::input, path + ": missing key \"x\" (float tensor [N, ...])");
-  if (!y.defined()) throw Error(Exit::input, path + ": missing key \"y\" (int64 class ids [N] or float [N, C])");
   if (x.dim() < 2) throw Error(Exit::invalid, path + ": x: must be [N, ...] with N samples, got shape " + c10::str(x.sizes()));
-  if (!torch::isFloatingType(x.scalar_type())) throw Error(Exit::invalid, path + ": x: must be a float tensor");
+  const bool u8 = x.scalar_type() == torch::kByte;
+  if (!torch::isFloatingType(x.scalar_type()) && !u8)
+    throw Error(Exit::invalid, path + ": x: dtype " + std::string(c10::toString(x.scalar_type())) +
+                                   " (expected a float tensor, or uint8 images scaled to [0, 1])");
   if (y.dim() < 1 || y.size(0) != x.size(0))
     throw Error(Exit::invalid, path + ": y: must have one entry per sample (x has " + std::to_string(x.size(0)) +
                                    ", y has shape " + c10::str(y.sizes()) + ")");
@@ -48,11 +90,14 @@ Dataset read_torch_dict(const std::string& path) {
   d.source = path;
   d.n = x.size(0);
   d.available = d.n;
+  d.uint8 = u8;
   for (int64_t i = 1; i < x.dim(); ++i) d.sample_shape.push_back(x.size(i));
   torch::Tensor xc = x.to(torch::kCPU, torch::kFloat).contiguous();
+  if (u8) xc = xc / 255.0f;
   d.x.assign(xc.data_ptr<float>(), xc.data_ptr<float>() + xc.numel());
   if (torch::isFloatingType(y.scalar_type())) {
-    if (y.dim() != 2) throw Error(Exit::invalid, path + ": y: float targets must be [N, C], got " + c10::str(y.sizes()));
+    if (y.dim() != 2) throw Error(Exit::invalid, path + ": y: float targets must be [N, C], got " + c10::str(y.sizes()) +
+                                                     " (class ids must be int64: y.long())");
     torch::Tensor yc = y.to(torch::kCPU, torch::kFloat).contiguous();
     d.target_dim = y.size(1);
     d.targets.assign(yc.data_ptr<float>(), yc.data_ptr<float>() + yc.numel());

@@ -320,6 +320,40 @@ TEST_CASE("estimate: command line") {
   CHECK(has(u.err, "--no-such-option"));
 }
 
+TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own options, outputs") {
+  Result z = estimate({"--lr", "0"});
+  check_error(z, 2);
+  CHECK(has(z.err, "--lr: must be > 0 (got 0)"));
+  CHECK(z.err.size() < 200);  // no 300-digit limit
+  CHECK(has(estimate({"--lr", "abc"}).err, "--lr: must be a number > 0 (got 'abc')"));
+  CHECK(has(estimate({"--batch-size", "0"}).err, "--batch-size: must be > 0 (got 0)"));
+  CHECK(has(estimate({"--batch-size", "2.5"}).err, "--batch-size: must be an integer > 0 (got '2.5')"));
+  CHECK(has(estimate({"--momentum", "1"}).err, "--momentum: must be in [0, 1) (got 1)"));
+  Result m = estimate({"--spec", "-q"});
+  check_error(m, 2);
+  CHECK(has(m.err, "--spec: missing value (got the option '-q')"));
+  for (const char* flag : {"-V", "--version"}) {
+    Result v = estimate({flag});
+    CHECK(v.code == 0);
+    CHECK(has(v.out, TTPRED_VERSION));
+    CHECK(run(FINETUNE_BIN, {flag}).code == 0);
+  }
+  Result fh = run(FINETUNE_BIN, {"--help"});
+  CHECK(fh.code == 0);
+  CHECK(has(fh.out, "--lr"));
+  CHECK(has(fh.out, "--log-every"));
+  for (const char* est : {"--runs", "--trace-ntk", "--no-training", "--subset", "--projection", "--step-seconds"}) {
+    INFO(est);
+    CHECK_FALSE(has(fh.out, est));
+  }
+  Result fr = run(FINETUNE_BIN, {"--runs", "5", "--trace-ntk", "3", "--no-training"});
+  check_error(fr, 2, "ttpred-finetune");
+  // An output that cannot be written fails before the work.
+  Result p = estimate({"--plot", "/nonexistent-dir/curves.svg", "--json"});
+  check_error(p, 4);
+  CHECK(has(p.err, "--plot /nonexistent-dir/curves.svg: cannot write there (no such directory)"));
+}
+
 TEST_CASE("estimate: the small job runs, and overrides apply") {
   TempDir t;
   const std::string spec = t.write("spec.yaml", small_spec());
@@ -430,6 +464,16 @@ TEST_CASE("estimate: bad inputs give the documented exit codes and one line") {
     y.replace(y.find("loss: cross_entropy"), 19, "loss: mse");
     check_error(estimate({"--spec", t.write("s.yaml", y), "--json"}), 5);
   }
+  SUBCASE("a directory that is no ImageFolder -> 4, not an internal error") {
+    Result r = estimate({"--spec", t.write("s.yaml", small_spec(M("mlp.pt"), t.path.string())), "--json"});
+    check_error(r, 4);
+    CHECK(has(r.err, "is a directory without class folders of .png/.jpg images"));
+  }
+  SUBCASE("an unknown data extension -> 4") {
+    Result r = estimate({"--spec", t.write("s.yaml", small_spec(M("mlp.pt"), t.write("d.h5", "x"))), "--json"});
+    check_error(r, 4);
+    CHECK(has(r.err, "d.h5: unknown data format '.h5'"));
+  }
   SUBCASE("subset > size -> 3") {
     Result r =
         estimate({"--spec", t.write("s.yaml", small_spec(M("mlp.pt"), M("vec_train.pt"), "  size: 32\n  subset: 40\n")),
@@ -476,6 +520,10 @@ TEST_CASE("finetune --json on the small job") {
   REQUIRE_NOTHROW(j = json::parse(r.out));
   const int64_t horizon = j["horizon_steps"].get<int64_t>();
   CHECK(horizon == 20);
+  CHECK(j["log_every"] == 5);
+  CHECK(j["data"]["size"] == 64);
+  CHECK(j["data"]["available"] == 64);
+  CHECK(j["data"]["draw"] == "stratified");
   CHECK(j["steps_per_epoch"] == 8);
   CHECK(j["steps"].get<int64_t>() >= 0);
   CHECK(j["steps"].get<int64_t>() <= horizon);
@@ -530,6 +578,81 @@ TEST_CASE("estimate: a sweep as table, CSV, JSON and SVG plot; its errors") {
   Result bad = estimate({"--spec", t.write("bad.yaml", small_spec() + "sweep:\n  lr: [0.1, -1]\n")});
   check_error(bad, 3);
   CHECK(has(bad.err, "bad.yaml:18:"));
+}
+
+TEST_CASE("estimate from an ImageFolder, an .npz and a CSV made in the test, without conversion code") {
+  TempDir t;
+  const std::string cmd = std::string(TTPRED_PYTHON) + " " + TEST_SOURCE_DIR + "/unit/make_data_files.py " +
+                          t.path.string();
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  auto run_json = [&](const std::string& name, const std::string& yaml) {
+    Result r = estimate({"--spec", t.write(name, yaml), "--json", "--quiet"});
+    INFO(name << ": exit " << r.code << " stderr: " << r.err);
+    REQUIRE(r.code == 0);
+    return json::parse(r.out);
+  };
+  // cnn_small.pt takes [B, 1, 8, 8]: 8 RGB PNG/JPEG of two sizes, to gray 8x8.
+  json img = run_json("folder.yaml", small_spec(M("cnn_small.pt"), (t.path / "folder").string(),
+                                                "  channels: 1\n  resize: 8\n"));
+  CHECK(img["data"]["available"] == 8);
+  CHECK(img["data"]["size"] == 8);
+  CHECK(img["steps"].get<int64_t>() > 0);
+  // mlp.pt takes [B, 8]: the same 64 samples as .npz and as CSV give the same prediction.
+  json npz = run_json("npz.yaml", small_spec(M("mlp.pt"), (t.path / "vec.npz").string()));
+  json csv = run_json("csv.yaml", small_spec(M("mlp.pt"), (t.path / "vec.csv").string()));
+  CHECK(npz["data"]["available"] == 64);
+  CHECK(csv["data"]["available"] == 64);
+  CHECK(npz["steps"].get<int64_t>() > 0);
+  CHECK(npz["steps"] == csv["steps"]);
+  CHECK(npz["final_loss"].get<double>() == doctest::Approx(csv["final_loss"].get<double>()).epsilon(1e-9));
+  // A model that cannot take the data: the shape and the reason, one line.
+  Result bad = estimate({"--spec", t.write("bad.yaml", small_spec(M("mlp.pt"), (t.path / "folder").string(),
+                                                                   "  resize: [8, 5]\n")),
+                         "--json"});
+  check_error(bad, 5);
+  CHECK(has(bad.err, "forward failed on an input of shape [2, 3, 8, 5]: "));
+  CHECK(has(bad.err, "mat1 and mat2 shapes cannot be multiplied"));
+  CHECK_FALSE(has(bad.err, "The following operation failed"));
+}
+
+TEST_CASE("finetune and estimate: the issue's AdamW form, label smoothing, accumulation; train-mode BatchNorm") {
+  TempDir t;
+  const std::string adamw =
+      "model: " + M("mlp.pt") + "\ndata:\n  path: " + M("vec_train.pt") +
+      "\nloss: {name: cross_entropy, label_smoothing: 0.1}\n"
+      "optimizer:\n  name: adamw\n  lr: 0.001\n  betas: [0.9, 0.999]\n  eps: 1.0e-8\n  weight_decay: 0.01\n"
+      "  batch_size: 4\n  accumulation_steps: 2\n"
+      "training:\n  steps: 16\nengine:\n  runs: 2\nhardware:\n  gpus: 2\n  step_seconds: 0.01\n";
+  const std::string spec = t.write("adamw.yaml", adamw);
+  Result f = run(FINETUNE_BIN, {"--spec", spec, "--json", "--quiet"});
+  INFO("stderr: " << f.err);
+  REQUIRE(f.code == 0);
+  json j = json::parse(f.out);
+  CHECK(j["optimizer"] == "adamw");
+  CHECK(j["global_batch"] == 16);
+  CHECK(j["steps_per_epoch"] == 4);
+  Result e = estimate({"--spec", spec, "--json", "--quiet"});
+  INFO("stderr: " << e.err);
+  REQUIRE(e.code == 0);
+  json k = json::parse(e.out);
+  CHECK(k["optimizer"]["name"] == "adamw");
+  CHECK(k["optimizer"]["global_batch"] == 16);
+  CHECK(k["steps_per_epoch"] == 4);
+  CHECK(k["label_smoothing"].get<double>() == 0.1);
+  // Train-mode BatchNorm: the ground truth runs it, the estimator refuses it (exit 3).
+  std::string bn = adamw;
+  bn.replace(bn.find("model: "), 7, "model:\n  batchnorm: train\n  path: ");
+  const std::string bn_spec = t.write("bn.yaml", bn);
+  CHECK(run(FINETUNE_BIN, {"--spec", bn_spec, "--json", "--quiet"}).code == 0);
+  Result r = estimate({"--spec", bn_spec, "--json", "--quiet"});
+  check_error(r, 3);
+  CHECK(has(r.err, "model.batchnorm"));
+  // Errors name the key.
+  std::string bad = adamw;
+  bad.replace(bad.find("[0.9, 0.999]"), 12, "[0.9, 1.5]");
+  Result b = run(FINETUNE_BIN, {"--spec", t.write("bad.yaml", bad)});
+  check_error(b, 3, "ttpred-finetune");
+  CHECK(has(b.err, "optimizer.betas: must be two numbers in [0, 1)"));
 }
 
 TEST_CASE("estimate --cache-dir: a repeated prediction comes from the cache, a changed input does not") {

@@ -308,3 +308,73 @@ TEST_CASE("defaults: re-linearize after round(T/10) real steps; --no-training me
   for (const auto& [k, v] : q.timing) timed |= k == "diagnose";
   CHECK_FALSE(timed);
 }
+
+namespace {
+
+Spec linear_spec(const std::string& optimizer, const std::string& extra = "") {
+  std::string y = "model: linear_rf.pt\n"
+                  "data:\n  path: vec_train.pt\n" +
+                  extra +
+                  "optimizer:\n" + optimizer +
+                  "training:\n  epochs: 10\n"
+                  "target:\n  epsilon: 0.01\n"
+                  "engine:\n  runs: 4\n  seed: 1\n"
+                  "hardware:\n  step_seconds: 0.5\n";
+  return parse_spec(y, "linear.yaml", TEST_MODELS);
+}
+
+}  // namespace
+
+TEST_CASE("AdamW through estimate(): training-free on the preconditioned kernel, reported in the JSON") {
+  Prediction p = estimate(linear_spec("  name: adamw\n  lr: 0.01\n  betas: [0.9, 0.99]\n  weight_decay: 0.01\n"
+                                      "  batch_size: 8\n"));
+  CHECK(p.horizon == 80);
+  CHECK(p.relinearized_at == 0);
+  CHECK(p.drift_steps == 0);
+  CHECK(p.final_loss < p.initial_loss);
+  CHECK(p.steps > 0);
+  CHECK(p.steps <= p.horizon);
+  auto j = nlohmann::json::parse(to_json(p));
+  CHECK(j["optimizer"]["name"] == "adamw");
+  CHECK(j["optimizer"]["betas"][1].get<double>() == 0.99);
+  CHECK(j["timing"].contains("adam_kernel"));
+  bool warned = false;
+  for (const auto& w : p.warnings) warned |= w.find("AdamW: training-free") != std::string::npos;
+  CHECK(warned);
+  // A larger learning rate converges sooner.
+  Prediction fast = estimate(linear_spec("  name: adamw\n  lr: 0.05\n  weight_decay: 0.01\n  batch_size: 8\n"));
+  CHECK(fast.steps < p.steps);
+}
+
+TEST_CASE("gpus and accumulation: the global batch sets the steps per epoch; label smoothing the loss") {
+  Prediction one = estimate(linear_spec("  lr: 0.2\n  batch_size: 16\n"));
+  Spec s = linear_spec("  lr: 0.2\n  batch_size: 4\n  accumulation_steps: 2\n");
+  s.gpus = 2;
+  validate(s);
+  Prediction dp = estimate(s);
+  CHECK(dp.steps_per_epoch == 4);
+  CHECK(dp.horizon == one.horizon);
+  // Same global batch, same samples: the same dynamics (the real prefix's passes
+  // in chunks of 4 differ from one pass of 16 by float rounding only).
+  CHECK(dp.steps == one.steps);
+  REQUIRE(dp.curve_loss.size() == one.curve_loss.size());
+  for (size_t k = 0; k < dp.curve_loss.size(); ++k) CHECK(dp.curve_loss[k] == doctest::Approx(one.curve_loss[k]).epsilon(1e-4));
+  auto j = nlohmann::json::parse(to_json(dp));
+  CHECK(j["optimizer"]["global_batch"] == 16);
+  CHECK(j["optimizer"]["accumulation_steps"] == 2);
+  Prediction ls = estimate(linear_spec("  lr: 0.2\n  batch_size: 16\n", "loss: {name: cross_entropy, label_smoothing: 0.1}\n"));
+  CHECK(ls.final_loss > one.final_loss);  // the smoothed targets' entropy is the floor
+  CHECK(nlohmann::json::parse(to_json(ls))["label_smoothing"].get<double>() == 0.1);
+}
+
+TEST_CASE("model.batchnorm: train is refused by the estimator with the key named") {
+  Spec s = linear_spec("  lr: 0.2\n  batch_size: 16\n");
+  s.batchnorm_train = true;
+  try {
+    estimate(s);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Exit::spec);
+    CHECK(std::string(e.what()).find("model.batchnorm") != std::string::npos);
+  }
+}

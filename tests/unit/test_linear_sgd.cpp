@@ -7,6 +7,7 @@
 #include "ttpred/dynamics.hpp"
 #include "ttpred/finetune.hpp"
 #include "ttpred/model.hpp"
+#include "ttpred/spec.hpp"
 
 using namespace ttpred;
 
@@ -129,4 +130,114 @@ TEST_CASE("linear-in-parameters model with a cosine schedule and warm-up: predic
   // The schedule matters: a constant rate gives another curve.
   h.schedule = Schedule{};
   CHECK(simulate(p, h, so).loss.back() != doctest::Approx(pred.loss.back()).epsilon(1e-3));
+}
+
+namespace {
+
+// Real LibTorch training vs the simulation, step by step, for hyper-parameters h
+// (same seed: same batches).
+void same_curves(const char* data, Loss loss, const Hyper& h, uint64_t seed = 3) {
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/" + data);
+  Model m(dir + "/linear_rf.pt", "cpu");
+  const std::vector<int64_t> idx = all_samples(d);
+  Problem p = problem_for(m, d, loss, idx);
+  SimOptions so;
+  so.runs = 1;
+  so.seed = seed;
+  Curves pred = simulate(p, h, so);
+  FinetuneOptions fo;
+  fo.seed = seed;
+  FinetuneResult real = finetune(m, d, idx, loss, p.y, h, fo);
+  REQUIRE(real.loss.size() == pred.loss.size());
+  for (size_t t = 0; t < real.loss.size(); ++t) {
+    CAPTURE(t);
+    CHECK(pred.loss[t] == doctest::Approx(real.loss[t]).epsilon(2e-3));
+  }
+  CHECK(real.loss.back() < real.loss.front());
+}
+
+Hyper base_hyper(double lr, double momentum, int64_t batch, int64_t steps = 48) {
+  Hyper h;
+  h.lr = lr;
+  h.momentum = momentum;
+  h.batch_size = batch;
+  h.steps = steps;
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("label smoothing: predicted = real nn.CrossEntropyLoss(label_smoothing) training") {
+  Hyper h = base_hyper(0.5, 0.0, 8);
+  h.label_smoothing = 0.1;
+  same_curves("vec_train.pt", Loss::cross_entropy, h);
+  h = base_hyper(0.1, 0.9, 16);
+  h.label_smoothing = 0.2;
+  h.weight_decay = 0.01;
+  same_curves("vec_train.pt", Loss::cross_entropy, h);
+  // Smoothing changes the curve: the loss floor is the smoothed targets' entropy.
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/vec_train.pt");
+  Model m(dir + "/linear_rf.pt", "cpu");
+  Problem p = problem_for(m, d, Loss::cross_entropy, all_samples(d));
+  SimOptions so;
+  so.runs = 1;
+  Hyper plain = base_hyper(0.5, 0.0, 8);
+  CHECK(simulate(p, h, so).loss.back() > simulate(p, plain, so).loss.back());
+}
+
+TEST_CASE("Nesterov momentum: predicted = real SGD(nesterov=True)") {
+  Hyper h = base_hyper(0.1, 0.9, 8);
+  h.nesterov = true;
+  same_curves("vec_train.pt", Loss::cross_entropy, h);
+  h.weight_decay = 0.001;
+  same_curves("vec_mse.pt", Loss::mse, h);
+  // Nesterov is another trajectory than heavy-ball momentum.
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/vec_train.pt");
+  Model m(dir + "/linear_rf.pt", "cpu");
+  Problem p = problem_for(m, d, Loss::cross_entropy, all_samples(d));
+  SimOptions so;
+  so.runs = 1;
+  Hyper heavy = base_hyper(0.1, 0.9, 8);
+  Hyper nag = heavy;
+  nag.nesterov = true;
+  CHECK(simulate(p, nag, so).loss[10] != doctest::Approx(simulate(p, heavy, so).loss[10]).epsilon(1e-3));
+}
+
+TEST_CASE("gradient accumulation and data-parallel GPUs: one step = the global batch") {
+  // batch_size 4 per GPU x 2 GPUs x 2 accumulation steps: the real run takes 4
+  // forward/backward passes of 4 samples (loss scaled by 1/4 each) and one SGD
+  // step; the prediction is SGD with batches of 16.
+  Spec s;
+  s.lr = 0.3;
+  s.momentum = 0.9;
+  s.batch_size = 4;
+  s.gpus = 2;
+  s.accumulation_steps = 2;
+  const Hyper h = hyper_of_spec(s, 40);
+  CHECK(h.batch_size == 16);
+  CHECK(h.micro_batch == 4);
+  same_curves("vec_train.pt", Loss::cross_entropy, h);
+  same_curves("vec_mse.pt", Loss::mse, h);
+  // Adam too: the chunks are averaged before the optimizer sees the gradient.
+  Spec a = s;
+  a.optimizer = Optimizer::adamw;
+  a.momentum = 0;
+  a.lr = 0.01;
+  a.weight_decay = 0.01;
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/vec_train.pt");
+  const std::vector<int64_t> idx = all_samples(d);
+  Hyper ha = hyper_of_spec(a, 20), whole = ha;
+  whole.micro_batch = 0;
+  FinetuneOptions fo;
+  fo.seed = 2;
+  Model m1(dir + "/linear_rf.pt", "cpu"), m2(dir + "/linear_rf.pt", "cpu");
+  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
+  FinetuneResult chunked = finetune(m1, d, idx, Loss::cross_entropy, y, ha, fo);
+  FinetuneResult one = finetune(m2, d, idx, Loss::cross_entropy, y, whole, fo);
+  REQUIRE(chunked.loss.size() == one.loss.size());
+  for (size_t t = 0; t < one.loss.size(); ++t) CHECK(chunked.loss[t] == doctest::Approx(one.loss[t]).epsilon(1e-4));
 }

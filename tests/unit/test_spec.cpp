@@ -235,8 +235,8 @@ TEST_CASE("IDX data, classes, normalize, engine and hardware sections") {
   CHECK(s.data.labels == "/abs/train-labels.gz");  // absolute: unchanged
   CHECK(s.data.classes == std::vector<int64_t>{5, 6, 7});
   CHECK(s.data.normalize);
-  CHECK(s.data.mean == doctest::Approx(0.286));
-  CHECK(s.data.std == doctest::Approx(0.353));
+  CHECK(s.data.mean.at(0) == doctest::Approx(0.286));
+  CHECK(s.data.std.at(0) == doctest::Approx(0.353));
   CHECK(s.data.size == 0);
   CHECK(s.data.subset == 0);
   CHECK(s.epochs == doctest::Approx(6.0));
@@ -360,7 +360,7 @@ TEST_CASE("ill-typed values") {
     check_spec_error(d, 2, "data");
   }
   check_spec_error(replace_line(kBase, 11, "loss: hinge"), 11, "loss");
-  check_spec_error(insert_after(kBase, 6, "  type: adam"), 7, "optimizer.type");
+  check_spec_error(insert_after(kBase, 6, "  type: rmsprop"), 7, "optimizer.type");
   std::string cls = insert_after(kBase, 5, "  classes: [1, one]");
   check_spec_error(cls, 6, "data.classes");
   check_spec_error(insert_after(kBase, 5, "  classes: [1, 1]"), 6, "data.classes");
@@ -603,4 +603,139 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   check_spec_error(kBase + "engine:\n  relinearize: -2\n", 17, "engine.relinearize");
   check_spec_error(kBase + "engine:\n  diagnose_steps: 1.5\n", 17, "engine.diagnose_steps");
   check_spec_error(kBase + "hardware:\n  gpus: -1\n", 17, "hardware.gpus");
+}
+
+TEST_CASE("data keys for the data a researcher has: values and errors") {
+  auto with = [](const std::string& lines) { return insert_after(kBase, 5, lines); };
+  Spec s = parse_spec(with("  layout: nhwc\n  channels: 3\n  resize: [224, 200]\n  draw: first\n"
+                           "  normalize: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"),
+                      "spec.yaml", "/jobs/a");
+  CHECK(s.data.layout == "nhwc");
+  CHECK(s.data.channels == 3);
+  CHECK(s.data.resize_h == 224);
+  CHECK(s.data.resize_w == 200);
+  CHECK(s.data.draw_first);
+  CHECK(s.data.normalize);
+  CHECK(s.data.mean == std::vector<double>{0.485, 0.456, 0.406});
+  CHECK(s.data.std == std::vector<double>{0.229, 0.224, 0.225});
+  Spec d = parse_spec(kBase, "spec.yaml", "/jobs/a");
+  CHECK(d.data.layout == "auto");
+  CHECK_FALSE(d.data.draw_first);  // stratified
+  Spec sq = parse_spec(with("  resize: 32"), "spec.yaml", "/jobs/a");
+  CHECK((sq.data.resize_h == 32 && sq.data.resize_w == 32));
+  Spec csv = parse_spec(replace_line(kBase, 3, "  path: cells.csv\n  label: cell_type"), "spec.yaml", "/jobs/a");
+  CHECK(csv.data.label == "cell_type");
+  Spec npy = parse_spec(replace_line(kBase, 3, "  path: x.npy\n  labels: y.npy"), "spec.yaml", "/jobs/a");
+  CHECK(npy.data.labels == "/jobs/a/y.npy");
+
+  check_spec_error(with("  layout: hwc"), 6, "data.layout");
+  check_spec_error(with("  channels: 2"), 6, "data.channels");
+  check_spec_error(with("  resize: [0, 3]"), 6, "data.resize");
+  check_spec_error(with("  resize: big"), 6, "data.resize");
+  check_spec_error(with("  draw: last"), 6, "data.draw");
+  check_spec_error(with("  normalize: {mean: [0.5, 0.5], std: [0.2]}"), 6, "data.normalize");
+  check_spec_error(with("  normalize: {mean: [0.5]}"), 6, "data.normalize");
+  check_spec_error(with("  normalize: {mean: [0.5], std: [0]}"), 6, "data.normalize");
+  check_spec_error(with("  normalize: {mean: [0.5], sd: [1]}"), 6, "data.normalize.sd");
+  check_spec_error(with("  label: y"), 6, "data.label");  // data.path is not a .csv
+  check_spec_error(with("  labels: y.npy"), 6, "data.labels");  // a .pt holds its own labels
+}
+
+// The AdamW form (kBase's optimizer without momentum, lines 6..).
+const std::string kAdamW =
+    "model: m.pt\n"                 // 1
+    "data:\n"                       // 2
+    "  path: data/train.pt\n"       // 3
+    "  size: 64\n"                  // 4
+    "optimizer:\n"                  // 5
+    "  name: adamw\n"               // 6
+    "  lr: 0.001\n"                 // 7
+    "  betas: [0.9, 0.999]\n"       // 8
+    "  eps: 1.0e-8\n"               // 9
+    "  weight_decay: 0.01\n"        // 10
+    "  batch_size: 8\n"             // 11
+    "training:\n"                   // 12
+    "  steps: 20\n";                // 13
+
+TEST_CASE("optimizer.name: sgd, adam, adamw with betas and eps; optimizer.type still reads") {
+  Spec s = parse_spec(kAdamW, "spec.yaml", "/jobs/a");
+  CHECK(s.optimizer == ttpred::Optimizer::adamw);
+  CHECK(s.lr == 0.001);
+  CHECK(s.beta1 == 0.9);
+  CHECK(s.beta2 == 0.999);
+  CHECK(s.eps == 1e-8);
+  CHECK(s.weight_decay == 0.01);
+  CHECK(std::string(ttpred::to_string(s.optimizer)) == "adamw");
+  CHECK(parse_spec(replace_line(kAdamW, 6, "  name: adam"), "spec.yaml", "/jobs/a").optimizer == ttpred::Optimizer::adam);
+  CHECK(parse_spec(replace_line(kAdamW, 6, "  type: adam"), "spec.yaml", "/jobs/a").optimizer == ttpred::Optimizer::adam);
+  // Defaults: torch.optim.Adam's betas and eps.
+  Spec d = parse_spec(replace_line(replace_line(kAdamW, 8, ""), 8, ""), "spec.yaml", "/jobs/a");
+  CHECK(d.beta1 == 0.9);
+  CHECK(d.beta2 == 0.999);
+  CHECK(d.eps == 1e-8);
+  Spec sgd = parse_spec(kBase, "spec.yaml", "/jobs/a");
+  CHECK(sgd.optimizer == ttpred::Optimizer::sgd);
+  CHECK(parse_spec(insert_after(kBase, 6, "  type: sgd"), "spec.yaml", "/jobs/a").optimizer == ttpred::Optimizer::sgd);
+  CHECK(parse_spec(insert_after(kBase, 6, "  name: sgd\n  nesterov: true"), "spec.yaml", "/jobs/a").nesterov);
+}
+
+TEST_CASE("optimizer errors name the key and line") {
+  check_spec_error(replace_line(kAdamW, 6, "  name: lamb"), 6, "optimizer.name");
+  check_spec_error(replace_line(kAdamW, 8, "  betas: [0.9, 1.0]"), 8, "optimizer.betas");
+  Caught b = parse_error(replace_line(kAdamW, 8, "  betas: [0.9]"));
+  CHECK(has(b.msg, "optimizer.betas: must be two numbers in [0, 1)"));
+  check_spec_error(replace_line(kAdamW, 8, "  betas: [0.9, x]"), 8, "optimizer.betas");
+  check_spec_error(replace_line(kAdamW, 8, "  betas: 0.9"), 8, "optimizer.betas");
+  check_spec_error(replace_line(kAdamW, 9, "  eps: -1"), 9, "optimizer.eps");
+  check_spec_error(insert_after(kAdamW, 6, "  type: adamw"), 7, "optimizer.type");
+  check_spec_error(insert_after(kAdamW, 7, "  momentum: 0.9"), 8, "optimizer.momentum");
+  check_spec_error(insert_after(kAdamW, 7, "  nesterov: true"), 8, "optimizer.nesterov");
+  check_spec_error(insert_after(kBase, 6, "  betas: [0.9, 0.99]"), 7, "optimizer.betas");
+  check_spec_error(insert_after(kBase, 6, "  eps: 1.0e-8"), 7, "optimizer.eps");
+  // Nesterov needs momentum (torch.optim.SGD refuses it otherwise).
+  check_spec_error(replace_line(insert_after(kBase, 6, "  nesterov: true"), 9, "  momentum: 0"), 7, "optimizer.nesterov");
+  check_spec_error(insert_after(kBase, 6, "  nesterov: maybe"), 7, "optimizer.nesterov");
+  check_spec_error(insert_after(kBase, 6, "  accumulation_steps: 0"), 7, "optimizer.accumulation_steps");
+  check_spec_error(insert_after(kBase, 6, "  accumulation_steps: 1.5"), 7, "optimizer.accumulation_steps");
+}
+
+TEST_CASE("loss as a mapping with label_smoothing; the string form stays") {
+  Spec s = parse_spec(replace_line(kBase, 11, "loss: {name: cross_entropy, label_smoothing: 0.1}"), "spec.yaml", "/jobs/a");
+  CHECK(s.loss == ttpred::Loss::cross_entropy);
+  CHECK(s.label_smoothing == 0.1);
+  Spec m = parse_spec(replace_line(kBase, 11, "loss:\n  name: mse"), "spec.yaml", "/jobs/a");
+  CHECK(m.loss == ttpred::Loss::mse);
+  CHECK(m.label_smoothing == 0);
+  CHECK(parse_spec(kBase, "spec.yaml", "/jobs/a").label_smoothing == 0);
+  check_spec_error(replace_line(kBase, 11, "loss:\n  name: cross_entropy\n  label_smoothing: 1"), 13,
+                   "loss.label_smoothing");
+  check_spec_error(replace_line(kBase, 11, "loss:\n  name: mse\n  label_smoothing: 0.1"), 13, "loss.label_smoothing");
+  check_spec_error(replace_line(kBase, 11, "loss:\n  name: hinge"), 12, "loss.name");
+  check_spec_error(replace_line(kBase, 11, "loss:\n  label_smoothing: 0.1"), 11, "loss.name");
+  check_spec_error(replace_line(kBase, 11, "loss:\n  name: mse\n  reduction: sum"), 13, "loss.reduction");
+}
+
+TEST_CASE("model as a mapping: path and batchnorm") {
+  Spec s = parse_spec(replace_line(kBase, 1, "model:\n  path: m.pt\n  batchnorm: train"), "spec.yaml", "/jobs/a");
+  CHECK(s.model == "/jobs/a/m.pt");
+  CHECK(s.batchnorm_train);
+  CHECK_FALSE(parse_spec(replace_line(kBase, 1, "model: {path: m.pt, batchnorm: eval}"), "spec.yaml", "/jobs/a").batchnorm_train);
+  CHECK_FALSE(parse_spec(kBase, "spec.yaml", "/jobs/a").batchnorm_train);
+  check_spec_error(replace_line(kBase, 1, "model:\n  path: m.pt\n  batchnorm: frozen"), 3, "model.batchnorm");
+  check_spec_error(replace_line(kBase, 1, "model:\n  batchnorm: train"), 1, "model.path");
+}
+
+TEST_CASE("gpus and accumulation give the global batch; it must fit in the data") {
+  Spec s = parse_spec(insert_after(kBase, 9, "  accumulation_steps: 2") + "hardware:\n  gpus: 2\n", "spec.yaml", "/jobs/a");
+  CHECK(s.batch_size == 8);
+  CHECK(s.accumulation_steps == 2);
+  CHECK(s.gpus == 2);
+  CHECK(s.global_batch() == 32);
+  CHECK(ttpred::batch_text(s) == "8 x 2 gpus x 2 accumulation_steps = 32");
+  CHECK(parse_spec(kBase + "hardware:\n  gpus: 0\n", "spec.yaml", "/jobs/a").global_batch() == 8);  // a CPU job
+  // 8 x 3 x 3 = 72 > data.size 64.
+  Caught c = parse_error(insert_after(kBase, 9, "  accumulation_steps: 3") + "hardware:\n  gpus: 3\n");
+  REQUIRE(c.thrown);
+  CHECK(has(c.msg, "optimizer.batch_size"));
+  CHECK(has(c.msg, "= 72"));
 }

@@ -32,7 +32,19 @@ struct Problem {
 
 struct Hyper {
   double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
-  int64_t batch_size = 32;  // drawn among the n simulated samples; >= n means full batch
+  bool nesterov = false;    // SGD: the step is η (G + m u) instead of η u
+  Optimizer optimizer = Optimizer::sgd;  // finetune() runs all three; simulate() SGD only (adam.hpp: Adam)
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam/AdamW
+  // nn.CrossEntropyLoss(label_smoothing=α): the targets become (1 − α) y + α / C.
+  double label_smoothing = 0;
+  int64_t batch_size = 32;  // samples per optimizer step (the global batch), drawn among the n simulated
+                            // samples; >= n means full batch
+  // finetune(): the forward/backward passes of a step go in chunks of this many
+  // samples (the per-GPU micro-batch: data-parallel replicas and gradient
+  // accumulation run one after the other), each loss scaled by chunk / batch_size,
+  // then one optimizer step. 0: one pass. simulate() needs no chunks: the mean
+  // gradient over the step's samples is the same.
+  int64_t micro_batch = 0;
   int64_t steps = 100;      // horizon T
   int64_t t0 = 0;           // steps already taken: simulate t0 .. T (re-linearization)
   int64_t horizon = 0;      // the schedule's horizon when it differs from `steps` (0: steps)
@@ -44,6 +56,10 @@ struct Hyper {
   // units of the progress that produced `growth`. growth = 0: a fixed kernel.
   double growth = 0, progress_from = 0, progress_per = 1, min_scale = 0.25, max_scale = 4;
 };
+
+// The spec's optimizer and loss options for a horizon of `steps`: batch_size is the
+// global batch (Spec::global_batch), micro_batch the per-GPU batch when they differ.
+Hyper hyper_of_spec(const Spec& s, int64_t steps);
 
 struct SimOptions {
   int runs = 16;           // independent SGD runs (1 for full batch)
@@ -58,6 +74,9 @@ struct Curves {
   std::vector<std::vector<double>> run_loss, run_acc;
   int64_t stride = 1;
 };
+
+// Targets of nn.CrossEntropyLoss(label_smoothing=α): (1 − α) y + α / C (y itself when α = 0).
+Eigen::MatrixXd smoothed_targets(const Eigen::MatrixXd& y, double alpha);
 
 // Loss and accuracy of outputs F (n × C) against the problem's targets, with
 // nn.CrossEntropyLoss / nn.MSELoss (mean) semantics.

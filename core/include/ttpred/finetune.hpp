@@ -41,17 +41,19 @@ struct Weights {
 Weights save_weights(const Model& model);
 void restore_weights(Model& model, const Weights& w);
 
-// Trains `model` (in place) on samples idx of d for h.steps SGD steps with PyTorch
-// semantics: torch.optim.SGD(lr, momentum, weight_decay), batches of B drawn
-// without replacement, reshuffled each epoch, drop_last; mean CE or MSE loss.
+// Trains `model` (in place) on samples idx of d for h.steps optimizer steps with
+// PyTorch semantics: torch.optim.SGD(lr, momentum, weight_decay, nesterov),
+// Adam or AdamW(lr, betas, eps, weight_decay) as h.optimizer says, batches of
+// B = h.batch_size drawn without replacement, reshuffled each epoch, drop_last;
+// mean CE (label_smoothing) or MSE loss; the passes in chunks of h.micro_batch.
 // The batch order for a seed equals the simulator's run 0 (epoch_permutation).
 FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_t>& idx, Loss loss,
                         const Eigen::MatrixXd& targets, const Hyper& h, const FinetuneOptions& opt);
 
-// Seconds per real SGD step at batch size B on the model's device (k timed
-// steps after one warm-up; the weights are restored afterwards).
-std::vector<double> time_sgd_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
-                                   double lr, double momentum, double weight_decay, int64_t batch_size, int k,
-                                   uint64_t seed);
+// Seconds per real optimizer step of h (its optimizer, h.batch_size samples in
+// chunks of h.micro_batch) on the model's device: k timed steps after one
+// warm-up; the weights are restored afterwards.
+std::vector<double> time_train_steps(Model& model, const Dataset& d, Loss loss, const Eigen::MatrixXd& targets,
+                                     const Hyper& h, bool train_mode, int k, uint64_t seed);
 
 }  // namespace ttpred

@@ -9,8 +9,11 @@ namespace ttpred {
 
 enum class Loss { cross_entropy, mse };
 enum class TargetKind { epsilon, loss, accuracy };
+// torch.optim.SGD / Adam / AdamW.
+enum class Optimizer { sgd, adam, adamw };
 
 const char* to_string(Loss l);
+const char* to_string(Optimizer o);
 const char* to_string(TargetKind k);
 
 // Learning-rate schedule, stepped after every optimizer step (PyTorch schedulers
@@ -30,11 +33,16 @@ struct Schedule {
 };
 
 struct DataSpec {
-  std::string path;                  // torch.save'd {"x", "y"}
-  std::string images, labels;        // or a pair of IDX files (.gz or raw)
+  std::string path;                  // torch.save'd file, .npy, .npz, .csv or an ImageFolder directory
+  std::string images, labels;        // or a pair of IDX files (.gz or raw); labels also: y of an x .npy
+  std::string label;                 // CSV: the label column ("" = "label")
   std::vector<int64_t> classes;      // keep these labels, remapped to 0..K-1
-  bool normalize = false;            // (x - mean) / std after scaling IDX to [0,1]
-  double mean = 0.0, std = 1.0;
+  std::string layout = "auto";       // auto | nchw | nhwc (of [N, ., ., .] x)
+  int64_t channels = 0;              // 1 | 3: convert images to this many channels (0 = as read; ImageFolder: 3)
+  int64_t resize_h = 0, resize_w = 0;  // > 0: bilinear resize of images to [resize_h, resize_w]
+  bool normalize = false;            // (x - mean[c]) / std[c] after scaling uint8 / images to [0,1]
+  std::vector<double> mean, std;     // one value, or one per channel
+  bool draw_first = false;           // data.draw: first (the file's first N) instead of stratified
   int64_t size = 0;                  // N; 0 = all samples in the file
   int64_t subset = 0;                // N0; 0 = default (min(N, 500))
 };
@@ -43,13 +51,22 @@ struct Spec {
   std::string file;                  // absolute path of the spec ("" when built in code)
   std::string dir;                   // directory that relative paths are resolved against
   std::string model;
+  bool batchnorm_train = false;      // model.batchnorm: train (module.train() while training) | eval
   DataSpec data;
   Loss loss = Loss::cross_entropy;
+  double label_smoothing = 0.0;      // loss.label_smoothing (nn.CrossEntropyLoss(label_smoothing=))
+  Optimizer optimizer = Optimizer::sgd;  // optimizer.name
   double lr = 0.0;
   Schedule schedule;
-  double momentum = 0.0;
-  double weight_decay = 0.0;
-  int64_t batch_size = 0;
+  double momentum = 0.0;             // SGD
+  bool nesterov = false;             // SGD
+  double beta1 = 0.9, beta2 = 0.999; // Adam/AdamW betas
+  double eps = 1e-8;                 // Adam/AdamW eps
+  double weight_decay = 0.0;         // SGD/Adam: L2 added to the gradient; AdamW: decoupled
+  int64_t batch_size = 0;            // per GPU and micro-batch
+  int64_t accumulation_steps = 1;    // micro-batches per optimizer step
+  // Samples per optimizer step: batch_size × max(1, gpus) × accumulation_steps.
+  int64_t global_batch() const { return batch_size * (gpus > 1 ? gpus : 1) * accumulation_steps; }
   int64_t steps = 0;                 // horizon T in steps ...
   double epochs = 0.0;               // ... or in epochs
   TargetKind target = TargetKind::epsilon;
@@ -84,7 +101,8 @@ struct Spec {
   uint64_t seed = 0;
   // hardware
   double step_seconds = 0.0;         // > 0: take it instead of timing real steps
-  int64_t gpus = 1;                  // devices the job holds (for GPU-hours)
+  int64_t gpus = 1;                  // data-parallel replicas (DDP), each with batch_size samples per
+                                     // micro-batch; also the devices of gpu_hours (0: a CPU job, one replica)
   int calibrate_steps = 0;           // 0 = default
 
   // sweep: key -> values, in spec order (lr, batch_size, momentum, weight_decay,
@@ -110,6 +128,9 @@ void validate(const Spec& spec);
 // One spec per combination of the sweep's values (cartesian product, the first
 // key varying slowest); a spec without a sweep gives itself. Each is validated.
 std::vector<Spec> expand_sweep(const Spec& spec);
+
+// "32", or "32 x 4 gpus x 2 accumulation_steps = 256" (the global batch, for messages).
+std::string batch_text(const Spec& spec);
 
 // The embedded default spec shipped with ttpred (source tree or installed copy).
 std::string default_spec_path();

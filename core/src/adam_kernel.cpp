@@ -1,0 +1,135 @@
+// Adam's preconditioned kernel Θ_P = J P0 Jᵀ at w0 (docs/method.md §3b) and the
+// explicit linearization of small models (the weight-space oracle's input).
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+#include "model_impl.hpp"
+#include "ttpred/adam.hpp"
+#include "ttpred/clock.hpp"
+#include "ttpred/error.hpp"
+
+namespace ttpred {
+
+namespace {
+
+// ∂f_c(x)/∂w of the trainable parameters, flattened (zeros for unused ones).
+torch::Tensor flat_grad(Model::Impl& m, const torch::Tensor& y, bool retain) {
+  auto grads = torch::autograd::grad({y}, m.params, {}, retain, /*create_graph=*/false, /*allow_unused=*/true);
+  std::vector<torch::Tensor> flat(grads.size());
+  for (size_t k = 0; k < grads.size(); ++k)
+    flat[k] = grads[k].defined() ? grads[k].reshape(-1).to(torch::kDouble)
+                                 : torch::zeros({m.params[k].numel()}, torch::TensorOptions().dtype(torch::kDouble).device(m.device));
+  return torch::cat(flat);
+}
+
+torch::Tensor flat_weights(const Model::Impl& m) {
+  std::vector<torch::Tensor> flat;
+  for (const auto& p : m.params) flat.push_back(p.detach().reshape(-1).to(torch::kDouble));
+  return torch::cat(flat);
+}
+
+}  // namespace
+
+Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
+                           const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population, double eps,
+                           const GramOptions& go) {
+  Model::Impl& m = model.impl();
+  const double t_start = now();
+  const int64_t n = int64_t(idx.size()), C = y.cols(), D = model.num_params(), rows = n * C;
+  const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(m.device);
+  // Pass 1: per-sample loss gradients (one backward each): mean and second moment per coordinate.
+  torch::Tensor s1 = torch::zeros({D}, dopt), s2 = torch::zeros({D}, dopt);
+  for (int64_t r = 0; r < n; ++r) {
+    torch::Tensor out = run_forward(m, gather_x(d, {idx[size_t(r)]}, m.device, m.dtype)).to(torch::kDouble);
+    torch::Tensor t = torch::empty({1, C}, torch::kDouble);
+    for (int64_t c = 0; c < C; ++c) t[0][c] = y(r, c);
+    t = t.to(m.device);
+    torch::Tensor l = loss == Loss::cross_entropy ? -(torch::log_softmax(out, 1) * t).sum() : (out - t).pow(2).mean();
+    torch::Tensor g = flat_grad(m, l, false);
+    s1 += g;
+    s2 += g * g;
+  }
+  torch::Tensor mean = s1 / double(n), var = (s2 / double(n) - mean * mean).clamp_min(0);
+  const int64_t B = std::min(batch, population);
+  const double fpc = B >= population ? 0.0 : double(population - B) / double(population - 1);
+  torch::Tensor vbar = mean * mean + var * (fpc / double(B));
+  torch::Tensor denom = vbar.sqrt() + eps;
+  // A coordinate with no gradient at all (and eps = 0) gets the largest finite weight.
+  const double floor = std::max(denom.max().item<double>() * 1e-12, 1e-300);
+  torch::Tensor sqrtP = denom.clamp_min(floor).rsqrt();
+  const torch::Tensor pw0 = sqrtP * flat_weights(m);  // P0^½ w0
+
+  // Pass 2: the P0^½-scaled Jacobian rows, exactly or CountSketched.
+  Preconditioned k;
+  k.method = choose_projection(go, rows, D);
+  const bool sketch = k.method == "countsketch";
+  k.dim = sketch ? (go.dim > 0 ? go.dim : std::max<int64_t>(8192, 4 * rows)) : D;
+  if (!sketch && 4.0 * double(rows) * double(D) > 16e9)
+    throw Error(Exit::invalid, "Adam's exact kernel needs a " + std::to_string(rows) + " x " + std::to_string(D) +
+                                   " Jacobian (> 16 GB): use engine.projection: countsketch");
+  torch::Tensor bucket, sign;
+  if (sketch) {
+    std::mt19937_64 rng(go.seed ^ 0xada3ULL);
+    bucket = torch::empty({D}, torch::kLong);
+    sign = torch::empty({D}, torch::kDouble);
+    auto* b = bucket.data_ptr<int64_t>();
+    auto* s = sign.data_ptr<double>();
+    for (int64_t p = 0; p < D; ++p) {
+      const uint64_t r = rng();
+      b[p] = int64_t(r % uint64_t(k.dim));
+      s[p] = (r >> 63) ? 1.0 : -1.0;
+    }
+    bucket = bucket.to(m.device);
+    sign = sign.to(m.device);
+  }
+  torch::Tensor J = torch::zeros({rows, k.dim}, dopt.dtype(torch::kFloat));  // as the Gram's J
+  torch::Tensor jpw0 = torch::empty({rows}, dopt);
+  double trace_raw = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    torch::Tensor out = run_forward(m, gather_x(d, {idx[size_t(r)]}, m.device, m.dtype));
+    for (int64_t c = 0; c < C; ++c) {
+      torch::Tensor row = flat_grad(m, out[0][c], c + 1 < C);
+      trace_raw += row.dot(row).item<double>();
+      row = row * sqrtP;
+      jpw0[r * C + c] = row.dot(pw0);
+      if (sketch)
+        J[r * C + c].index_add_(0, bucket, (row * sign).to(torch::kFloat));
+      else
+        J[r * C + c].copy_(row.to(torch::kFloat));
+    }
+    if (go.progress) go.progress("adam kernel", r + 1, n);
+  }
+  torch::Tensor theta = torch::mm(J, J.t()).to(torch::kCPU, torch::kDouble).contiguous();
+  k.theta = Eigen::Map<const Eigen::MatrixXd>(theta.data_ptr<double>(), rows, rows);
+  k.theta = 0.5 * (k.theta + k.theta.transpose()).eval();
+  torch::Tensor jp = jpw0.to(torch::kCPU).contiguous();
+  k.jpw0.resize(n, C);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < C; ++c) k.jpw0(r, c) = jp.data_ptr<double>()[r * C + c];
+  k.p_ratio = trace_raw > 0 ? k.theta.trace() / trace_raw : 1.0;
+  k.seconds = now() - t_start;
+  return k;
+}
+
+Linearization explicit_linearization(const Model& model, const Dataset& d, const std::vector<int64_t>& idx) {
+  Model::Impl& m = model.impl();
+  const int64_t n = int64_t(idx.size()), D = model.num_params();
+  const int64_t C = model.num_classes(d);
+  if (double(n) * double(C) * double(D) > 2e8)
+    throw std::invalid_argument("explicit_linearization: J would hold more than 2e8 entries");
+  Linearization lin;
+  lin.J.resize(n * C, D);
+  for (int64_t r = 0; r < n; ++r) {
+    torch::Tensor out = run_forward(m, gather_x(d, {idx[size_t(r)]}, m.device, m.dtype));
+    for (int64_t c = 0; c < C; ++c) {
+      torch::Tensor row = flat_grad(m, out[0][c], c + 1 < C).to(torch::kCPU).contiguous();
+      lin.J.row(r * C + c) = Eigen::Map<const Eigen::VectorXd>(row.data_ptr<double>(), D).transpose();
+    }
+  }
+  torch::Tensor w = flat_weights(m).to(torch::kCPU).contiguous();
+  lin.w0 = Eigen::Map<const Eigen::VectorXd>(w.data_ptr<double>(), D);
+  return lin;
+}
+
+}  // namespace ttpred

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""End to end: ttpred export from a training script's torchvision model, DataLoader and
+torch.optim optimizer, the written spec taken by ttpred-estimate; and `ttpred-export data`
+on a pickled TensorDataset (which C++ cannot read).
+
+Usage: /usr/bin/python3 tests/python/test_export.py SOURCE_DIR ESTIMATE_BIN   (about 20 s)
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torchvision
+
+
+def check(cond, what):
+    if not cond:
+        sys.stderr.write("FAILED: %s\n" % what)
+        sys.exit(1)
+    print("ok: %s" % what)
+
+
+def main(src, estimate):
+    sys.path.insert(0, os.path.join(src, "python"))
+    import ttpred_export
+
+    torch.manual_seed(0)
+    tmp = tempfile.mkdtemp(prefix="ttpred-export-")
+    # A researcher's script: a torchvision model (random init), a DataLoader, SGD.
+    model = torchvision.models.squeezenet1_1(num_classes=2)
+    x = torch.rand(48, 3, 32, 32)
+    y = (x[:, 0].mean(dim=(1, 2)) > x[:, 1].mean(dim=(1, 2))).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=1e-4)
+    # The three lines.
+    spec = ttpred_export.export(model, loader, opt, os.path.join(tmp, "job"), epochs=2)
+
+    text = open(spec).read()
+    print(text)
+    for want in ["model: model.pt", "path: data.pt", "size: 48", "lr: 0.005", "momentum: 0.9",
+                 "weight_decay: 0.0001", "batch_size: 8", "epochs: 2.0", "loss: cross_entropy"]:
+        check(want in text, "spec has %r" % want)
+    check("name:" not in text, "SGD writes no optimizer.name (valid for every ttpred)")
+    m = torch.jit.load(os.path.join(tmp, "job", "model.pt"))
+    with torch.no_grad():
+        model.eval()
+        check(torch.allclose(m(x[:4]), model(x[:4]), atol=1e-5), "the TorchScript model computes the module")
+    xs, ys = torch.load(os.path.join(tmp, "job", "data.pt"))
+    check(list(xs.shape) == [48, 3, 32, 32] and list(ys.shape) == [48], "data.pt holds (x, y)")
+
+    r = subprocess.run([estimate, "--spec", spec, "--json", "--quiet", "--step-seconds", "0.01", "--runs", "2",
+                        "--subset", "16", "--relinearize", "2"], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0, "ttpred-estimate takes the exported spec (rc %d: %s)" % (r.returncode, r.stderr))
+    j = json.loads(r.stdout)
+    check(j["model"]["classes"] == 2 and j["data"]["size"] == 48 and j["optimizer"]["lr"] == 0.005,
+          "the prediction is for the exported job")
+    check(j["steps"] >= 0 and j["horizon_steps"] == 12 and len(j["curve"]) > 1,
+          "a prediction over the 2-epoch horizon of 12 steps (steps %d)" % j["steps"])
+
+    # Adam: the keys another part of ttpred reads, written only then.
+    adam = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01)
+    spec2 = ttpred_export.export(model, loader, adam, os.path.join(tmp, "adam"), steps=10)
+    t2 = open(spec2).read()
+    check("name: adamw" in t2 and "betas: [0.9, 0.99]" in t2 and "steps: 10" in t2, "AdamW's keys written")
+    r = subprocess.run([estimate, "--spec", spec2, "--json", "--quiet", "--step-seconds", "0.01", "--runs", "2",
+                        "--subset", "16", "--relinearize", "2"], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0 and json.loads(r.stdout)["optimizer"]["name"] == "adamw",
+          "ttpred-estimate takes the exported AdamW spec (rc %d: %s)" % (r.returncode, r.stderr.strip()))
+
+    # A pickled TensorDataset: ttpred-estimate refuses it and says how to convert; ttpred-export converts it.
+    torch.save(torch.utils.data.TensorDataset(x, y), os.path.join(tmp, "ds.pt"))
+    with open(spec) as f:
+        s3 = f.read().replace("path: data.pt", "path: %s" % os.path.join(tmp, "ds.pt"))
+    with open(os.path.join(tmp, "job", "ds.yaml"), "w") as f:
+        f.write(s3)
+    r = subprocess.run([estimate, "--spec", os.path.join(tmp, "job", "ds.yaml"), "--json"], capture_output=True,
+                       text=True, timeout=300)
+    check(r.returncode == 4 and "ttpred-export" in r.stderr and "TensorDataset" in r.stderr,
+          "a TensorDataset file is refused with the conversion (%s)" % r.stderr.strip())
+    r = subprocess.run([sys.executable, os.path.join(src, "python", "ttpred_export.py"), "data",
+                        os.path.join(tmp, "ds.pt"), os.path.join(tmp, "job", "data.pt")],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0, "ttpred-export data converts it (%s)" % r.stderr.strip())
+    xs2, ys2 = torch.load(os.path.join(tmp, "job", "data.pt"))
+    check(torch.equal(xs2, x) and torch.equal(ys2, y), "the converted file holds the dataset's tensors")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
