@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -84,12 +85,13 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Predict how long fine-tuning a TorchScript model takes, from its linearized dynamics (the empirical NTK), "
       "without training it.\n\nExit codes: 0 ok, 1 internal error, 2 usage, 3 spec error, 4 input file error, "
-      "5 invalid model or data, 6 device unavailable.",
+      "5 invalid model or data, 6 device unavailable, 7 engine.max_seconds cannot be met.",
       tool};
   std::string spec_path;
   bool json = false, quiet = false, csv = false, no_cache = false;
   std::string plot, cache_dir;
   int curve_points = 200;
+  std::optional<double> max_seconds;
   cli::Overrides ov;
   app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded Fashion-MNIST example")
       ->check(cli::value_not_option());
@@ -104,6 +106,10 @@ int main(int argc, char** argv) {
   app.add_option("--curve-points", curve_points, "Points of the loss curve in the output")
       ->check(cli::in_range(2, 100000, false, true));
   ov.add_estimator(app);
+  app.add_option("--max-seconds", max_seconds,
+                 "Fit the whole prediction in this many seconds: the largest data.subset that fits (a cap on the spec's "
+                 "engine.max_seconds; exit code 7 when even the smallest cannot)")
+      ->check(CLI::PositiveNumber);
   app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
   if (int rc = cli::parse(app, argc, argv, tool); rc >= 0) return rc;
   std::vector<std::string> key_args;  // the command line without the cache and progress options
@@ -122,6 +128,11 @@ int main(int argc, char** argv) {
     }
     Spec spec = load_spec(spec_path);
     ov.apply(spec);
+    // A cap: the smaller of --max-seconds and the spec's engine.max_seconds (a plugstack default cannot be raised).
+    if (max_seconds && !(spec.max_seconds > 0 && spec.max_seconds <= *max_seconds)) {
+      spec.max_seconds = *max_seconds;
+      spec.lines.erase("engine.max_seconds");  // messages must not point at the spec's value
+    }
     validate(spec);
     EstimateOptions opt;
     opt.progress = cli::make_progress(tool, quiet);

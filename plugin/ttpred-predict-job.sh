@@ -2,7 +2,8 @@
 # ttpred-predict-job: the prediction job of `sbatch --ttpred` in mode=job
 # (plugstack.conf; docs/admin-guide.md "Job mode"). Submitted by spank_ttpred.so,
 # it runs as the user on a compute node:
-#   1. runs ESTIMATOR --spec SPEC --json --device DEV [--cache-dir DIR], killed
+#   1. runs ESTIMATOR --spec SPEC --json --device DEV [--cache-dir DIR]
+#      [--max-seconds S], killed
 #      after TIMEOUT seconds;
 #   2. finds the job that waits for it (the user's pending job with the
 #      dependency afterany:$SLURM_JOB_ID, which job_submit/ttpred added);
@@ -16,7 +17,7 @@
 # If the waiting job disappears (scancel), the estimator is stopped at once.
 set -u
 export PATH="$PATH:/usr/bin:/bin"
-est="" spec="" device=auto timeout=60 cache=""
+est="" spec="" device=auto timeout=60 cache="" max_seconds=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --estimator) est=$2; shift 2 ;;
@@ -24,7 +25,8 @@ while [ $# -gt 0 ]; do
     --device) device=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     --cache-dir) cache=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --max-seconds) max_seconds=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "ttpred-predict-job: error: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -79,6 +81,7 @@ log "job $main waits for this prediction: running $est"
 # Run the estimator in its own process group (setsid), so that it can be killed whole.
 args=(--spec "$spec" --json --device "$device")
 [ -n "$cache" ] && args+=(--cache-dir "$cache")
+[ -n "$max_seconds" ] && args+=(--max-seconds "$max_seconds")
 setsid "$est" "${args[@]}" >"$tmp/out" 2>"$tmp/err" </dev/null &
 est_pid=$!
 start=$SECONDS

@@ -161,6 +161,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     first.fail("loss", "cross_entropy needs int64 class ids in y; " + d.source + " holds float targets (use mse)");
   const Eigen::MatrixXd pool_targets = target_matrix(d, max_pool, C);  // also validates every label
   const double load_seconds = now() - t0;
+  // engine.max_seconds: the N0 that fits (budget_choice.cpp); the specs as given without one.
+  BudgetChoice budget;
+  const std::vector<Spec> fitted = fit_budget(specs, model, d, C, max_pool, now() - t_begin, &budget);
 
   // J·w0 only matters with weight decay (the trace-NTK pays two forward passes for it).
   bool any_weight_decay = false;
@@ -190,7 +193,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     out.push_back(std::move(P));
   };
   for (size_t si = 0; si < specs.size(); ++si) {
-    const Spec& s = specs[si];
+    const Spec& s = fitted[si];
     const double t_spec = now();
     const int64_t pool = s.data.size > 0 ? std::min(s.data.size, d.n) : d.n;
     const Job job{s, model, d, pool, pool_targets, opt};
@@ -199,6 +202,11 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
                                 "mode, the ground truth)");
     Prediction P;
     describe(P, s, model, d, C, pool);
+    P.budget = budget;
+    if (budget.max_seconds > 0 && P.subset < budget.requested)
+      P.warnings.push_back("engine.max_seconds " + fmt_num(budget.max_seconds) + " s: data.subset lowered from " +
+                           std::to_string(budget.requested) + " to " + std::to_string(P.subset) + " to fit (predicted " +
+                           fmt_num(budget.predicted) + " s)");
     if (si == 0) P.timing.emplace_back("load", load_seconds);
 
     // Stage 1: Θ at w0 on the N0 samples (once per (N, N0)).

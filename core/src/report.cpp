@@ -112,6 +112,13 @@ std::string to_json(const Prediction& p) {
                {"threads", p.gram_threads},
                {"trace_k", p.gram_trace_k},
                {"cached", p.gram_cached}};
+  const BudgetChoice& b = p.budget;
+  j["budget"] = b.max_seconds > 0 ? json{{"max_seconds", b.max_seconds},
+                                         {"requested_subset", b.requested},
+                                         {"subset", b.subset},
+                                         {"predicted_seconds", b.predicted},
+                                         {"probe_seconds", b.probe_seconds}}
+                                  : json(nullptr);
   json t = json::object();
   for (const auto& [k, v] : p.timing) t[k] = v;
   j["timing"] = t;
@@ -180,6 +187,10 @@ std::string to_table(const Prediction& p) {
   for (const auto& [k, v] : p.timing) tm += fmt::format("{}{} {:.2f} s", tm.empty() ? "" : ", ", k, v);
   o += "\n";
   row("prediction cost", tm + " on " + p.device);
+  if (p.budget.max_seconds > 0)
+    row("budget", fmt::format("engine.max_seconds {} s: N0 = {} (asked {}), predicted {:.1f} s (cost model measured in "
+                              "{:.2f} s)", p.budget.max_seconds, p.budget.subset, p.budget.requested,
+                              p.budget.predicted, p.budget.probe_seconds));
   return o;
 }
 

@@ -364,7 +364,12 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   if (top.has("engine")) {
     Reader e(s, top.map("engine"), "engine.");
     e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate",
-             "trace_ntk", "relinearize_with", "sweep_kernel", "kernel_growth", "extrapolation_correction"});
+             "trace_ntk", "relinearize_with", "sweep_kernel", "kernel_growth", "extrapolation_correction",
+             "max_seconds"});
+    if (e.has("max_seconds")) {
+      s.max_seconds = e.number("max_seconds");
+      if (!(s.max_seconds > 0)) s.fail("engine.max_seconds", "must be > 0 seconds");
+    }
     if (e.has("sweep_kernel")) {
       const std::string v = e.string("sweep_kernel");
       if (v != "shared" && v != "each") s.fail("engine.sweep_kernel", "must be shared or each (got '" + v + "')");
@@ -549,6 +554,7 @@ void validate(const Spec& s) {
     bad("engine.projection", "must be auto, exact or countsketch (got '" + s.projection + "')");
   if (s.projection_dim < 0) bad("engine.projection_dim", "must be > 0");
   if (s.runs < 0 || s.runs > 1000) bad("engine.runs", "must be in 1..1000");
+  if (!(s.max_seconds >= 0) || !std::isfinite(s.max_seconds)) bad("engine.max_seconds", "must be > 0 seconds");
   if (s.calibrate_steps < 0 || s.calibrate_steps > 1000) bad("hardware.calibrate_steps", "must be in 0..1000");
 }
 

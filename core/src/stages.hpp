@@ -134,6 +134,33 @@ Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k);
 // decimated curves from the predicted curves cv and the extrapolation check.
 void target_and_band(Prediction& P, const Curves& cv, const Check& chk, const Spec& s, int curve_points);
 
+// ---- budget_choice.cpp: engine.max_seconds --------------------------------------
+// The measured cost model of one prediction (or a sweep's) as a function of N0.
+struct CostModel {
+  double elapsed = 0;              // seconds already spent (loading, the probe itself)
+  double probe_seconds = 0;        // of which the probe
+  double jacobian_per_sample = 0;  // per-sample Jacobian (all its rows, sketched or not)
+  double gram_per_flop = 0;        // of the product J·Jᵀ
+  double step = 0;                 // one real SGD step on step_batch samples
+  int64_t step_batch = 1;
+  double sim_per_unit = 0;         // simulation, per step · Θ row · batch row
+  double eig_per_flop = 0;         // symmetric eigen-decomposition, per M³
+  int64_t params = 0, classes = 1;
+};
+// Whole-prediction seconds at N0 = n (safety margin included) for the specs
+// of one run (a sweep's rows share Θ at w0); `available` = samples in the file.
+double predicted_seconds(const CostModel& cm, const std::vector<Spec>& specs, int64_t available, int64_t n);
+// The largest N0 in [smallest, requested] whose predicted seconds fit
+// specs.front().max_seconds; fits = false when even `smallest` does not.
+BudgetChoice choose_n0(const CostModel& cm, const std::vector<Spec>& specs, int64_t available, int64_t requested,
+                       int64_t smallest);
+CostModel measure_costs(Model& model, const Dataset& d, const std::vector<Spec>& specs, int64_t C, int64_t pool,
+                        double elapsed);
+// The specs with data.subset set to the N0 that fits engine.max_seconds (unchanged
+// without one); throws Error(Exit::budget) when even N0 = 16 cannot fit.
+std::vector<Spec> fit_budget(const std::vector<Spec>& specs, Model& model, const Dataset& d, int64_t C,
+                             int64_t max_pool, double elapsed, BudgetChoice* out);
+
 // ---- seconds.cpp: seconds per step ----------------------------------------------
 struct StepTime {
   double median = 0, lo = 0, hi = 0, seconds = 0;

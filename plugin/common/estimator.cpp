@@ -35,6 +35,12 @@ SpankArgs parse_spank_args(int argc, const char* const* argv) {
                              std::to_string(static_cast<int>(a.timeout_seconds)));
       else
         a.timeout_seconds = *v;
+    } else if (key == "max_seconds") {
+      auto v = parse_number(val);
+      if (!v || *v <= 0 || *v > 86400)
+        a.problems.push_back("max_seconds='" + val + "' is not a number of seconds in (0, 86400]: ignored");
+      else
+        a.max_seconds = *v;
     } else if (key == "device") {
       if (val != "auto" && val != "cpu" && val != "cuda")
         a.problems.push_back("device='" + val + "' is not auto, cpu or cuda: using " + a.device);
@@ -61,7 +67,7 @@ SpankArgs parse_spank_args(int argc, const char* const* argv) {
     } else {
       a.problems.push_back("unknown argument '" + arg +
                            "' ignored (expected estimator=, timeout=, device=, slurm_budget=, mode=, "
-                           "partition=, account=, qos=, gres=, predictor=, output=, cache_dir=)");
+                           "partition=, account=, qos=, gres=, predictor=, output=, cache_dir=, max_seconds=)");
     }
   }
   return a;

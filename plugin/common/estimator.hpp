@@ -27,12 +27,13 @@ struct SpankArgs {
   std::string predictor = TTPRED_DEFAULT_PREDICT_JOB;  // the prediction job's program
   std::string output = "/dev/null";                    // its stdout/stderr (%j = job id)
   std::string cache_dir;                               // passed as --cache-dir ("" = none)
+  double max_seconds = 0;                              // > 0: passed as --max-seconds (engine.max_seconds cap)
   std::vector<std::string> problems;  // unknown/invalid arguments (ignored, logged)
 };
 
 // plugstack.conf arguments: estimator=PATH timeout=SECONDS device=auto|cpu|cuda
 // slurm_budget=yes|no mode=sync|job partition= account= qos= gres= predictor=PATH
-// output=PATH cache_dir=PATH
+// output=PATH cache_dir=PATH max_seconds=SECONDS
 SpankArgs parse_spank_args(int argc, const char* const* argv);
 
 struct RunResult {

@@ -224,14 +224,19 @@ Policy parse_policy(const std::string& yaml_text, const std::string& path) {
     for (const auto& bn : sl) {
       const std::string where = "step_seconds[" + std::to_string(i++) + "]";
       expect_map(c, bn, where);
-      check_keys(c, bn, where, {"partition", "gpu_type", "min", "max"});
+      check_keys(c, bn, where, {"partition", "gpu_type", "model", "min", "max", "seconds"});
       StepBound b;
       b.line = line_of(bn, 0);
       if (auto v = bn["partition"]) b.partition = get_patterns(c, v, where + ".partition");
       if (auto v = bn["gpu_type"]) b.gpu_type = get_patterns(c, v, where + ".gpu_type");
       if (auto v = bn["min"]) b.min = get_number(c, v, where + ".min", 0, 1e6);
       if (auto v = bn["max"]) b.max = get_number(c, v, where + ".max", 0, 1e6);
-      if (b.min <= 0 && b.max <= 0) fail(c, b.line, where, "needs min or max (seconds per step, > 0)");
+      if (auto v = bn["model"]) b.model = get_patterns(c, v, where + ".model");
+      if (auto v = bn["seconds"]) b.seconds = get_number(c, v, where + ".seconds", 1e-9, 1e6);
+      if (b.min <= 0 && b.max <= 0 && b.seconds <= 0)
+        fail(c, b.line, where, "needs seconds, min or max (seconds per step, > 0)");
+      if (b.seconds > 0 && ((b.min > 0 && b.seconds < b.min) || (b.max > 0 && b.seconds > b.max)))
+        fail(c, b.line, where, "seconds is outside [min, max]");
       if (b.max > 0 && b.min > b.max) fail(c, b.line, where, "min is above max");
       pol.step_bounds.push_back(std::move(b));
     }
@@ -398,21 +403,35 @@ double job_cost_gpu_hours(double limit_minutes, double gpus, double tasks) {
   return limit_minutes / 60.0 * gpus * tasks;
 }
 
+namespace {
+std::string step_origin(const std::string& source) {
+  if (source == "spec") return "from the spec's hardware.step_seconds";
+  if (source == "node") return "timed on the prediction job's node";
+  if (source == "measured") return "measured by the estimator on the submit host";
+  return "from the prediction";
+}
+}  // namespace
+
 StepBoundResult apply_step_bounds(const Policy& policy, const std::vector<std::string>& partitions,
                                   const std::string& gpu_type, Prediction& p) {
   StepBoundResult res;
   for (const auto& b : policy.step_bounds) {
     if (!matches_any(b.partition, partitions)) continue;
     if (!b.gpu_type.empty() && !matches_any(b.gpu_type, {gpu_type})) continue;
+    if (!b.model.empty() && (p.model.empty() || !matches_any(b.model, {p.model}))) continue;
     res.bound = &b;
     break;
   }
-  if (!res.bound) return res;
-  const StepBound& b = *res.bound;
   double step = p.step_seconds;
   if (!(step > 0) && p.horizon_steps > 0) step = p.horizon_seconds / static_cast<double>(p.horizon_steps);
   if (!(step > 0) && p.steps > 0) step = p.seconds / static_cast<double>(p.steps);
-  char buf[160];
+  char buf[200];
+  if (step > 0) {
+    std::snprintf(buf, sizeof buf, "step %.3g s %s", step, step_origin(p.step_source).c_str());
+    res.source = buf;
+  }
+  if (!res.bound) return res;
+  const StepBound& b = *res.bound;
   if (!(step > 0)) {
     // No step time and no step count: nothing to scale. The prediction is used
     // as it is (the limit, and so the cost, still comes from it).
@@ -420,8 +439,16 @@ StepBoundResult apply_step_bounds(const Policy& policy, const std::vector<std::s
     return res;
   }
   double target = step;
-  if (b.min > 0 && step < b.min) target = b.min;
-  if (b.max > 0 && step > b.max) target = b.max;
+  // The table's step time replaces one measured off the job's GPU (or of unknown origin).
+  const bool table = b.seconds > 0 && p.step_source != "spec" && p.step_source != "node";
+  if (table) {
+    target = b.seconds;
+    std::snprintf(buf, sizeof buf, "step %.3g s from the policy's step_seconds table (line %d; %.3g s %s not used)",
+                  target, b.line, step, step_origin(p.step_source).c_str());
+    res.source = buf;
+  }
+  if (b.min > 0 && target < b.min) target = b.min;
+  if (b.max > 0 && target > b.max) target = b.max;
   if (target == step) return res;
   res.factor = target / step;
   for (double* v : {&p.seconds, &p.seconds_lo, &p.seconds_hi, &p.horizon_seconds, &p.horizon_lo,
@@ -431,8 +458,14 @@ StepBoundResult apply_step_bounds(const Policy& policy, const std::vector<std::s
     *v = std::min(*v, policy.limits.max_seconds);
   }
   p.step_seconds = target;
-  std::snprintf(buf, sizeof buf, "step time %.3g s outside the policy bound [%.3g, %.3g] s (line %d): durations scaled x%.4g",
-                step, b.min, b.max > 0 ? b.max : HUGE_VAL, b.line, res.factor);
+  if (table) {
+    std::snprintf(buf, sizeof buf, "step time from the policy table (line %d): durations scaled x%.4g", b.line,
+                  res.factor);
+  } else {
+    std::snprintf(buf, sizeof buf,
+                  "step time %.3g s outside the policy bound [%.3g, %.3g] s (line %d): durations scaled x%.4g", step,
+                  b.min, b.max > 0 ? b.max : HUGE_VAL, b.line, res.factor);
+  }
   res.note = buf;
   return res;
 }

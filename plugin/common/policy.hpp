@@ -84,9 +84,14 @@ struct Rule {
 // prediction may assume, per partition and GPU type; first match wins). The
 // prediction's step time (TTPRED_STEP_SECONDS, else horizon seconds / horizon
 // steps) is clamped to [min, max] and every predicted duration scaled with it.
+// With `seconds`, the entry is also the site's step-time table: a step time the
+// estimator measured where it ran (sync mode: the submit host, not the job's GPU)
+// is replaced by it; the user's hardware.step_seconds and a step time timed on
+// the node (job mode) are only bounded.
 struct StepBound {
-  std::vector<std::string> partition, gpu_type;  // globs; empty = any
-  double min = 0, max = 0;                        // seconds; 0 = no bound
+  std::vector<std::string> partition, gpu_type, model;  // globs; empty = any (model: the model file's name)
+  double min = 0, max = 0;                               // seconds; 0 = no bound
+  double seconds = 0;                                    // > 0: the step time on this GPU type (for this model)
   int line = 0;
 };
 
@@ -122,8 +127,13 @@ struct StepBoundResult {
   const StepBound* bound = nullptr;  // the matching bound, nullptr: none
   double factor = 1;                 // durations were multiplied by this
   std::string note;                  // for the log and the user ("" when unchanged)
+  // Where the step time used comes from, for the user and the job's comment:
+  // "step 0.031 s from the policy table (line 12)", "... measured on the submit host", ...
+  // ("" when the prediction has no step time).
+  std::string source;
 };
-// Applies the first matching `step_seconds:` bound to p (in place).
+// Applies the first matching `step_seconds:` entry to p (in place): its
+// `seconds` replaces a step time measured off the node, then [min, max] bound it.
 StepBoundResult apply_step_bounds(const Policy& policy, const std::vector<std::string>& partitions,
                                   const std::string& gpu_type, Prediction& p);
 

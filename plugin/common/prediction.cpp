@@ -1,6 +1,7 @@
 #include "prediction.hpp"
 
 #include <charconv>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -46,6 +47,15 @@ void json_band(const nlohmann::json& j, const char* key, double point, double& l
 
 }  // namespace
 
+bool valid_step_source(const std::string& s) { return s == "measured" || s == "spec" || s == "node"; }
+
+bool valid_model_name(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (unsigned char c : s)
+    if (!std::isalnum(c) && c != '.' && c != '_' && c != '-' && c != '+') return false;
+  return true;
+}
+
 std::optional<double> parse_number(const std::string& s) {
   if (s.empty() || s.size() > 64) return std::nullopt;
   double v = 0;
@@ -80,6 +90,19 @@ Prediction prediction_from_json(const std::string& text) {
   p.steps = int_field("steps");
   p.horizon_steps = int_field("horizon_steps");
   p.gpus = int_field("gpus");
+  auto src = j.find("step_seconds_source");
+  if (src != j.end() && src->is_string() && valid_step_source(src->get<std::string>()) &&
+      src->get<std::string>() != "node")
+    p.step_source = src->get<std::string>();
+  auto model = j.find("model");
+  if (model != j.end() && model->is_object()) {
+    auto path = model->find("path");
+    if (path != model->end() && path->is_string()) {
+      std::string name = path->get<std::string>();
+      if (auto slash = name.rfind('/'); slash != std::string::npos) name = name.substr(slash + 1);
+      if (valid_model_name(name)) p.model = name;
+    }
+  }
   auto w = j.find("warnings");
   if (w != j.end() && w->is_array())
     for (const auto& s : *w)
@@ -97,6 +120,8 @@ std::vector<std::pair<std::string, std::string>> prediction_to_env(const Predict
       {kEnvHorizonSecondsHi, fmt_num(p.horizon_hi)},
   };
   if (p.step_seconds > 0) env.emplace_back(kEnvStepSeconds, fmt_num(p.step_seconds));
+  if (!p.step_source.empty()) env.emplace_back(kEnvStepSource, p.step_source);
+  if (!p.model.empty()) env.emplace_back(kEnvModel, p.model);
   if (p.steps >= 0) env.emplace_back(kEnvSteps, std::to_string(p.steps));
   if (p.horizon_steps >= 0) env.emplace_back(kEnvHorizonSteps, std::to_string(p.horizon_steps));
   if (p.gpus >= 0) {
@@ -146,6 +171,8 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
     if (out.problems.size() < kMaxProblems) out.problems.push_back(std::move(line));
   };
   std::size_t ttpred_entries = 0, ttpred_bytes = 0;
+  bool seen_source = false, seen_model = false;
+  std::string step_source, model;
   const std::size_t scan = std::min(count, kMaxEnvScan);
   if (count > kMaxEnvScan) out.truncated = true;
   for (std::size_t i = 0; i < scan; ++i) {
@@ -172,6 +199,23 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
     std::string name(entry, static_cast<std::size_t>(eq - entry));
     std::string value(eq + 1, entry + len);
     const bool cut = entry[len] != '\0';
+    if (name == kEnvStepSource || name == kEnvModel) {
+      out.present = true;
+      const bool src = name == kEnvStepSource;
+      bool& seen = src ? seen_source : seen_model;
+      if (seen) {
+        problem(name + " given more than once: the first value counts");
+      } else {
+        seen = true;
+        // A sync-mode prediction never ran on the job's node: "node" is only set by the report path.
+        if (!cut && (src ? valid_step_source(value) && value != "node" : valid_model_name(value)))
+          (src ? step_source : model) = value;
+        else
+          problem(name + "='" + sanitize(value, 32) + "' is not " +
+                  (src ? "measured or spec" : "a plain file name") + ": ignored");
+      }
+      continue;
+    }
     for (auto& s : slots) {
       if (name != s.name) continue;
       out.present = true;
@@ -229,6 +273,8 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
   if (slots[7].value) p.steps = static_cast<std::int64_t>(*slots[7].value);
   if (slots[8].value) p.horizon_steps = static_cast<std::int64_t>(*slots[8].value);
   if (slots[9].value) p.gpus = static_cast<std::int64_t>(*slots[9].value);
+  p.step_source = step_source;
+  p.model = model;
   out.prediction = p;
   return out;
 }

@@ -26,6 +26,10 @@ inline constexpr const char* kEnvHorizonSecondsHi = "TTPRED_HORIZON_SECONDS_HI";
 inline constexpr const char* kEnvSteps = "TTPRED_STEPS";
 inline constexpr const char* kEnvHorizonSteps = "TTPRED_HORIZON_STEPS";
 inline constexpr const char* kEnvStepSeconds = "TTPRED_STEP_SECONDS";
+// Where the step time came from (measured | spec: the estimator's step_seconds_source)
+// and the model's file name (its basename), for the policy's step_seconds: table.
+inline constexpr const char* kEnvStepSource = "TTPRED_STEP_SOURCE";
+inline constexpr const char* kEnvModel = "TTPRED_MODEL";
 // GPUs of the spec (hardware.gpus) and the cost it implies (horizon x GPUs, in
 // GPU-hours). Informational: job_submit/ttpred prefers the job's own GPU request
 // and recomputes the cost; TTPRED_GPU_HOURS is only for the batch job's environment.
@@ -42,6 +46,11 @@ struct Prediction {
   std::int64_t steps = -1;      // -1 = unknown
   std::int64_t horizon_steps = -1;
   std::int64_t gpus = -1;       // GPUs of the spec; -1 = unknown
+  // measured (timed by the estimator where it ran: the submit host in sync mode),
+  // spec (the user's hardware.step_seconds), node (job mode: timed on the
+  // prediction job's node); "" = unknown. Untrusted like every value here.
+  std::string step_source;
+  std::string model;            // the model file's name (no directory), [A-Za-z0-9._+-], "" = unknown
   std::vector<std::string> warnings;  // estimator warnings (SPANK side only)
 };
 
@@ -97,6 +106,9 @@ EnvParse parse_env(const char* const* env, std::size_t count, const EnvLimits& l
 
 // Strict number parsing: the whole string must be a finite decimal number.
 std::optional<double> parse_number(const std::string& s);
+// TTPRED_STEP_SOURCE values (measured | spec | node) and TTPRED_MODEL names (1-64 of [A-Za-z0-9._+-]).
+bool valid_step_source(const std::string& s);
+bool valid_model_name(const std::string& s);
 
 // "1h02m03s"-style human duration, for messages.
 std::string format_duration(double seconds);

@@ -170,6 +170,7 @@ SubmitOutput evaluate_submit(const Policy* policy, const SubmitInput& in, Budget
   }
   out.log_lines.push_back(line);
   if (!sb.note.empty() && d.rule) out.user_messages.push_back("ttpred: " + sb.note);
+  if (!sb.source.empty() && d.rule) out.user_messages.push_back("ttpred: " + sb.source);
   for (auto& m : d.user_messages) out.user_messages.push_back(std::move(m));
   if (d.reject) {
     out.rc = d.budget_reject ? SubmitOutput::Rc::reject_budget : SubmitOutput::Rc::reject_time;
@@ -177,6 +178,12 @@ SubmitOutput evaluate_submit(const Policy* policy, const SubmitInput& in, Budget
   }
   out.set_time_limit = d.set_time_limit;
   if (d.rule) {
+    // The job's comment (squeue -O comment, scontrol show job): the limit and the step time's source.
+    out.comment = d.set_time_limit ? "ttpred: " + std::to_string(*d.set_time_limit) + " min (rule '" +
+                                         sanitize(d.rule->name, 64) + "')"
+                                   : "ttpred: predicted, time limit kept (rule '" + sanitize(d.rule->name, 64) + "')";
+    if (!sb.source.empty()) out.comment += "; " + sb.source;
+    out.comment = sanitize(out.comment, 480);
     JobTicket t;
     t.uid = in.uid;
     t.account = in.account;
@@ -404,6 +411,8 @@ ReportOutput evaluate_report(const Policy& policy, const JobTicket& ticket, cons
       for (const auto& prob : e.problems) out.log_lines.push_back(who + ": invalid prediction value: " + prob);
       if (e.prediction) pred = *e.prediction;
       else failure = "invalid prediction values";
+      // The prediction job timed its steps on its own node (the partition's GPU).
+      if (pred && pred->step_source == "measured") pred->step_source = "node";
     } catch (const JsonError& e) {
       failure = "invalid prediction: " + sanitize(e.what(), 160);
     }
@@ -477,6 +486,7 @@ ReportOutput evaluate_report(const Policy& policy, const JobTicket& ticket, cons
       }
   }
   if (!sb.note.empty()) out.comment += "; " + sb.note;
+  if (!sb.source.empty()) out.comment += "; " + sb.source;
   out.comment = sanitize(out.comment, 480);
   out.log_lines.push_back(line + ", report applied");
   return out;

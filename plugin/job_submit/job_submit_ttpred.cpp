@@ -338,6 +338,8 @@ int do_submit(job_desc_msg_t* job_desc, uint32_t submit_uid, char** err_msg) {
   if (out.rc == SubmitOutput::Rc::reject_budget) return ESLURM_ACCOUNTING_POLICY;
   if (out.rc == SubmitOutput::Rc::reject_time) return ESLURM_INVALID_TIME_LIMIT;
   if (out.set_time_limit) job_desc->time_limit = *out.set_time_limit;
+  if (!out.comment.empty() && (!job_desc->comment || !*job_desc->comment))
+    slurm_xstrcat(&job_desc->comment, out.comment.c_str());
   if (out.ticket) add_ticket(job_desc, std::move(*out.ticket));
   return SLURM_SUCCESS;
 }

@@ -194,6 +194,13 @@ std::string user_cache_dir() {
   return d;
 }
 
+// max_seconds= as a command-line number (plain digits: safe in the job script).
+std::string seconds_arg(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", s);
+  return buf;
+}
+
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -228,6 +235,7 @@ void submit_prediction_job(spank_t sp) {
                        " --spec " + shell_quote(spec) + " --device " + g_args.device + " --timeout " +
                        std::to_string(static_cast<int>(std::ceil(g_args.timeout_seconds)));
   if (!g_args.cache_dir.empty()) script += " --cache-dir " + shell_quote(user_cache_dir());
+  if (g_args.max_seconds > 0) script += " --max-seconds " + seconds_arg(g_args.max_seconds);
   script += "\n";
   std::vector<char*> env;
   for (char** e = environ; e && *e; ++e)
@@ -296,6 +304,10 @@ void run_prediction(spank_t sp) {
   if (!g_args.cache_dir.empty()) {
     argv.push_back("--cache-dir");
     argv.push_back(user_cache_dir());
+  }
+  if (g_args.max_seconds > 0) {
+    argv.push_back("--max-seconds");
+    argv.push_back(seconds_arg(g_args.max_seconds));
   }
   RunResult r = run_with_timeout(argv, g_args.timeout_seconds);
   if (r.status != RunResult::Status::ok) {

@@ -835,7 +835,7 @@ t_job_mode() {
   wait_done "$p" 40
   wait_done "$jobid" 30
   local c; c=$(comment_of "$jobid")
-  [ "$c" = "ttpred: 70 min (predicted horizon 50m00s, 5-95%: 46m40s-56m40s; rule 'everything-else')" ] \
+  [ "$c" = "ttpred: 70 min (predicted horizon 50m00s, 5-95%: 46m40s-56m40s; rule 'everything-else'); step 1 s from the spec's hardware.step_seconds" ] \
     || fail "comment after the prediction: $c"
   grep -qx 'limit=1:10:00' "$work/main.out" || fail "the job did not start with its predicted limit: $(cat "$work/main.out")"
   ctld_log_has "report of prediction job $p: rule 'everything-else'" || fail "no report in slurmctld's log"
@@ -997,6 +997,62 @@ t_job_mode_budget() {
   pass "job mode and budgets: an over-budget report keeps the fallback (charged), an exhausted budget refuses at sbatch"
 }
 
+t_step_table() {
+  load_cluster step_table
+  # Sync mode: a step time measured on the submit host is replaced by the policy's
+  # table entry for the model (test.yaml: table-net*.pt, 0.25 s): horizon band hi
+  # 3400 s x 0.25 = 850 s -> ceil((850 x 1.2 + 120) / 60) = 19 min (70 without the table).
+  submit --ttpred="$SPECS/table-measured.yaml" --wrap true
+  expect_submitted "measured on the submit host"
+  expect_limit "$jobid" "00:19:00" "step time from the policy table"
+  expect_err "sbatch: ttpred: step 0.25 s from the policy's step_seconds table (line"
+  expect_err "1 s measured by the estimator on the submit host not used)"
+  local c; c=$(comment_of "$jobid")
+  [[ "$c" == "ttpred: 19 min (rule 'everything-else'); step 0.25 s from the policy's step_seconds table"* ]] \
+    || fail "comment of the sync job: $c"
+  # The user's own hardware.step_seconds for the same model: kept (bounded only).
+  submit --ttpred="$SPECS/table-spec.yaml" --wrap true
+  expect_submitted "user's step time"
+  expect_limit "$jobid" "01:10:00" "the user's step time kept"
+  expect_err "sbatch: ttpred: step 1 s from the spec's hardware.step_seconds"
+  [[ "$(comment_of "$jobid")" == *"step 1 s from the spec's hardware.step_seconds" ]] \
+    || fail "comment: $(comment_of "$jobid")"
+  # Job mode: the same measured step time was timed on the node: kept.
+  use_job_mode timeout=30
+  submit --ttpred="$SPECS/table-measured.yaml" --wrap true
+  expect_submitted "job mode"
+  local p; p=$(pred_job)
+  [ -n "$p" ] || fail "no prediction job announced"
+  wait_done "$p" 30
+  expect_limit "$jobid" "01:10:00" "the node's step time kept"
+  [[ "$(comment_of "$jobid")" == "ttpred: 70 min "*"; step 1 s timed on the prediction job's node" ]] \
+    || fail "comment in job mode: $(comment_of "$jobid")"
+  scancel "$jobid"
+  expect_none_waiting
+  pass "step time: policy table in sync mode (19 min), the user's and the node's kept (70 min), source shown"
+}
+
+t_max_seconds() {
+  load_cluster max_seconds
+  local est="${TTPRED_REAL_ESTIMATOR:-}" spec="${TTPRED_REAL_SPEC:-}"
+  [ -n "$est" ] && [ -x "$est" ] || skip "real ttpred-estimate not built here ('$est')"
+  [ -r "$spec" ] || skip "spec $spec missing"
+  local plugdir
+  plugdir=$(sed -n 's/^optional \([^ ]*\)\/spank_ttpred.so.*/\1/p' "$dir/plugstack.conf")
+  # A budget no prediction can meet: the estimator says so at once (exit 7), well
+  # before the 300 s timeout, and the job is submitted without a prediction.
+  echo "optional $plugdir/spank_ttpred.so estimator=$est timeout=300 device=cpu max_seconds=0.001" > "$dir/plugstack-budget.conf"
+  sed "s|^PlugStackConfig=.*|PlugStackConfig=$dir/plugstack-budget.conf|" "$dir/slurm.conf" > "$dir/slurm-budget.conf"
+  SLURM_CONF="$dir/slurm-budget.conf" submit --ttpred="$spec" --wrap true
+  expect_submitted "impossible budget"
+  expect_err "no time prediction (estimator exit code 7: ttpred-estimate: error: "
+  expect_err "engine.max_seconds: the prediction cannot fit in 0.001 s: even data.subset = 16 needs"
+  awk -v e="$elapsed" 'BEGIN{exit !(e < 60)}' || fail "sbatch took ${elapsed}s: the estimator did not stop at once"
+  expect_limit "$jobid" "UNLIMITED" "no prediction, no limit"
+  scancel "$jobid"
+  pass "plugstack max_seconds=: an impossible budget fails at once (${elapsed}s), the job is submitted without a prediction"
+}
+
 case "${1:-}" in
   setup) t_setup ;;
   cleanup) t_cleanup ;;
@@ -1005,6 +1061,6 @@ case "${1:-}" in
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
   trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
-  job_mode_array|job_mode_cache|job_mode_budget) "t_$1" ;;
+  job_mode_array|job_mode_cache|job_mode_budget|step_table|max_seconds) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac

@@ -787,7 +787,7 @@ TEST_CASE("step_seconds bounds per partition and GPU type") {
   p = sample();
   r = apply_step_bounds(pol, {"debug"}, "", p);
   CHECK_FALSE(r.bound);
-  CHECK(error_of("step_seconds:\n  - {partition: gpu}\n").find("needs min or max") != std::string::npos);
+  CHECK(error_of("step_seconds:\n  - {partition: gpu}\n").find("needs seconds, min or max") != std::string::npos);
   CHECK(error_of("step_seconds:\n  - {min: 2, max: 1}\n").find("min is above max") != std::string::npos);
 }
 
@@ -969,4 +969,117 @@ TEST_CASE("job mode: an exhausted budget refuses the job at submission") {
   out = evaluate_submit_pending(&pol, in, 9, tally);
   CHECK(out.rc == SubmitOutput::Rc::ok);
   CHECK(out.ticket);
+}
+
+namespace {
+const char* kTablePolicy = R"(version: 1
+defaults:
+  time_limit: {basis: horizon, use_band: upper, safety_factor: 1.0, margin_minutes: 0, max_minutes: 1440}
+step_seconds:
+  - {partition: gpu, gpu_type: a100, model: "resnet18*.pt", seconds: 0.25, min: 0.1, max: 2}
+  - {partition: gpu, gpu_type: a100, seconds: 0.5}
+  - {partition: gpu, min: 0.1, max: 30}
+rules:
+  - name: all
+)";
+}  // namespace
+
+TEST_CASE("step_seconds table: the policy's step time per partition, GPU type and model replaces one measured on the submit host") {
+  Policy pol = parse_policy(kTablePolicy, "t.yaml");
+  REQUIRE(pol.step_bounds.size() == 3);
+  CHECK(pol.step_bounds[0].seconds == 0.25);
+  REQUIRE(pol.step_bounds[0].model.size() == 1);
+  // Measured on the submit host: the table's value for this model and GPU type.
+  Prediction p = sample();  // 1 s/step, 3000 horizon steps
+  p.step_source = "measured";
+  p.model = "resnet18-cifar.pt";
+  auto r = apply_step_bounds(pol, {"gpu"}, "a100", p);
+  REQUIRE(r.bound == &pol.step_bounds[0]);
+  CHECK(p.step_seconds == doctest::Approx(0.25));
+  CHECK(p.horizon_seconds == doctest::Approx(750));
+  CHECK(p.horizon_hi == doctest::Approx(850));
+  CHECK(r.source.find("from the policy's step_seconds table (line 5") != std::string::npos);
+  CHECK(r.source.find("measured by the estimator on the submit host not used") != std::string::npos);
+  CHECK(r.note.find("step time from the policy table (line 5)") == 0);
+  // Another model: the GPU type's entry.
+  p = sample();
+  p.step_source = "measured";
+  p.model = "vit.pt";
+  r = apply_step_bounds(pol, {"gpu"}, "a100", p);
+  REQUIRE(r.bound == &pol.step_bounds[1]);
+  CHECK(p.step_seconds == doctest::Approx(0.5));
+  // The user's hardware.step_seconds: kept, only bounded (min 0.1 of the first entry).
+  p = sample();
+  p.step_source = "spec";
+  p.step_seconds = 0.01;
+  p.model = "resnet18.pt";
+  r = apply_step_bounds(pol, {"gpu"}, "a100", p);
+  CHECK(p.step_seconds == doctest::Approx(0.1));
+  CHECK(r.source.find("from the spec's hardware.step_seconds") != std::string::npos);
+  // Timed on the node (job mode): kept within the bounds.
+  p = sample();
+  p.step_source = "node";
+  p.model = "resnet18.pt";
+  r = apply_step_bounds(pol, {"gpu"}, "a100", p);
+  CHECK(r.factor == 1);
+  CHECK(p.step_seconds == 1);
+  CHECK(r.source.find("timed on the prediction job's node") != std::string::npos);
+  // Untyped GPU: the bounds-only entry.
+  p = sample();
+  p.step_source = "measured";
+  r = apply_step_bounds(pol, {"gpu"}, "", p);
+  REQUIRE(r.bound == &pol.step_bounds[2]);
+  CHECK(r.factor == 1);
+  CHECK(error_of("step_seconds:\n  - {partition: gpu, seconds: 3, max: 2}\n").find("seconds is outside [min, max]") !=
+        std::string::npos);
+  CHECK(error_of("step_seconds:\n  - {partition: gpu, seconds: 0}\n").find("step_seconds[0].seconds") !=
+        std::string::npos);
+}
+
+TEST_CASE("step source and model name travel from the estimator's JSON through the job environment") {
+  const std::string json =
+      R"({"schema": 1, "seconds": 1200, "horizon_seconds": 3000, "steps": 1200, "horizon_steps": 3000,)"
+      R"( "step_seconds": 1, "step_seconds_source": "measured", "model": {"path": "/home/u/nets/resnet18.pt"}})";
+  const Prediction p = prediction_from_json(json);
+  CHECK(p.step_source == "measured");
+  CHECK(p.model == "resnet18.pt");
+  std::vector<std::string> env;
+  for (const auto& [k, v] : prediction_to_env(p)) env.push_back("SPANK_" + k + "=" + v);
+  auto e = parse(env);
+  REQUIRE(e.prediction);
+  CHECK(e.prediction->step_source == "measured");
+  CHECK(e.prediction->model == "resnet18.pt");
+  CHECK(e.problems.empty());
+  // Forged values are ignored with a problem line; "node" is only set by a job-mode report.
+  auto f = parse({"SPANK_TTPRED_HORIZON_SECONDS=600", "SPANK_TTPRED_STEP_SOURCE=node", "SPANK_TTPRED_MODEL=../x y"});
+  REQUIRE(f.prediction);
+  CHECK(f.prediction->step_source.empty());
+  CHECK(f.prediction->model.empty());
+  CHECK(f.problems.size() == 2);
+  // A sync-mode submission: the source is in the sbatch message and the job's comment.
+  Policy pol = parse_policy(kTablePolicy, "t.yaml");
+  BudgetTally tally;
+  EnvVec ev{"SPANK_TTPRED_HORIZON_SECONDS=3000", "SPANK_TTPRED_STEP_SECONDS=1", "SPANK_TTPRED_HORIZON_STEPS=3000",
+            "SPANK_TTPRED_STEP_SOURCE=measured", "SPANK_TTPRED_MODEL=resnet18.pt"};
+  auto in = input(ev);
+  in.default_partition = "gpu";
+  in.tres.per_node = "gres:gpu:a100:1";
+  auto out = evaluate_submit(&pol, in, tally);
+  REQUIRE(out.set_time_limit);
+  CHECK(*out.set_time_limit == 13);  // 3000 steps x 0.25 s = 750 s
+  CHECK(out.comment.find("ttpred: 13 min (rule 'all'); step 0.25 s from the policy's step_seconds table") == 0);
+  bool shown = false;
+  for (const auto& m : out.user_messages) shown |= m.find("ttpred: step 0.25 s from the policy's step_seconds table") == 0;
+  CHECK(shown);
+  // Job mode: the report's measured step time was timed on the node, and is kept.
+  EnvVec pj{"SPANK_TTPRED_PREDICT_JOB=41"};
+  auto pin = input(pj);
+  pin.default_partition = "gpu";
+  pin.tres.per_node = "gres:gpu:a100:1";
+  auto pending = evaluate_submit_pending(&pol, pin, 41, tally);
+  REQUIRE(pending.ticket);
+  auto rep = evaluate_report(pol, *pending.ticket, kReportResult + json, pin.now, tally);
+  REQUIRE(rep.set_time_limit);
+  CHECK(*rep.set_time_limit == 50);  // 3000 steps x 1 s
+  CHECK(rep.comment.find("step 1 s timed on the prediction job's node") != std::string::npos);
 }

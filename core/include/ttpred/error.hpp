@@ -14,6 +14,7 @@ enum class Exit : int {
   input = 4,     // missing/unreadable file, not a model / data file
   invalid = 5,   // model or data inconsistent (shapes, labels, NaN)
   device = 6,    // requested device unusable
+  budget = 7,    // engine.max_seconds: even the smallest prediction cannot fit
 };
 
 class Error : public std::runtime_error {

@@ -10,6 +10,17 @@
 
 namespace ttpred {
 
+// engine.max_seconds: what the estimator chose to fit the budget (budget_choice.cpp).
+struct BudgetChoice {
+  double max_seconds = 0;       // 0: no budget
+  bool fits = false;
+  int64_t requested = 0;        // N0 asked for (data.subset or its default)
+  int64_t subset = 0;           // N0 chosen
+  double predicted = 0;         // predicted seconds of the whole prediction at that N0
+  double smallest_seconds = 0;  // predicted at the smallest N0
+  double probe_seconds = 0;     // spent measuring the cost model
+};
+
 struct Prediction {
   Spec spec;
   std::string device;
@@ -49,6 +60,7 @@ struct Prediction {
   int gram_threads = 1;
   int64_t gram_trace_k = 0;
   int64_t gram_dim = 0, gram_rows = 0;
+  BudgetChoice budget;        // engine.max_seconds (max_seconds = 0: none)
   std::vector<std::pair<std::string, double>> timing;  // phase -> seconds, in order
   std::vector<std::string> warnings;
 };

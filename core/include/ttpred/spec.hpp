@@ -75,6 +75,7 @@ struct Spec {
   std::string device = "auto";       // auto | cpu | cuda
   std::string projection = "auto";   // auto | exact | countsketch
   int64_t projection_dim = 0;        // D0 for countsketch (0 = default)
+  double max_seconds = 0;            // > 0: fit the whole prediction in this many seconds (engine.max_seconds)
   int64_t trace_ntk = 0;             // > 0: trace-NTK Θ ≈ K ⊗ I_C from this many output projections
   int runs = 0;                      // simulated SGD runs (0 = default)
   bool extrapolate = true;           // N0 < N: extrapolate Θ to N (engine.extrapolate; extrapolate.hpp)
