@@ -193,7 +193,10 @@ def _main(argv):
     a = p.parse_args(argv)
     torch = _torch()
     try:
-        obj = torch.load(a.input, map_location="cpu")
+        try:  # the user's own file: a pickled Dataset needs the full unpickler (torch >= 2.6 defaults to weights_only)
+            obj = torch.load(a.input, map_location="cpu", weights_only=False)
+        except TypeError:  # a torch without the weights_only argument
+            obj = torch.load(a.input, map_location="cpu")
     except Exception as e:  # noqa: BLE001
         sys.stderr.write("ttpred-export: error: %s: cannot torch.load: %s\n" % (a.input, str(e).splitlines()[0]))
         return 4

@@ -1,4 +1,5 @@
 #include <c10/util/Exception.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
 
 #include <filesystem>
 #include <fstream>
@@ -29,6 +30,12 @@ Model::Model(const std::string& path, const std::string& device) : impl_(std::ma
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw Error(Exit::input, path + ": no such file");
   if (!std::ifstream(path)) throw Error(Exit::input, path + ": cannot open for reading");
+  // No TensorExpr (NNC) fusion: LibTorch 2.6's profiling executor compiles fused
+  // CPU kernels through LLVM after a few runs of a graph, which stalled for
+  // minutes (a hang in practice) on the linear test model with AdamW chunks;
+  // ttpred's graphs are small and dominated by matmuls and autograd anyway.
+  static const bool no_fuser = (torch::jit::setTensorExprFuserEnabled(false), true);
+  (void)no_fuser;
   try {
     impl_->module = torch::jit::load(path, impl_->device);
   } catch (const std::exception& e) {
