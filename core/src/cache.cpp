@@ -154,6 +154,35 @@ struct Writer {
   }
 };
 
+// Writes magic + w's bytes + w's checksum to a private temporary file in dir,
+// then renames it to `path` (atomic: readers see all or nothing). False, and
+// nothing left behind, on any failure.
+bool write_entry(const std::string& dir, const std::string& key, const char (&magic)[8], const Writer& w,
+                 const std::string& path) {
+  std::error_code ec;
+  std::random_device rd;
+  const std::string tmp =
+      dir + "/." + key + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(uint64_t(rd()) << 32 | rd());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(magic, sizeof magic);
+    out.write(w.buf.data(), std::streamsize(w.buf.size()));
+    out.write(reinterpret_cast<const char*>(&w.sum), 8);
+    out.flush();
+    if (!out) {
+      out.close();
+      fs::remove(tmp, ec);
+      return false;
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    return false;
+  }
+  return true;
+}
+
 struct Reader {
   const char* p;
   const char* end;
@@ -320,26 +349,7 @@ bool cache_store(const std::string& key, const Gram& g) {
     w.mat(g.f0);
     w.mat(g.jw0);
     w.mat(g.kernel);
-    std::random_device rd;
-    const std::string tmp =
-        dir + "/." + key + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(uint64_t(rd()) << 32 | rd());
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(kMagic, sizeof kMagic);
-      out.write(w.buf.data(), std::streamsize(w.buf.size()));
-      out.write(reinterpret_cast<const char*>(&w.sum), 8);
-      out.flush();
-      if (!out) {
-        out.close();
-        fs::remove(tmp, ec);
-        return false;
-      }
-    }
-    fs::rename(tmp, entry_path(dir, key), ec);  // atomic: readers see all or nothing
-    if (ec) {
-      fs::remove(tmp, ec);
-      return false;
-    }
+    if (!write_entry(dir, key, kMagic, w, entry_path(dir, key))) return false;
     cache_prune(max);
     return true;
   } catch (...) {
@@ -452,24 +462,7 @@ bool prediction_cache_store(const std::string& dir, const std::string& key, cons
     w.str(key);
     w.str(c.out);
     w.str(c.err);
-    std::random_device rd;
-    const std::string tmp =
-        dir + "/." + key + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(uint64_t(rd()) << 32 | rd());
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(kPredMagic, sizeof kPredMagic);
-      out.write(w.buf.data(), std::streamsize(w.buf.size()));
-      out.write(reinterpret_cast<const char*>(&w.sum), 8);
-      out.flush();
-      if (!out) {
-        out.close();
-        fs::remove(tmp, ec);
-        return false;
-      }
-    }
-    fs::rename(tmp, pred_path(dir, key), ec);  // atomic: readers see all or nothing
-    if (ec) fs::remove(tmp, ec);
-    return !ec;
+    return write_entry(dir, key, kPredMagic, w, pred_path(dir, key));
   } catch (...) {
     return false;
   }
