@@ -205,6 +205,22 @@ SubmitOutput evaluate_submit(const Policy* policy, const SubmitInput& in, Budget
   return out;
 }
 
+namespace {
+// The policy's view of a job from its ticket (a later update or a report), with
+// the time limit the caller checks against.
+JobView job_view_of(const Policy& policy, const JobTicket& t, std::optional<double> limit_minutes) {
+  JobView job;
+  job.partitions = t.partitions;
+  job.account = t.account.value_or("");
+  job.qos = t.qos;
+  job.user = t.user;
+  job.time_limit_minutes = limit_minutes;
+  job.array_tasks = t.array_tasks;
+  job_gpus(policy, t.tres, t.min_nodes, t.max_nodes, t.exclusive, job);
+  return job;
+}
+}  // namespace
+
 ModifyOutput evaluate_modify(const Policy& policy, const JobTicket& ticket, const ModifyInput& in,
                              BudgetTally& tally) {
   ModifyOutput out;
@@ -228,14 +244,7 @@ ModifyOutput evaluate_modify(const Policy& policy, const JobTicket& ticket, cons
   }
   out.rechecked = true;
 
-  JobView job;
-  job.partitions = t.partitions;
-  job.account = t.account.value_or("");
-  job.qos = t.qos;
-  job.user = t.user;
-  job.time_limit_minutes = t.limit_minutes;
-  job.array_tasks = t.array_tasks;
-  job_gpus(policy, t.tres, t.min_nodes, t.max_nodes, t.exclusive, job);
+  JobView job = job_view_of(policy, t, t.limit_minutes);
   Prediction pred = t.prediction;
   const StepBoundResult sb = apply_step_bounds(policy, job.partitions, job.gpu_type, pred);
 
@@ -423,15 +432,8 @@ ReportOutput evaluate_report(const Policy& policy, const JobTicket& ticket, cons
     return out;
   }
   t.prediction = *pred;
-  JobView job;
-  job.partitions = t.partitions;
-  job.account = t.account.value_or("");
-  job.qos = t.qos;
-  job.user = t.user;
-  job.time_limit_minutes = t.user_limit_minutes;
+  JobView job = job_view_of(policy, t, t.user_limit_minutes);
   job.time_min_minutes = t.time_min_minutes;
-  job.array_tasks = t.array_tasks;
-  job_gpus(policy, t.tres, t.min_nodes, t.max_nodes, t.exclusive, job);
   Prediction p = *pred;
   const StepBoundResult sb = apply_step_bounds(policy, job.partitions, job.gpu_type, p);
 
