@@ -101,8 +101,8 @@ void Overrides::add_estimator(CLI::App& app) {
   app.add_option("--seed", seed, "Seed for the draw of N and N0, the projection and the simulated batches")
       ->check(non_negative_int());
   app.add_option("--relinearize", relinearize,
-                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default T/10, at most "
-                 "50; 0: off)")
+                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default 0.3 T, at most "
+                 "150; 0: off)")
       ->check(non_negative_int());
   app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
       ->check(non_negative_int());

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   std::string spec_path;
   bool json = false, quiet = false, train_mode = false;
   int64_t log_every = 0;  // 0: max(1, T / 100)
+  int64_t stop_after = 0;  // 0: the whole horizon
+  int64_t log_from = 0;
   std::vector<uint64_t> seeds{0};
   cli::Overrides ov;
   app.add_option("--spec", spec_path, "Job spec (YAML); default: the embedded example")
@@ -34,6 +36,14 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", log_every,
                  "Evaluate the whole-training-set loss every K steps (default: max(1, T/100) of the horizon T)")
       ->check(cli::in_range(1, 1e12, false, true));
+  app.add_option("--stop-after", stop_after,
+                 "Train only the first S steps of the horizon (the learning-rate schedule keeps the whole horizon): "
+                 "the start of a long run, measured densely with a small --log-every")
+      ->check(cli::in_range(1, 1e12, false, true));
+  app.add_option("--log-from", log_from,
+                 "Evaluate every --log-every steps from step S on, and none before it but step 0 (with --stop-after: "
+                 "one stretch of a run, measured densely)")
+      ->check(cli::in_range(0, 1e12, false, true));
   app.add_option("--seeds", seeds, "Seeds; T(eps) is measured on the mean curve over them")->expected(1, 100);
   ov.add_common(app);
   app.set_version_flag("-V,--version", std::string(TTPRED_VERSION));
@@ -56,6 +66,8 @@ int main(int argc, char** argv) {
     // forward/backward passes per GPU and micro-batch one after the other.
     const int64_t per_epoch = N / s.global_batch();
     Hyper h = hyper_of_spec(s, s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(per_epoch) - 1e-9)));
+    const int64_t horizon = h.steps;
+    if (stop_after > 0 && stop_after < horizon) h.horizon = horizon, h.steps = stop_after;  // the schedule's horizon stays
     std::vector<int64_t> idx(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; ++i) idx[size_t(i)] = i;
     nlohmann::json runs = nlohmann::json::array();
@@ -71,6 +83,7 @@ int main(int argc, char** argv) {
       FinetuneOptions fo;
       fo.seed = seed;
       fo.log_every = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      fo.log_from = log_from;
       fo.train_mode = train_mode || s.batchnorm_train;
       fo.progress = cli::make_progress(tool, quiet);
       FinetuneResult r = finetune(model, d, idx, s.loss, y, h, fo);
@@ -98,8 +111,10 @@ int main(int argc, char** argv) {
       j["spec"] = std::filesystem::absolute(s.file).lexically_normal().string();
       j["steps"] = steps[size_t(k)];
       j["reached"] = reached;
-      j["horizon_steps"] = h.steps;
+      j["horizon_steps"] = horizon;
+      j["steps_trained"] = h.steps;
       j["log_every"] = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      j["log_from"] = log_from;
       j["data"] = {{"source", d.source}, {"size", N}, {"available", d.available},
                    {"draw", s.data.draw_first ? "first" : "stratified"}};
       j["steps_per_epoch"] = per_epoch;

@@ -6,7 +6,11 @@ split-conformal ranks of a two-sided 90 % band: the floor(0.05 (n+1))-th and cei
 smallest of the n ratios (the extremes when n < 19). The validation half is never read for these
 numbers; its coverage is what docs/accuracy.md reports.
 
-  bench/users/calibrate.py OUT/results.json
+  bench/users/calibrate.py OUT/results.json [MORE.json ...] [--all]
+
+Several results files are pooled (e.g. the development and the validation run). --all uses
+both halves: once the validation half has been scored, the factors a release ships may be
+calibrated on every scored job, and the coverage of that band is then in-sample (say so).
 """
 import json
 import math
@@ -22,18 +26,25 @@ def conformal(ratios):
 
 
 def main(argv):
-    if len(argv) != 2:
+    args = [a for a in argv[1:] if a != "--all"]
+    halves = ("development", "validation") if "--all" in argv[1:] else ("development",)
+    if not args:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    with open(argv[1]) as f:
-        res = json.load(f)
-    for mode, m in res["modes"].items():
-        rows = [r for r in m["scenarios"] if r["half"] == "development" and r["pred"] > 0 and not r["diverged"]]
+    rows_by_mode = {}
+    for path in args:
+        with open(path) as f:
+            res = json.load(f)
+        for mode, m in res["modes"].items():
+            rows_by_mode.setdefault(mode, []).extend(
+                r for r in m["scenarios"] if r["half"] in halves and r["pred"] > 0 and not r["diverged"])
+    for mode, rows in rows_by_mode.items():
         if not rows:
-            print("%s: no development scenarios" % mode)
+            print("%s: no %s scenarios" % (mode, " or ".join(halves)))
             continue
         lo, hi, a, b = conformal([r["meas"] / r["pred"] for r in rows])
-        print("%s: n = %d development scenarios: x[%.2f, %.2f] (ranks %d and %d of %d)" % (mode, len(rows), lo, hi, a, b, len(rows)))
+        print("%s: n = %d %s scenarios: x[%.2f, %.2f] (ranks %d and %d of %d)" % (
+            mode, len(rows), "+".join(halves), lo, hi, a, b, len(rows)))
     return 0
 
 

@@ -49,6 +49,9 @@ MIN_STEPS, MIN_DROP = 5, 0.05
 # The real runs log the whole-training-set loss LOG_POINTS times; T is the
 # crossing interpolated linearly between the two logged steps around it.
 LOG_POINTS = 40
+# ...and where T falls in a logged interval longer than REFINE_REL x T, that
+# interval is measured again densely (refined()).
+REFINE_REL = 0.05
 
 
 def crossing(points, below):
@@ -61,18 +64,18 @@ def crossing(points, below):
             t0, v0 = points[j - 1]
             return t0 + (t - t0) * v0 / (v0 - v) if v0 != v else t
     return None
+
+
 EST_FIELDS = ["steps", "steps_band", "horizon_steps", "final_loss", "warnings", "timing", "drift"]
 FT_FIELDS = ["curve", "accuracy_curve", "final_loss", "horizon_steps", "runs", "seconds_train"]
 
 
-def truth(sc, a, cached_only=False):
-    """Real fine-tuning of the scenario, cached in a.truth_dir by content (spec
-    text, model and data bytes, seeds; any logging interval). The model bytes are
+def truth_path(sc, a):
+    """The cache file of the scenario's ground truth: keyed by the spec text, the
+    model and data bytes and the seeds (any logging interval). The model bytes are
     stable from run to run because make_scenarios.py scripts every architecture
     in one process in a fixed order (TorchScript's mangled class names depend on
     it: a --reduced build has other bytes, and its own truth directory)."""
-    k = max(1, sc["steps"] // LOG_POINTS)
-    tail = ["--json", "--quiet", "--seeds"] + SEEDS + ["--log-every", str(k)]
     h = hashlib.sha256()
     with open(sc["spec"], "rb") as f:
         h.update(f.read())
@@ -80,7 +83,14 @@ def truth(sc, a, cached_only=False):
     sdir = os.path.dirname(sc["spec"])
     for rel in ("../models/%s.pt" % sc["arch"], "../data/%s" % sc["data"]):
         file_sha(os.path.join(sdir, rel), h)
-    path = os.path.join(a.truth_dir, "%s-%s.json" % (sc["name"], h.hexdigest()[:16]))
+    return os.path.join(a.truth_dir, "%s-%s.json" % (sc["name"], h.hexdigest()[:16]))
+
+
+def truth(sc, a, cached_only=False):
+    """Real fine-tuning of the scenario, cached in a.truth_dir by content (truth_path)."""
+    k = max(1, sc["steps"] // LOG_POINTS)
+    tail = ["--json", "--quiet", "--seeds"] + SEEDS + ["--log-every", str(k)]
+    path = truth_path(sc, a)
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)["finetune"], True
@@ -97,24 +107,88 @@ def truth(sc, a, cached_only=False):
     return keep, False
 
 
-def target_of(sc, ft):
-    """(estimator flag, value, measured T) for the scenario's rule."""
+def rule_of(sc, ft):
+    """(estimator flag, value, points [(t, v)], below) for the scenario's rule:
+    the measured T is the first crossing of v through 0 (downwards when below)."""
     loss = [(t, l) for t, l in ft["curve"]]
     acc = [(t, v) for t, v in ft["accuracy_curve"]]
     l0, lt = loss[0][1], loss[-1][1]
     rule = sc["rule"]
     if rule in ("eps2L0", "eps5drop"):
         eps = sc["epsilon_2L0"] if rule == "eps2L0" else 0.05 * (l0 - lt)
-        t = crossing([(t, abs(l - lt) - eps) for t, l in loss], True)
-        return "--epsilon", eps, round(t)
+        return "--epsilon", eps, [(t, abs(l - lt) - eps) for t, l in loss], True
     if rule == "loss":
         v = lt + 0.3 * (l0 - lt)
-        t = crossing([(t, l - v) for t, l in loss], True)
-        return "--target-loss", v, None if t is None else round(t)
+        return "--target-loss", v, [(t, l - v) for t, l in loss], True
     a0, at = acc[0][1], acc[-1][1]
     v = a0 + 0.7 * (at - a0)
-    t = crossing([(t, x - v) for t, x in acc], False)
-    return "--target-accuracy", v, None if t is None else round(t)
+    return "--target-accuracy", v, [(t, x - v) for t, x in acc], False
+
+
+def target_of(sc, ft):
+    """(estimator flag, value, measured T) for the scenario's rule."""
+    flag, value, points, below = rule_of(sc, ft)
+    t = crossing(points, below)
+    return flag, value, None if t is None else round(t)
+
+
+def crossing_interval(points, below):
+    """(t before, t after) the first crossing; None when never or at t = 0."""
+    for j, (t, v) in enumerate(points):
+        if (v <= 0) if below else (v >= 0):
+            return None if j == 0 else (points[j - 1][0], t)
+    return None
+
+
+def refined(sc, a, ft):
+    """The truth with its crossing placed by the measured shape of the curve where
+    the coarse log cannot place it: when T lies between two logged steps t0 < t1
+    more than REFINE_REL x T (and 1 step) apart, the same seeds are run again up
+    to t1 (`--stop-after`, the schedule's horizon unchanged), logged about 20 times
+    between t0 and t1 (`--log-from`), and that stretch, mapped affinely onto the
+    truth's own values at t0 and t1, replaces the straight line between them.
+    Linear interpolation across a coarse interval of a convex loss curve puts T
+    late (up to 2x in the first interval). The logged points and the target
+    values (L0, L_T, A0, A_T) do not change. The re-run is the same run when the
+    binary is (same seeds, same batches); a truth from an earlier binary whose
+    draw ordered the same N samples otherwise is a statistically equal run, so
+    only its shape is used. Cached by content beside the truth."""
+    _, _, points, below = rule_of(sc, ft)
+    iv = crossing_interval(points, below)
+    t = crossing(points, below)
+    if iv is None or iv[1] - iv[0] <= max(1.0, REFINE_REL * t):
+        return ft, False
+    t0, t1 = int(iv[0]), int(iv[1])
+    every = max(1, round((t1 - t0) / 20))
+    tail = ["--json", "--quiet", "--seeds"] + SEEDS + ["--log-every", str(every), "--log-from", str(t0),
+                                                       "--stop-after", str(t1)]
+    path = truth_path(sc, a).replace(".json", "-refine-%d-%d-%d.json" % (t0, t1, every))
+    if os.path.exists(path):
+        with open(path) as f:
+            dense = json.load(f)["finetune"]
+    else:
+        dense, wall = run_json([a.finetune, "--spec", sc["spec"]] + tail, ["curve", "accuracy_curve", "steps_trained"],
+                               "ttpred-finetune")
+        dense = {k: dense[k] for k in ("curve", "accuracy_curve", "steps_trained")}
+        with open(path + ".tmp", "w") as f:
+            json.dump({"scenario": sc["name"], "command": "ttpred-finetune --spec specs/%s.yaml %s" % (
+                sc["name"], " ".join(tail)), "process_s": wall, "finetune": dense}, f)
+        os.replace(path + ".tmp", path)
+    out = dict(ft)
+    diff = 0.0
+    for key in ("curve", "accuracy_curve"):
+        coarse = dict((p[0], p[1]) for p in ft[key])
+        d = dict((p[0], p[1]) for p in dense[key])
+        if t0 not in d or t1 not in d:
+            raise PipelineError("%s: the dense re-run did not log steps %d and %d" % (sc["name"], t0, t1))
+        c0, c1, d0, d1 = coarse[t0], coarse[t1], d[t0], d[t1]
+        diff = max(diff, abs(d1 - c1) / max(abs(c1), 1e-6))
+        scale = (c1 - c0) / (d1 - d0) if d1 != d0 else None
+        inside = [[u, c0 + (v - d0) * scale] if scale is not None else [u, c0 + (c1 - c0) * (u - t0) / (t1 - t0)]
+                  for u, v in dense[key] if t0 < u < t1]
+        out[key] = [p for p in ft[key] if p[0] <= t0] + inside + [p for p in ft[key] if p[0] >= t1]
+    out["refined"] = {"from": t0, "to": t1, "every": every, "rel_diff_at_end": diff}
+    return out, True
 
 
 def estimate(sc, a, mode, flag, value):
@@ -211,6 +285,10 @@ def main():
                 continue
             line = "[%2d/%d] %-24s %-11s truth %s" % (i + 1, len(scs), sc["name"], sc["half"][:3],
                                                         "cached" if cached else "%.0f s" % (time.monotonic() - t0))
+            coarse = target_of(sc, ft)[2]
+            ft, dense = refined(sc, a, ft)
+            if dense:
+                line += " (T %s refined to %s)" % (coarse, target_of(sc, ft)[2])
             if a.truth_only:
                 print(line, flush=True)
                 continue

@@ -21,19 +21,22 @@ namespace {
 
 constexpr double kDriftWarn = 0.1;  // docs/json.md: drift above this warns
 
-// The method's own error, measured: the measured T over the predicted one lay
-// within [lo, hi] in the development half of bench/users (docs/accuracy.md,
-// "The band"), by split-conformal ranks for a two-sided 90 % band (the
-// ⌊0.05(n+1)⌋-th and ⌈0.95(n+1)⌉-th smallest of n ratios; with n < 19 the
-// extremes). One pair with real steps (re-linearized, the default), one for the
-// training-free mode (--no-training), each from the n = 19 development scenarios
-// of bench/users with ground truth: `bench/users/run.py --half development
-// --modes default: training-free:--no-training` then `bench/users/calibrate.py
-// OUT/results.json`. Never fitted to the validation half.
+// The method's own error, measured: the ratios measured T / predicted T on
+// bench/users (docs/accuracy.md, docs/method.md §8) at the split-conformal ranks
+// of a two-sided 90 % band (the ⌊0.05(n+1)⌋-th and ⌈0.95(n+1)⌉-th smallest of n
+// ratios; with n < 19 the extremes), by `bench/users/calibrate.py`.
+// Re-linearized (the default, K = 0.3 T): from all n = 42 scored jobs of both
+// halves (session 6, refined truth; `calibrate.py DEV.json VAL.json --all`). The
+// development-only factors, x[0.92, 1.34] from n = 20, held the truth in 82 % of
+// the validation jobs with the top below it in 14 %: 20 jobs do not show the tail
+// the validation half has, so the shipped band uses every job scored, and its
+// coverage is in-sample until jobs not seen here check it.
+// Training-free (--no-training): from the n = 19 development jobs of session 5
+// (validation coverage 95 %, unchanged).
 struct MethodError {
   double lo, hi;
 };
-constexpr MethodError kMethodRelinearized{0.92, 2.14};
+constexpr MethodError kMethodRelinearized{0.88, 1.97};
 constexpr MethodError kMethodTrainingFree{0.43, 3.04};
 
 // Widens P's band to at least T·(1 ± w) (the top within the horizon when capped).

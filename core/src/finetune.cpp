@@ -1,6 +1,8 @@
 #include "ttpred/finetune.hpp"
 #include "ttpred/clock.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "model_impl.hpp"
@@ -135,6 +137,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   evaluate(r, 0);
   std::mt19937_64 rng = run_rng(opt.seed, 0);
   std::vector<int64_t> perm = all;
+  int64_t next_log = 1;  // log_ratio > 1
   for (int64_t t = 0; t < h.steps; ++t) {
     const int64_t k = t % per_epoch;
     if (!full && k == 0) perm = epoch_permutation(rng, n);
@@ -144,7 +147,11 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     const bool last = t + 1 == h.steps;
     if (opt.keep_outputs && last) evaluate(r, -1, &r.f_prev);
     train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, d, src, targets, rows);
-    if ((t + 1) % opt.log_every == 0 || last) evaluate(r, t + 1, opt.keep_outputs && last ? &r.f_last : nullptr);
+    const int64_t since = t + 1 - opt.log_from;
+    bool log = opt.log_ratio > 1 ? t + 1 >= next_log : since >= 0 && since % opt.log_every == 0;
+    if (log && opt.log_ratio > 1)
+      next_log = std::max(t + 2, int64_t(std::ceil(double(t + 1) * opt.log_ratio - 1e-9)));
+    if (log || last) evaluate(r, t + 1, opt.keep_outputs && last ? &r.f_last : nullptr);
     if (opt.progress) opt.progress("finetune", t + 1, h.steps);
   }
   if (opt.keep_outputs) {

@@ -539,6 +539,22 @@ TEST_CASE("finetune --json on the small job") {
   CHECK(j["final_loss"].get<double>() == doctest::Approx(curve.back()[1].get<double>()));
   CHECK(j["accuracy_curve"].size() == curve.size());
   CHECK(j["runs"].size() == 1u);
+  CHECK(j["steps_trained"] == horizon);
+
+  // --stop-after S --log-from A: the first S steps only (the horizon stays the
+  // schedule's), logged at 0 and every K from A; the same run up to S.
+  Result part = run(FINETUNE_BIN, {"--spec", spec, "--json", "--quiet", "--log-every", "2", "--log-from", "5",
+                                   "--stop-after", "9"});
+  INFO("stderr: " << part.err);
+  REQUIRE(part.code == 0);
+  const json jp = json::parse(part.out);
+  CHECK(jp["horizon_steps"] == horizon);
+  CHECK(jp["steps_trained"] == 9);
+  CHECK(jp["log_from"] == 5);
+  std::vector<int64_t> logged;
+  for (const auto& q : jp["curve"]) logged.push_back(q[0].get<int64_t>());
+  CHECK(logged == std::vector<int64_t>{0, 5, 7, 9});
+  CHECK(jp["curve"][1][1].get<double>() == doctest::Approx(curve[1][1].get<double>()).epsilon(1e-9));  // step 5
 
   // Its errors follow the same rules.
   check_error(run(FINETUNE_BIN, {"--spec", (t.path / "nope.yaml").string()}), 4, "ttpred-finetune");

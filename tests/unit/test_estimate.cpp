@@ -193,12 +193,12 @@ TEST_CASE("a sweep's shared kernel: Θ at w_K once, from the spec's own values; 
     CHECK(rows[i].curve_loss == one.curve_loss);
     CHECK(rows[i].relinearized_with_steps == one.relinearized_with_steps);
   }
-  // Anchored at lr 0.1, batch 8: K = round(2 epochs x 25 steps / 10) = 5 steps.
-  CHECK(rows[0].relinearized_with_steps == 5);
+  // Anchored at lr 0.1, batch 8: K = round(0.3 x 2 epochs x 25 steps) = 15 steps.
+  CHECK(rows[0].relinearized_with_steps == 15);
   auto j = nlohmann::json::parse(to_json(rows[0]));
   CHECK(j["relinearized_with"]["lr"] == 0.1);
   CHECK(j["relinearized_with"]["batch_size"] == 8);
-  CHECK(j["relinearized_with"]["steps"] == 5);
+  CHECK(j["relinearized_with"]["steps"] == 15);
   CHECK(nlohmann::json::parse(to_json(rows[2]))["relinearized_with"].is_null());
   CHECK(to_table(rows[0]).find("engine.relinearize_with") != std::string::npos);
   CHECK(sweep_table(rows, 1.0).find("shared kernel") != std::string::npos);
@@ -294,11 +294,11 @@ TEST_CASE("drift diagnosis on a nonlinear model at a large learning rate widens 
   }
 }
 
-TEST_CASE("defaults: re-linearize after round(T/10) real steps; --no-training means none") {
+TEST_CASE("defaults: re-linearize after round(0.3 T) real steps (at most 150); --no-training means none") {
   Spec s = small_spec();  // T = 40
   Prediction p = estimate(s);
-  CHECK(p.relinearized_at == 4);
-  CHECK(p.drift_steps == 4);
+  CHECK(p.relinearized_at == 12);
+  CHECK(p.drift_steps == 12);
   s.relinearize = 0;
   s.diagnose_steps = 0;
   Prediction q = estimate(s);

@@ -103,6 +103,19 @@ TEST_CASE("a nonlinear model: the linearization matches real SGD early on") {
   Curves pred = simulate(p, h, so);
   FinetuneResult real = finetune(m, d, idx, p.loss, p.y, h, FinetuneOptions{});
   CHECK(pred.loss.back() == doctest::Approx(real.loss.back()).epsilon(0.02));
+
+  // Geometric logging (the prediction's real prefix): steps 1, 2, 3, then each
+  // >= 1.5x the last, and always the last step; the same run at those steps.
+  Model m2(dir + "/linear_rf.pt", "cpu");
+  FinetuneOptions geo;
+  geo.log_ratio = 1.5;
+  h.steps = 12;
+  FinetuneResult every = finetune(m2, d, idx, p.loss, p.y, h, FinetuneOptions{});
+  Model m3(dir + "/linear_rf.pt", "cpu");
+  FinetuneResult sparse = finetune(m3, d, idx, p.loss, p.y, h, geo);
+  CHECK(sparse.step == std::vector<int64_t>{0, 1, 2, 3, 5, 8, 12});
+  for (size_t j = 0; j < sparse.step.size(); ++j)
+    CHECK(sparse.loss[j] == doctest::Approx(every.loss[size_t(sparse.step[j])]).epsilon(1e-9));
 }
 
 TEST_CASE("linear-in-parameters model with a cosine schedule and warm-up: predicted = real SGD") {

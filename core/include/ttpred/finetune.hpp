@@ -14,6 +14,11 @@ namespace ttpred {
 struct FinetuneOptions {
   uint64_t seed = 0;
   int64_t log_every = 1;     // evaluate the whole-training-set loss every k steps
+  int64_t log_from = 0;      // ... counted from this step (none before it but step 0)
+  // > 1: log at geometrically spaced steps instead (1, 2, ..., each next one at
+  // least log_ratio times the last): the start of a curve at a resolution
+  // relative to the step, in few evaluations.
+  double log_ratio = 0;
   bool train_mode = false;   // module.train() (BatchNorm batch stats, Dropout on); default eval()
   bool keep_outputs = false; // fill FinetuneResult::f_prev / f_last
   // Positions in idx on which the loss, accuracy and outputs are evaluated
