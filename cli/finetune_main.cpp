@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
     Hyper h = hyper_of_spec(s, s.steps > 0 ? s.steps : int64_t(std::ceil(s.epochs * double(per_epoch) - 1e-9)));
     const int64_t horizon = h.steps;
     if (stop_after > 0 && stop_after < horizon) h.horizon = horizon, h.steps = stop_after;  // the schedule's horizon stays
+    const int64_t every = log_every > 0 ? log_every : std::max<int64_t>(1, horizon / 100);
     std::vector<int64_t> idx(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; ++i) idx[size_t(i)] = i;
     nlohmann::json runs = nlohmann::json::array();
@@ -82,7 +83,7 @@ int main(int argc, char** argv) {
       const Eigen::MatrixXd y = target_matrix(d, N, C);
       FinetuneOptions fo;
       fo.seed = seed;
-      fo.log_every = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      fo.log_every = every;
       fo.log_from = log_from;
       fo.train_mode = train_mode || s.batchnorm_train;
       fo.progress = cli::make_progress(tool, quiet);
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
       j["reached"] = reached;
       j["horizon_steps"] = horizon;
       j["steps_trained"] = h.steps;
-      j["log_every"] = log_every > 0 ? log_every : std::max<int64_t>(1, h.steps / 100);
+      j["log_every"] = every;
       j["log_from"] = log_from;
       j["data"] = {{"source", d.source}, {"size", N}, {"available", d.available},
                    {"draw", s.data.draw_first ? "first" : "stratified"}};

@@ -37,11 +37,7 @@ def rescore_rows(rows, scs, a, log):
         if abs(value - r["target"][1]) > 1e-9 * max(1.0, abs(value)):
             raise run.PipelineError("%s: target value %.6g != stored %.6g: the prediction is not valid for it"
                                     % (r["name"], value, r["target"][1]))
-        lo, hi = r["band"]
-        r["meas"] = meas
-        r["rel_error"] = (r["pred"] - meas) / max(meas, 1)
-        r["in_band"] = bool(lo <= meas <= hi)
-        r["top_below"] = bool(hi < meas)
+        r.update(run.judge(r["pred"], r["band"], meas))
         r["meas_refined"] = dense
         if meas != old:
             log.append("%-28s %-10s meas %d -> %d" % (r["name"], r["mode"], old, meas))
@@ -50,21 +46,13 @@ def rescore_rows(rows, scs, a, log):
 def rescore(res, scs, a, log):
     for name, m in res["modes"].items():
         rescore_rows(m["scenarios"], scs, a, log)
-        s = {h: run.summary([r for r in m["scenarios"] if r["half"] == h]) for h in ("development", "validation")}
-        s["all"] = run.summary(m["scenarios"])
-        m["summary"] = s
+        m["summary"] = run.summaries(m["scenarios"])
 
 
 def markdown(res, title):
     md = ["## %s" % title, ""]
     for name, m in res["modes"].items():
-        s = m["summary"]
-        md += ["### mode %s" % name, "", run.SUMMARY_HEAD] + [run.fmt_summary(h, s[h]) for h in
-                                                                ("development", "validation", "all")]
-        md += ["", "| scenario | half | rule | pred | band | meas | err |", "|---|---|---|---|---|---|---|"]
-        md += ["| %s | %s | %s | %d | %d–%d | %d | %+.1f %%%s |" % (
-            r["name"], r["half"][:3], r["rule"], r["pred"], r["band"][0], r["band"][1], r["meas"],
-            100 * r["rel_error"], "" if r["in_band"] else " (out)") for r in m["scenarios"]] + [""]
+        md += run.mode_markdown("### mode %s" % name, m["summary"], m["scenarios"])
     return md
 
 

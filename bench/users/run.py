@@ -54,16 +54,22 @@ LOG_POINTS = 40
 REFINE_REL = 0.05
 
 
+def first_crossing(points, below):
+    """Index of the first point [(t, v)] with v <= 0 (below) / v >= 0; None when never."""
+    for j, (_, v) in enumerate(points):
+        if (v <= 0) if below else (v >= 0):
+            return j
+    return None
+
+
 def crossing(points, below):
     """First t where the piecewise-linear curve through points [(t, v)] reaches
     v <= 0 (below) / v >= 0, interpolated; None when never."""
-    for j, (t, v) in enumerate(points):
-        if (v <= 0) if below else (v >= 0):
-            if j == 0:
-                return t
-            t0, v0 = points[j - 1]
-            return t0 + (t - t0) * v0 / (v0 - v) if v0 != v else t
-    return None
+    j = first_crossing(points, below)
+    if j is None or j == 0:
+        return None if j is None else points[0][0]
+    (t0, v0), (t, v) = points[j - 1], points[j]
+    return t0 + (t - t0) * v0 / (v0 - v) if v0 != v else t
 
 
 EST_FIELDS = ["steps", "steps_band", "horizon_steps", "final_loss", "warnings", "timing", "drift"]
@@ -132,14 +138,6 @@ def target_of(sc, ft):
     return flag, value, None if t is None else round(t)
 
 
-def crossing_interval(points, below):
-    """(t before, t after) the first crossing; None when never or at t = 0."""
-    for j, (t, v) in enumerate(points):
-        if (v <= 0) if below else (v >= 0):
-            return None if j == 0 else (points[j - 1][0], t)
-    return None
-
-
 def refined(sc, a, ft):
     """The truth with its crossing placed by the measured shape of the curve where
     the coarse log cannot place it: when T lies between two logged steps t0 < t1
@@ -154,11 +152,12 @@ def refined(sc, a, ft):
     draw ordered the same N samples otherwise is a statistically equal run, so
     only its shape is used. Cached by content beside the truth."""
     _, _, points, below = rule_of(sc, ft)
-    iv = crossing_interval(points, below)
-    t = crossing(points, below)
-    if iv is None or iv[1] - iv[0] <= max(1.0, REFINE_REL * t):
+    j = first_crossing(points, below)
+    if not j:  # never, or at step 0
         return ft, False
-    t0, t1 = int(iv[0]), int(iv[1])
+    t0, t1 = int(points[j - 1][0]), int(points[j][0])
+    if t1 - t0 <= max(1.0, REFINE_REL * crossing(points, below)):
+        return ft, False
     every = max(1, round((t1 - t0) / 20))
     tail = ["--json", "--quiet", "--seeds"] + SEEDS + ["--log-every", str(every), "--log-from", str(t0),
                                                        "--stop-after", str(t1)]
@@ -199,16 +198,19 @@ def estimate(sc, a, mode, flag, value):
     return est, wall
 
 
+def judge(pred, band, meas):
+    """The scored fields of a prediction against the measured T."""
+    lo, hi = band
+    return {"pred": pred, "band": [lo, hi], "meas": meas, "rel_error": (pred - meas) / max(meas, 1),
+            "in_band": bool(lo <= meas <= hi), "top_below": bool(hi < meas)}
+
+
 def score(sc, ft, est, wall, meas, flag, value, mode):
-    lo, hi = est["steps_band"]
-    pred = est["steps"]
-    rel = (pred - meas) / max(meas, 1)
     return {"name": sc["name"], "half": sc["half"], "arch": sc["arch"], "mode": mode,
             "rule": sc["rule"], "target": [flag, value], "loss": sc["loss"], "lr": sc["lr"],
             "lr_fraction": sc["lr_fraction"], "momentum": sc["momentum"], "batch_size": sc["batch_size"],
             "weight_decay": sc["weight_decay"], "horizon": sc["steps"],
-            "pred": pred, "band": [lo, hi], "meas": meas, "rel_error": rel,
-            "in_band": bool(lo <= meas <= hi), "top_below": bool(hi < meas),
+            **judge(est["steps"], est["steps_band"], meas),
             "seed_steps": [r.get("steps_measured") for r in ft["runs"]],
             "drift": est.get("drift"), "relinearized_at": est.get("relinearized_at"),
             "diverged": bool(est.get("diverged", False)), "reached": est.get("reached"),
@@ -227,6 +229,26 @@ def summary(rows):
             "top_below": sum(r["top_below"] for r in rows) / n,
             "median_signed": percentile([r["rel_error"] for r in rows], 50),
             "median_cost_s": percentile([r["cost_s"] for r in rows], 50)}
+
+
+HALVES = ("development", "validation", "all")
+
+
+def summaries(rows):
+    """summary() of each half and of all rows."""
+    s = {h: summary([r for r in rows if r["half"] == h]) for h in HALVES[:2]}
+    s["all"] = summary(rows)
+    return s
+
+
+def mode_markdown(heading, s, rows):
+    """A mode's summary table (s = summaries(rows)) and its per-scenario rows."""
+    md = [heading, "", SUMMARY_HEAD] + [fmt_summary(h, s[h]) for h in HALVES]
+    md += ["", "| scenario | half | rule | pred | band | meas | err |", "|---|---|---|---|---|---|---|"]
+    md += ["| %s | %s | %s | %d | %d–%d | %d | %+.1f %%%s |" % (
+        r["name"], r["half"][:3], r["rule"], r["pred"], r["band"][0], r["band"][1], r["meas"],
+        100 * r["rel_error"], "" if r["in_band"] else " (out)") for r in rows] + [""]
+    return md
 
 
 def fmt_summary(name, s):
@@ -319,16 +341,10 @@ def main():
     if excluded:
         md += ["Excluded (nothing to time): " + ", ".join(excluded), ""]
     for name, rows in results.items():
-        s = {h: summary([r for r in rows if r["half"] == h]) for h in ("development", "validation")}
-        s["all"] = summary(rows)
+        s = summaries(rows)
         out["modes"][name] = {"summary": s, "scenarios": rows}
-        md += ["## mode %s" % name, "", SUMMARY_HEAD] + [fmt_summary(h, s[h]) for h in ("development", "validation", "all")]
-        md += ["", "| scenario | half | rule | pred | band | meas | err |", "|---|---|---|---|---|---|---|"]
-        md += ["| %s | %s | %s | %d | %d–%d | %d | %+.1f %%%s |" % (
-            r["name"], r["half"][:3], r["rule"], r["pred"], r["band"][0], r["band"][1], r["meas"],
-            100 * r["rel_error"], "" if r["in_band"] else " (out)") for r in rows] + [""]
-        print("\nmode %s:\n%s\n%s" % (name, SUMMARY_HEAD, "\n".join(fmt_summary(h, s[h]) for h in
-                                                                   ("development", "validation", "all"))))
+        md += mode_markdown("## mode %s" % name, s, rows)
+        print("\nmode %s:\n%s\n%s" % (name, SUMMARY_HEAD, "\n".join(fmt_summary(h, s[h]) for h in HALVES)))
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
     with open(os.path.join(a.out, "summary.md"), "w") as f:

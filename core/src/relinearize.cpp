@@ -96,8 +96,9 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
   // 1, 2, ..., each >= kPrefixLogRatio x the last (21 for K = 50): a target met
   // within the prefix is placed to a few % of its step, where 8 evaluations
   // evenly spaced put it late on a convex curve (up to 2x in the first interval).
-  out.real = real_steps(job, K, hk, std::max<int64_t>(1, relinearize ? k / 8 : k / 10), relinearize, extrap,
-                        relinearize ? kPrefixLogRatio : 0);
+  // The diagnosis alone only compares losses: about 10 evaluations, evenly spaced.
+  out.real = relinearize ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio)
+                         : real_steps(job, K, hk, std::max<int64_t>(1, k / 10), false, extrap);
   out.drift = drift_of(out.real, lin);
   if (!relinearize || !std::isfinite(out.real.loss.back())) {
     out.seconds = now() - t0;
