@@ -329,6 +329,13 @@ TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own
   CHECK(has(estimate({"--batch-size", "0"}).err, "--batch-size: must be > 0 (got 0)"));
   CHECK(has(estimate({"--batch-size", "2.5"}).err, "--batch-size: must be an integer > 0 (got '2.5')"));
   CHECK(has(estimate({"--momentum", "1"}).err, "--momentum: must be in [0, 1) (got 1)"));
+  // ttpred-finetune's own ranges (--stop-after, --log-from): one line, exit 2.
+  Result sa = run(FINETUNE_BIN, {"--stop-after", "0"});
+  check_error(sa, 2, "ttpred-finetune");
+  CHECK(has(sa.err, "--stop-after: must be in [1, 1e+12] (got 0)"));
+  Result lf = run(FINETUNE_BIN, {"--log-from", "-1"});
+  check_error(lf, 2, "ttpred-finetune");
+  CHECK(has(lf.err, "--log-from: must be in [0, 1e+12] (got -1)"));
   Result m = estimate({"--spec", "-q"});
   check_error(m, 2);
   CHECK(has(m.err, "--spec: missing value (got the option '-q')"));
