@@ -21,8 +21,11 @@ becomes a file ttpred reads:
 See docs/user-guide.md ("From a training script").
 """
 import argparse
+import copy
+import math
 import os
 import sys
+import warnings
 
 __all__ = ["export", "sample_dataset"]
 
@@ -112,6 +115,84 @@ def _optimizer_values(optimizer):
     return keys, None
 
 
+def _replay(scheduler, optimizer, horizon, interval, steps_per_epoch):
+    """Group 0's learning rate at steps 0 .. horizon-1, from stepping the user's scheduler
+    (once per optimizer step, or once per epoch), then putting it and the optimizer back."""
+    torch = _torch()
+    # A deep copy of the state, but not of the objects it refers to (OneCycleLR keeps a bound
+    # method, whose plain deep copy would copy the scheduler, its optimizer and the model).
+    keep = [scheduler, optimizer] + list(getattr(scheduler, "_schedulers", []))
+    keep += [p for g in optimizer.param_groups for p in g["params"]]
+    saved_sched = copy.deepcopy(scheduler.state_dict(), memo={id(o): o for o in keep})
+    saved_groups = [{k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    lrs, moved = [], set()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
+            for t in range(horizon):
+                g = optimizer.param_groups[0]
+                lrs.append(float(g["lr"]))
+                for k in ("momentum", "betas"):
+                    if k in g and g[k] != saved_groups[0].get(k):
+                        moved.add(k)
+                if interval == "step" or (t + 1) % steps_per_epoch == 0:
+                    try:
+                        scheduler.step()
+                    except ValueError:  # OneCycleLR past its total_steps
+                        lrs += [lrs[-1]] * (horizon - len(lrs))
+                        break
+    finally:
+        scheduler.load_state_dict(saved_sched)
+        for g, v in zip(optimizer.param_groups, saved_groups):
+            g.update(v)
+    return lrs, sorted(moved)
+
+
+def _close(a, b):
+    return all(abs(x - y) <= 1e-7 * max(abs(x), abs(y), 1e-12) for x, y in zip(a, b))
+
+
+def _schedule_values(scheduler, optimizer, horizon, interval, steps_per_epoch):
+    """optimizer.schedule for the spec (a dict) from a torch.optim.lr_scheduler, and a note or None.
+    StepLR and CosineAnnealingLR over the horizon are written by name; any other scheduler as a
+    table of factors lr_t / lr, from replaying it; the written schedule is checked against the replay."""
+    if scheduler is None:
+        return None, None
+    name = type(scheduler).__name__
+    if name == "ReduceLROnPlateau":
+        raise ValueError("ttpred export: ReduceLROnPlateau follows the validation loss, which ttpred does not "
+                         "predict; give a fixed schedule (e.g. StepLR) or none")
+    if interval not in ("step", "epoch"):
+        raise ValueError("ttpred export: scheduler_interval must be 'step' or 'epoch' (got %r)" % (interval,))
+    if not hasattr(scheduler, "step") or not hasattr(scheduler, "state_dict"):
+        raise ValueError("ttpred export: scheduler %s is not a torch.optim.lr_scheduler" % name)
+    lrs, moved = _replay(scheduler, optimizer, horizon, interval, steps_per_epoch)
+    base = float(optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"]))
+    if not base > 0:
+        raise ValueError("ttpred export: the optimizer's initial lr is %r; ttpred needs lr > 0" % base)
+    note = None
+    if moved:
+        note = "%s also changes %s; ttpred keeps %s at its value at step 0" % (name, ", ".join(moved), ", ".join(moved))
+    per = 1 if interval == "step" else steps_per_epoch
+    candidates = []
+    if name == "StepLR":
+        k, gamma = scheduler.step_size * per, float(scheduler.gamma)
+        candidates.append(({"type": "step", "step_size": k, "gamma": gamma},
+                           [base * gamma ** (t // k) for t in range(horizon)]))
+    if name == "CosineAnnealingLR" and scheduler.T_max * per == horizon and interval == "step":
+        m = float(scheduler.eta_min)
+        candidates.append(({"type": "cosine", "min_lr": m},
+                           [m + (base - m) * (1 + math.cos(math.pi * t / horizon)) / 2 for t in range(horizon)]))
+    candidates.append(({"type": "constant"}, [base] * horizon))
+    for sched, want in candidates:
+        if _close(lrs, want):
+            return (None if sched["type"] == "constant" else sched), note
+    factors = [x / base for x in lrs]
+    while len(factors) > 1 and factors[-1] == factors[-2]:
+        factors.pop()  # the last factor holds past the table's end
+    return {"type": "table", "factors": [float("%.7g" % f) for f in factors]}, note
+
+
 def _yaml_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -123,7 +204,7 @@ def _yaml_value(v):
 
 
 def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=None, batch_size=None,
-           samples=2000, loss=None, seed=0, example=None):
+           samples=2000, loss=None, seed=0, example=None, scheduler=None, scheduler_interval="step"):
     """Write OUT/model.pt, OUT/data.pt and OUT/spec.yaml for ttpred; returns the spec's path.
 
     model: the nn.Module being fine-tuned (its current weights are the pre-trained w0).
@@ -132,6 +213,10 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
     epochs or steps: the training horizon (default: 1 epoch).
     samples: at most this many items are saved (data.size is still the dataset's length).
     loss: "cross_entropy" or "mse" (default: cross_entropy for integer targets, else mse).
+    scheduler: a torch.optim.lr_scheduler of `optimizer`, stepped once per optimizer step
+        (scheduler_interval="step") or once per epoch ("epoch"). It is replayed over the horizon
+        and put back as it was; StepLR and CosineAnnealingLR(T_max = horizon) are written by name,
+        any other as optimizer.schedule {type: table, factors: [...]}. ReduceLROnPlateau is refused.
     """
     torch = _torch()
     dataset = getattr(data, "dataset", data)
@@ -144,6 +229,14 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
                          "(drop_last=True); this DataLoader keeps the last partial batch\n")
     if epochs is not None and steps is not None:
         raise ValueError("ttpred export: give epochs or steps, not both")
+    n = len(dataset)
+    steps_per_epoch = n // int(batch_size)
+    if steps_per_epoch < 1:
+        raise ValueError("ttpred export: batch_size %d is larger than the dataset (%d items)" % (batch_size, n))
+    horizon = int(steps) if steps is not None else int(math.ceil(float(epochs or 1) * steps_per_epoch - 1e-9))
+    if scheduler is not None and optimizer is None:
+        raise ValueError("ttpred export: a scheduler needs its optimizer")
+    schedule, sched_note = _schedule_values(scheduler, optimizer, horizon, scheduler_interval, steps_per_epoch)
     os.makedirs(out, exist_ok=True)
     x, y = sample_dataset(dataset, samples, seed)
     x, y = _save_data(x, y, os.path.join(out, "data.pt"))
@@ -160,7 +253,8 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
         sys.stderr.write("ttpred export: note: no optimizer given; lr 0.01 written, edit the spec\n")
         opt = {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
     opt["batch_size"] = int(batch_size)
-    n = len(dataset)
+    if schedule is not None:
+        opt["lr"] = float(optimizer.param_groups[0].get("initial_lr", opt["lr"]))  # the schedule's base rate
     lines = [
         "# Written by ttpred export (%s); model by torch.jit.%s" % (os.path.basename(__file__), how),
         "model: model.pt",
@@ -171,14 +265,19 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
         "optimizer:",
     ]
     lines += ["  %s: %s" % (k, _yaml_value(v)) for k, v in opt.items()]
+    if schedule is not None:
+        lines += ["  schedule: {%s}  # from %s, stepped every %s" % (
+            ", ".join("%s: %s" % (k, _yaml_value(v)) for k, v in schedule.items()), type(scheduler).__name__,
+            scheduler_interval)]
     lines += ["training:"]
     lines += ["  steps: %d" % int(steps)] if steps is not None else ["  epochs: %s" % _yaml_value(float(epochs or 1))]
     lines += ["engine:", "  seed: %d" % int(seed), ""]
     spec = os.path.join(out, "spec.yaml")
     with open(spec, "w") as f:
         f.write("\n".join(lines))
-    if note:
-        sys.stderr.write("ttpred export: note: %s\n" % note)
+    for n_ in (note, sched_note):
+        if n_:
+            sys.stderr.write("ttpred export: note: %s\n" % n_)
     return spec
 
 

@@ -1,6 +1,7 @@
 // JSON (docs/json.md) and the human summary of a Prediction.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,10 @@ std::string schedule_text(const Schedule& c) {
   std::string o = c.type;
   if (c.type == "step") o += fmt::format(" x{} every {} steps", c.gamma, c.step_size);
   if (c.type == "cosine" || c.type == "linear") o += fmt::format(" to min_lr {}", c.min_lr);
+  if (c.type == "table" && !c.factors.empty())
+    o += fmt::format(" of {} steps, x{:.3g} to x{:.3g}", c.factors.size(),
+                     *std::min_element(c.factors.begin(), c.factors.end()),
+                     *std::max_element(c.factors.begin(), c.factors.end()));
   if (c.warmup_steps > 0) o += fmt::format(", warm-up {} steps", c.warmup_steps);
   return o + " (stepped after every optimizer step)";
 }
@@ -52,6 +57,7 @@ std::string to_json(const Prediction& p) {
                     {"accumulation_steps", s.accumulation_steps}, {"global_batch", s.global_batch()}};
   j["schedule"] = {{"type", s.schedule.type}, {"warmup_steps", s.schedule.warmup_steps},
                    {"step_size", s.schedule.step_size}, {"gamma", s.schedule.gamma}, {"min_lr", s.schedule.min_lr}};
+  if (s.schedule.type == "table") j["schedule"]["factors"] = s.schedule.factors;
   j["target"] = {{"kind", to_string(s.target)}, {"value", s.target_value}};
   j["steps"] = p.steps;
   j["reached"] = p.reached;

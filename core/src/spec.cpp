@@ -120,9 +120,37 @@ double Schedule::at(double lr, int64_t t, int64_t horizon) const {
     v = min_lr + (lr - min_lr) * (1 + std::cos(M_PI * double(t) / T)) / 2;
   else if (type == "linear")
     v = lr + (min_lr - lr) * double(t) / T;
+  else if (type == "table" && !factors.empty())
+    v = lr * factors[size_t(std::clamp<int64_t>(t, 0, int64_t(factors.size()) - 1))];
   if (t < warmup_steps) v *= double(t + 1) / double(warmup_steps);
   return v;
 }
+
+namespace {
+// optimizer.schedule.factors: a non-empty list of finite numbers >= 0, one per step.
+std::vector<double> schedule_factors(Spec& s, const YAML::Node& n) {
+  constexpr size_t kMaxFactors = 10000000;
+  const char* key = "optimizer.schedule.factors";
+  if (!n.IsSequence() || n.size() == 0) s.fail(key, "must be a non-empty list of numbers (lr_t / lr, one per step)");
+  if (n.size() > kMaxFactors) s.fail(key, "has " + std::to_string(n.size()) + " entries (at most 10000000)");
+  std::vector<double> f;
+  f.reserve(n.size());
+  for (size_t i = 0; i < n.size(); ++i) {
+    double v = 0;
+    bool ok = n[i].IsScalar();
+    try {
+      if (ok) v = n[i].as<double>();
+    } catch (const YAML::Exception&) {
+      ok = false;
+    }
+    if (!ok || !std::isfinite(v) || v < 0)
+      s.fail(key, "entry " + std::to_string(i) + " must be a finite number >= 0 (got '" +
+                      (n[i].IsScalar() ? n[i].Scalar() : std::string("a list or map")) + "')");
+    f.push_back(v);
+  }
+  return f;
+}
+}  // namespace
 
 Spec parse_spec(const std::string& text, const std::string& file, const std::string& dir) {
   Spec s;
@@ -289,11 +317,16 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
              "weight_decay", "schedule"});
     if (o.has("schedule")) {
       Reader sc(s, o.map("schedule"), "optimizer.schedule.");
-      sc.allow({"type", "warmup_steps", "step_size", "gamma", "min_lr"});
+      sc.allow({"type", "warmup_steps", "step_size", "gamma", "min_lr", "factors"});
       if (sc.has("type")) s.schedule.type = sc.string("type");
       if (s.schedule.type != "constant" && s.schedule.type != "step" && s.schedule.type != "cosine" &&
-          s.schedule.type != "linear")
-        s.fail("optimizer.schedule.type", "must be constant, step, cosine or linear (got '" + s.schedule.type + "')");
+          s.schedule.type != "linear" && s.schedule.type != "table")
+        s.fail("optimizer.schedule.type",
+               "must be constant, step, cosine, linear or table (got '" + s.schedule.type + "')");
+      if (sc.has("factors") != (s.schedule.type == "table"))
+        s.fail(sc.has("factors") ? "optimizer.schedule.factors" : "optimizer.schedule",
+               sc.has("factors") ? "is for type: table only" : "the table schedule needs factors (lr_t / lr per step)");
+      if (sc.has("factors")) s.schedule.factors = schedule_factors(s, sc.node_["factors"]);
       if (sc.has("warmup_steps")) s.schedule.warmup_steps = sc.integer_in("warmup_steps", 0, 100000000);
       if (sc.has("step_size")) s.schedule.step_size = sc.integer_in("step_size", 1, 100000000);
       if (s.schedule.type == "step" && s.schedule.step_size == 0)

@@ -86,7 +86,102 @@ def main(src, estimate):
     check(r.returncode == 0, "ttpred-export data converts it (%s)" % r.stderr.strip())
     xs2, ys2 = torch.load(os.path.join(tmp, "job", "data.pt"))
     check(torch.equal(xs2, x) and torch.equal(ys2, y), "the converted file holds the dataset's tensors")
+
+    schedulers(ttpred_export, model, loader, tmp, estimate)
     shutil.rmtree(tmp)
+
+
+def spec_schedule(path):
+    """optimizer.lr and optimizer.schedule of a written spec (the line ttpred export writes)."""
+    import yaml
+    with open(path) as f:
+        o = yaml.safe_load(f)["optimizer"]
+    return o["lr"], o.get("schedule")
+
+
+def lr_at(lr, sched, t):
+    """ttpred's lr_t for the schedules export writes (docs/spec.md)."""
+    import math
+    if sched is None:
+        return lr
+    if sched["type"] == "step":
+        return lr * sched["gamma"] ** (t // sched["step_size"])
+    if sched["type"] == "table":
+        f = sched["factors"]
+        return lr * f[min(t, len(f) - 1)]
+    raise AssertionError(sched)
+
+
+def replayed(make, steps, per_epoch=None):
+    """The lrs a fresh copy of a scheduler gives over `steps` optimizer steps of real training."""
+    import torch
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    sched = make(opt)
+    out = []
+    for t in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.zero_grad()
+        w.sum().backward()
+        opt.step()
+        if per_epoch is None or (t + 1) % per_epoch == 0:
+            sched.step()
+    return out
+
+
+def schedulers(ttpred_export, model, loader, tmp, estimate):
+    """torch.optim.lr_scheduler objects of the training script become optimizer.schedule."""
+    import torch
+    S = torch.optim.lr_scheduler
+    horizon = 12  # 48 samples, batch 8, 2 epochs
+    cases = [
+        ("cosine", lambda o: S.CosineAnnealingLR(o, T_max=12, eta_min=0.001), "step", "cosine"),
+        ("steplr-epoch", lambda o: S.StepLR(o, step_size=1, gamma=0.5), "epoch", "step"),
+        ("warmup-cosine", lambda o: S.SequentialLR(o, [S.LinearLR(o, start_factor=0.1, total_iters=3),
+                                                       S.CosineAnnealingLR(o, T_max=9)], milestones=[3]),
+         "step", "table"),
+        ("onecycle", lambda o: S.OneCycleLR(o, max_lr=0.1, total_steps=12), "step", "table"),
+        ("lambda", lambda o: S.LambdaLR(o, lambda t: 1.0 / (1 + t)), "step", "table"),
+    ]
+    for name, make, interval, kind in cases:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sched = make(opt)
+        before = (opt.param_groups[0]["lr"], copy_state(sched))
+        spec = ttpred_export.export(model, loader, opt, os.path.join(tmp, name), epochs=2, scheduler=sched,
+                                    scheduler_interval=interval)
+        check((opt.param_groups[0]["lr"], copy_state(sched)) == before,
+              "%s: the training script's optimizer and scheduler are put back as they were" % name)
+        lr, sc = spec_schedule(spec)
+        check(sc is not None and sc["type"] == kind, "%s: written as type %s (%s)" % (name, kind, sc))
+        want = replayed(make, horizon, None if interval == "step" else 6)
+        if kind == "cosine":
+            import math
+            got = [sc["min_lr"] + (lr - sc["min_lr"]) * (1 + math.cos(math.pi * t / horizon)) / 2
+                   for t in range(horizon)]
+        else:
+            got = [lr_at(lr, sc, t) for t in range(horizon)]
+        check(all(abs(a - b) <= 1e-6 * max(a, 1e-9) for a, b in zip(got, want)),
+              "%s: the spec's lr at every step is the scheduler's in real training\n  %s\n  %s" % (name, got, want))
+    r = subprocess.run([estimate, "--spec", os.path.join(tmp, "warmup-cosine", "spec.yaml"), "--json", "--quiet",
+                        "--step-seconds", "0.01", "--runs", "2", "--subset", "16", "--relinearize", "2"],
+                       capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0, "ttpred-estimate takes the table schedule (rc %d: %s)" % (r.returncode, r.stderr.strip()))
+    j = json.loads(r.stdout)
+    check(j["schedule"]["type"] == "table" and len(j["schedule"]["factors"]) >= 10,
+          "the JSON reports the table (%s)" % j["schedule"])
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        ttpred_export.export(model, loader, opt, os.path.join(tmp, "plateau"), epochs=2,
+                             scheduler=S.ReduceLROnPlateau(opt))
+        check(False, "ReduceLROnPlateau is refused")
+    except ValueError as e:
+        check("ReduceLROnPlateau" in str(e) and "validation loss" in str(e), "ReduceLROnPlateau is refused: %s" % e)
+
+
+def copy_state(sched):
+    s = sched.state_dict()
+    return repr(sorted((k, v) for k, v in s.items() if k not in ("_schedulers",)))
 
 
 if __name__ == "__main__":

@@ -143,6 +143,18 @@ TEST_CASE("linear-in-parameters model with a cosine schedule and warm-up: predic
   // The schedule matters: a constant rate gives another curve.
   h.schedule = Schedule{};
   CHECK(simulate(p, h, so).loss.back() != doctest::Approx(pred.loss.back()).epsilon(1e-3));
+
+  // A table (what ttpred-export writes for OneCycleLR, SequentialLR, LambdaLR ...): a one-cycle
+  // shape up and down, shorter than the horizon so that its last factor holds.
+  h.schedule.type = "table";
+  for (int t = 0; t < 40; ++t) h.schedule.factors.push_back(t < 10 ? 0.1 + 0.09 * t : 1.0 - 0.022 * (t - 10));
+  Curves tpred = simulate(p, h, so);
+  Model fresh(dir + "/linear_rf.pt", "cpu");  // finetune() trained m
+  FinetuneResult treal = finetune(fresh, d, idx, p.loss, p.y, h, fo);
+  REQUIRE(treal.loss.size() == tpred.loss.size());
+  for (size_t t = 0; t < treal.loss.size(); ++t)
+    CHECK(tpred.loss[t] == doctest::Approx(treal.loss[t]).epsilon(2e-3));
+  CHECK(tpred.loss.back() != doctest::Approx(pred.loss.back()).epsilon(1e-3));
 }
 
 namespace {

@@ -587,6 +587,30 @@ TEST_CASE("learning-rate schedules follow PyTorch's schedulers, per step") {
   CHECK(s.schedule.min_lr == 0.001);
   check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: exponential}"), 8, "optimizer.schedule.type");
   check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: step}"), 8, "step_size");
+
+  // table: lr × factors[t], the last factor holding past the end.
+  ttpred::Schedule tab;
+  tab.type = "table";
+  tab.factors = {0.5, 1.0, 0.25};
+  CHECK(tab.at(0.1, 0, 100) == doctest::Approx(0.05));
+  CHECK(tab.at(0.1, 1, 100) == doctest::Approx(0.1));
+  CHECK(tab.at(0.1, 2, 100) == doctest::Approx(0.025));
+  CHECK(tab.at(0.1, 99, 100) == doctest::Approx(0.025));
+  tab.warmup_steps = 2;  // a warm-up still multiplies
+  CHECK(tab.at(0.1, 0, 100) == doctest::Approx(0.025));
+  Spec t = parse_spec(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: table, factors: [0, 0.5, 1]}"),
+                      "spec.yaml", "/tmp");
+  CHECK(t.schedule.type == "table");
+  CHECK(t.schedule.factors == std::vector<double>{0, 0.5, 1});
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: table}"), 8, "factors");
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: table, factors: []}"), 8,
+                   "optimizer.schedule.factors");
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule:\n    type: table\n    factors: [1, -1]"), 10,
+                   "entry 1");
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule:\n    type: table\n    factors: [1, abc]"), 10,
+                   "entry 1");
+  check_spec_error(replace_line(kBase, 7, "  lr: 0.1\n  schedule: {type: cosine, factors: [1]}"), 8,
+                   "type: table only");
 }
 
 TEST_CASE("engine keys of the later stages: values and errors") {

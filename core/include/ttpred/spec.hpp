@@ -22,6 +22,7 @@ const char* to_string(TargetKind k);
 //   step:     lr * gamma^floor(t / step_size)                  (StepLR)
 //   cosine:   min_lr + (lr - min_lr) (1 + cos(pi t / T)) / 2    (CosineAnnealingLR, T_max = T)
 //   linear:   lr + (min_lr - lr) t / T                          (LinearLR to min_lr)
+//   table:    lr * factors[min(t, size - 1)]   (any scheduler, replayed by ttpred-export)
 // then a linear warm-up multiplies by (t + 1) / warmup_steps for t < warmup_steps.
 struct Schedule {
   std::string type = "constant";
@@ -29,6 +30,7 @@ struct Schedule {
   int64_t step_size = 0;
   double gamma = 0.1;
   double min_lr = 0.0;
+  std::vector<double> factors;  // table: lr_t / lr, one per step from t = 0
   double at(double lr, int64_t t, int64_t horizon) const;
 };
 
