@@ -10,6 +10,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
 
 #include "ttpred/error.hpp"
 
@@ -148,27 +152,85 @@ void Overrides::apply(Spec& s) const {
 }
 
 namespace {
-bool g_progress_shown = false;
+
+// The progress line on stderr (a TTY only): "tool: phase  42% (420/1000)  12 s". A heartbeat
+// thread redraws it once a second with the elapsed time, so that a phase that cannot count its
+// work (one LAPACK eigendecomposition, a copy of Θ) still shows that ttpred is working.
+class ProgressLine {
+ public:
+  void start(const std::string& tool) {
+    std::lock_guard<std::mutex> lock(mu_);
+    tool_ = tool;
+    t0_ = last_ = std::chrono::steady_clock::now();
+    if (!beat_.joinable()) beat_ = std::thread([this] { heartbeat(); });
+  }
+  void update(const char* phase, int64_t done, int64_t total) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto t = std::chrono::steady_clock::now();
+    // At most 10 lines a second, but a new phase and a phase's end always show.
+    if (done != total && phase_ == phase && t - last_ < std::chrono::milliseconds(100)) {
+      done_ = done, total_ = total;
+      return;
+    }
+    phase_ = phase, done_ = done, total_ = total;
+    draw(t);
+  }
+  void end() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      if (shown_) std::fprintf(stderr, "\r\033[K"), std::fflush(stderr);
+      shown_ = false;
+      phase_.clear();
+    }
+    cv_.notify_all();
+    if (beat_.joinable()) beat_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+  }
+  ~ProgressLine() { end(); }
+
+ private:
+  void draw(std::chrono::steady_clock::time_point t) {  // with mu_ held
+    last_ = t;
+    const long secs = long(std::chrono::duration_cast<std::chrono::seconds>(t - t0_).count());
+    std::fprintf(stderr, "\r%s: %-11s %3d%% (%lld/%lld)  %ld s\033[K", tool_.c_str(), phase_.c_str(),
+                 int(100 * done_ / std::max<int64_t>(1, total_)), (long long)done_, (long long)total_, secs);
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void heartbeat() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(250));
+      const auto t = std::chrono::steady_clock::now();
+      if (!stop_ && !phase_.empty() && t - last_ >= std::chrono::seconds(1)) draw(t);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread beat_;
+  std::string tool_, phase_;
+  int64_t done_ = 0, total_ = 0;
+  std::chrono::steady_clock::time_point t0_, last_;
+  bool shown_ = false, stop_ = false;
+};
+
+ProgressLine& progress_line() {
+  static ProgressLine line;
+  return line;
 }
+
+}  // namespace
 
 Progress make_progress(const std::string& tool, bool quiet) {
   if (quiet || !isatty(STDERR_FILENO)) return {};
-  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
-  return [tool, last](const char* phase, int64_t done, int64_t total) {
-    auto t = std::chrono::steady_clock::now();
-    if (done != total && t - *last < std::chrono::milliseconds(100)) return;
-    *last = t;
-    std::fprintf(stderr, "\r%s: %-9s %3d%% (%lld/%lld)\033[K", tool.c_str(), phase,
-                 int(100 * done / std::max<int64_t>(1, total)), (long long)done, (long long)total);
-    std::fflush(stderr);
-    g_progress_shown = true;
-  };
+  progress_line().start(tool);
+  return [](const char* phase, int64_t done, int64_t total) { progress_line().update(phase, done, total); };
 }
 
-void end_progress() {
-  if (g_progress_shown) std::fprintf(stderr, "\r\033[K");
-  g_progress_shown = false;
-}
+void end_progress() { progress_line().end(); }
 
 int guarded(const std::string& tool, const std::function<int()>& body) {
   try {

@@ -110,11 +110,14 @@ void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey,
   if (P.subset < P.size && s.extrapolate) {
     // Both kernels extrapolated to N from the residual at w0 (§5).
     const double t_ex = now();
+    if (job.opt.progress) job.opt.progress("extrapolate", 0, 2);
     prob = extrapolated_at(K.extrapolated, K.prob, P.size, s.seed).first;
+    if (job.opt.progress) job.opt.progress("extrapolate", 1, 2);
     ExtrapolatedByN once;
     Problem pp = K.prob;
     pp.theta = pk.theta;
     const auto& [q, shared] = extrapolated_at(once, pp, P.size, s.seed);
+    if (job.opt.progress) job.opt.progress("extrapolate", 2, 2);
     pk.theta = q.theta;
     P.extrapolated = true;
     P.shared_modes = shared;
@@ -238,7 +241,11 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     auto extrapolated = [&](ExtrapolatedByN& cache, const Problem& raw) -> const Problem& {
       if (!extrap) return raw;
       const double t_ex = now();
+      // One eigendecomposition of Θ (seconds at large N0·C): a phase of its own.
+      const bool fresh = cache.find(P.size) == cache.end();
+      if (fresh && opt.progress) opt.progress("extrapolate", 0, 1);
       const auto& [q, shared] = extrapolated_at(cache, raw, P.size, s.seed);
+      if (fresh && opt.progress) opt.progress("extrapolate", 1, 1);
       extrapolate_seconds += now() - t_ex;
       P.extrapolated = true;
       P.shared_modes = shared;
@@ -311,11 +318,13 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     Check chk;
     if (extrap && std::isfinite(cv.loss.back())) {
       const double t_ex = now();
+      SimOptions sc = so;  // the self-check's simulations, shown as a phase of their own
+      if (opt.progress) sc.progress = [&](int64_t done, int64_t total) { opt.progress("self-check", done, total); };
       if (P.relinearized_at > 0 && A) {
-        if (!A->checked) A->check = extrapolation_check(A->raw, A->after, so, s), A->checked = true;
+        if (!A->checked) A->check = extrapolation_check(A->raw, A->after, sc, s), A->checked = true;
         chk = A->check;
       } else {
-        chk = extrapolation_check(K.prob, h, so, s);
+        chk = extrapolation_check(K.prob, h, sc, s);
       }
       extrapolate_seconds += now() - t_ex;
     }

@@ -177,8 +177,12 @@ Check extrapolation_check(const Problem& raw, const Hyper& h, const SimOptions& 
   const Problem sub = extrapolated_problem(restrict_problem(raw, pos), n0, s.seed, nullptr);
   SimOptions o = so;
   o.runs = std::min(so.runs, 8);
-  o.progress = nullptr;
-  const Curves a = simulate(sub, h, o), b = simulate(raw, h, o);
+  // so.progress sees both simulations as one: the runs on N0/4 -> N0, then those on N0.
+  const auto report = so.progress;
+  if (report) o.progress = [&report](int64_t done, int64_t total) { report(done, 2 * total); };
+  const Curves a = simulate(sub, h, o);
+  if (report) o.progress = [&report](int64_t done, int64_t total) { report(total + done, 2 * total); };
+  const Curves b = simulate(raw, h, o);
   Check c;
   c.from = n1;
   c.steps = a.step[size_t(target_index(a.loss, a.acc, s.target, s.target_value))];

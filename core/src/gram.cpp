@@ -290,16 +290,23 @@ Eigen::MatrixXd jw0_central_difference(Model::Impl& m, const Dataset& d, const s
 }
 
 // J Jᵀ, computing only the upper block triangle and mirroring it.
-torch::Tensor gram_product(const torch::Tensor& J, bool symmetric) {
+torch::Tensor gram_product(const torch::Tensor& J, bool symmetric, const Progress& progress) {
   const int64_t rows = J.size(0);
   if (!symmetric || rows < 1024) return torch::mm(J, J.t());
   torch::Tensor G = torch::empty({rows, rows}, J.options());
   const int64_t blocks = 8, bs = (rows + blocks - 1) / blocks;  // 9/16 of the flops of mm
+  // Block k costs (blocks - k) units: the progress counts flops.
+  const int64_t units = blocks * (blocks + 1) / 2;
+  int64_t done = 0;
+  if (progress) progress("gram", 0, units);
   for (int64_t s = 0; s < rows; s += bs) {
     const int64_t len = std::min(bs, rows - s), rest = rows - s;
     torch::Tensor S = torch::mm(J.narrow(0, s, len), J.narrow(0, s, rest).t());  // [len, rest]
     G.narrow(0, s, len).narrow(1, s, rest).copy_(S);
     if (rest > len) G.narrow(0, s + len, rest - len).narrow(1, s, len).copy_(S.narrow(1, len, rest - len).t());
+    if (progress && J.is_cuda()) torch::cuda::synchronize();  // count finished work, not queued kernels
+    done += (rest + bs - 1) / bs;
+    if (progress) progress("gram", std::min(done, units), units);
   }
   return G;
 }
@@ -437,7 +444,7 @@ Gram gram_fast(const Model& model, const Dataset& d, const std::vector<int64_t>&
       for (int64_t i = 0; i < n; ++i)
         for (int64_t c = 0; c < C; ++c) g.theta(i * C + c, l * C + c) = g.kernel(i, l);
   } else {
-    torch::Tensor theta = gram_product(P.J, opt.symmetric_product).to(torch::kCPU, torch::kDouble).contiguous();
+    torch::Tensor theta = gram_product(P.J, opt.symmetric_product, opt.progress).to(torch::kCPU, torch::kDouble).contiguous();
     // Θ is symmetric: Eigen's column-major map of the row-major buffer is Θᵀ = Θ.
     g.theta = Eigen::Map<const Eigen::MatrixXd>(theta.data_ptr<double>(), rows, rows);
     g.theta = 0.5 * (g.theta + g.theta.transpose()).eval();

@@ -392,6 +392,39 @@ TEST_CASE("estimate: the small job runs, and overrides apply") {
   CHECK(has(b.err, "optimizer.batch_size"));
 }
 
+// Progress is for people: on a TTY (script(1) gives the tool one) each phase shows on one
+// redrawn stderr line, cleared before the output; never with --quiet or without a TTY.
+TEST_CASE("estimate: progress on stderr on a TTY only, cleared before the result") {
+  if (std::system("script -q -e -c true /dev/null >/dev/null 2>&1") != 0) {
+    MESSAGE("script(1) (bsdutils) or a pseudo-terminal is missing: skipped");
+    return;
+  }
+  TempDir t;
+  const std::string spec = t.write("spec.yaml", small_spec());
+  auto on_tty = [&](const std::string& extra) {
+    const std::string cmd = "timeout 300 " + q(ESTIMATE_BIN) + " --spec " + q(spec) + " --json" + extra + " >" +
+                            q((t.path / "out.json").string());
+    Result r = run("script", {"-q", "-e", "-c", cmd, (t.path / "typescript").string()});
+    r.err = read_file(t.path / "typescript");  // what the TTY showed: stderr only (stdout goes to out.json)
+    r.out = read_file(t.path / "out.json");
+    return r;
+  };
+  Result r = on_tty("");
+  INFO("tty: " << r.err);
+  REQUIRE(r.code == 0);
+  for (const char* phase : {"load", "jacobian", "sgd steps", "simulate"})
+    CHECK(has(r.err, std::string("\rttpred-estimate: ") + phase));
+  CHECK(has(r.err, "% ("));
+  CHECK(has(r.err, "\r\033[K"));  // the line is cleared at the end
+  CHECK(json::parse(r.out)["steps"].is_number());
+  Result quiet = on_tty(" --quiet");
+  REQUIRE(quiet.code == 0);
+  CHECK_FALSE(has(quiet.err, "jacobian"));
+  Result plain = estimate({"--spec", spec, "--json"});  // stderr is a file
+  REQUIRE(plain.code == 0);
+  CHECK_FALSE(has(plain.err, "jacobian"));
+}
+
 // Regression (fixed): docs/json.md says `spec` is the absolute path of the spec file, but
 // load_spec() (core/src/spec.cpp) keeps the path as typed in Spec::file, and
 // to_json() (core/src/report.cpp) prints it as is: `--spec spec.yaml` gives "spec.yaml".

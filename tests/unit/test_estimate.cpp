@@ -5,6 +5,9 @@
 #include <cmath>
 
 #include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "ttpred/error.hpp"
@@ -119,6 +122,39 @@ TEST_CASE("a subset of the data, and a dataset larger than the file") {
   CHECK(r.steps <= r.steps_hi);
   s.data.subset = 100;  // more than the file holds
   CHECK_THROWS_AS(estimate(s), Error);
+}
+
+TEST_CASE("progress: every phase reports, in order within it, and ends at its total") {
+  // N0 = 64 of N = 200, re-linearized: every phase the CLI shows on a TTY.
+  Spec s = small_spec();
+  s.data.size = 200;
+  s.data.subset = 64;
+  s.epochs = 2;
+  std::vector<std::string> order;                 // phases in the order they start
+  std::map<std::string, std::pair<int64_t, int64_t>> last;  // last (done, total) per phase
+  bool monotone = true;
+  EstimateOptions opt;
+  opt.progress = [&](const char* phase, int64_t done, int64_t total) {
+    const std::string p = phase;
+    auto it = last.find(p);
+    // A phase that comes back after another one is a new pass (Θ at w_K, the simulation from w_K).
+    if (order.empty() || order.back() != p) order.push_back(p), it = last.end();
+    if (it != last.end() && order.back() == p && it->second.second == total && done < it->second.first) {
+      MESSAGE("phase " << p << " went back from " << it->second.first << " to " << done << " of " << total);
+      monotone = false;
+    }
+    last[p] = {done, total};
+  };
+  Prediction pr = estimate(s, opt);
+  CHECK(pr.extrapolated);
+  CHECK(pr.check_from > 0);  // the self-check ran
+  for (const char* want : {"load", "jacobian", "sgd steps", "extrapolate", "simulate", "self-check"}) {
+    CAPTURE(want);
+    REQUIRE(last.count(want));
+    CHECK(last[want].first == last[want].second);
+  }
+  CHECK(monotone);
+  CHECK(order.front() == "load");
 }
 
 TEST_CASE("full batch: one deterministic run; the band is the method's measured error alone") {

@@ -195,7 +195,17 @@ TEST_CASE("symmetric block product equals the plain one") {
   GramOptions o;
   o.projection = "exact";
   o.method = "fast";
+  // The block product shows its progress (phase "gram"), in flops, from 0 to the end.
+  std::vector<std::pair<int64_t, int64_t>> gram;
+  o.progress = [&](const char* phase, int64_t done, int64_t total) {
+    if (std::string(phase) == "gram") gram.emplace_back(done, total);
+  };
   const Gram a = compute_gram(m, d, idx, o);
+  REQUIRE(gram.size() >= 3);
+  CHECK(gram.front().first == 0);
+  CHECK(gram.back().first == gram.back().second);
+  for (size_t k = 1; k < gram.size(); ++k) CHECK(gram[k].first > gram[k - 1].first);
+  o.progress = nullptr;
   o.symmetric_product = false;
   const Gram b = compute_gram(m, d, idx, o);
   CHECK(rel_diff(a.theta, b.theta) <= 1e-6);
