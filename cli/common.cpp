@@ -265,6 +265,19 @@ int parse(CLI::App& app, int argc, char** argv, const std::string& tool) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::ExtrasError&) {
+    // CLI11 lists the extras last first ("3 --trace-ntk 5 --runs"): name the first unknown option.
+    std::string first;
+    for (const auto& a : app.remaining())
+      if (a.size() > 1 && a[0] == '-') {
+        first = a;
+        break;
+      }
+    if (first.empty() && !app.remaining().empty()) first = app.remaining().front();
+    const bool option = first.size() > 1 && first[0] == '-';
+    std::fprintf(stderr, "%s: error: %s '%s' (see --help)\n", tool.c_str(),
+                 option ? "unknown option" : "unexpected argument", first.substr(0, 200).c_str());
+    return int(Exit::usage);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "%s: error: %s (see --help)\n", tool.c_str(), e.what());
     return int(Exit::usage);

@@ -355,6 +355,10 @@ TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own
   }
   Result fr = run(FINETUNE_BIN, {"--runs", "5", "--trace-ntk", "3", "--no-training"});
   check_error(fr, 2, "ttpred-finetune");
+  CHECK(has(fr.err, "unknown option '--runs'"));  // the first one, as typed
+  Result extra = estimate({"--json", "stray"});
+  check_error(extra, 2);
+  CHECK(has(extra.err, "unexpected argument 'stray'"));
   // An output that cannot be written fails before the work.
   Result p = estimate({"--plot", "/nonexistent-dir/curves.svg", "--json"});
   check_error(p, 4);
