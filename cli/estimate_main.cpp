@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,7 +14,9 @@
 #include "common.hpp"
 #include "ttpred/cache.hpp"
 #include "ttpred/error.hpp"
+#ifndef TTPRED_FRONT
 #include "ttpred/estimate.hpp"
+#endif
 
 namespace {
 
@@ -77,6 +80,31 @@ std::string mark_hit(const std::string& json) {
   return json.substr(0, brace + 1) + "\"cache_hit\": true, " + json.substr(brace + 1);
 }
 
+#ifdef TTPRED_FRONT
+// The engine, a separate binary that links LibTorch (about 0.6 s to load, more than a
+// cached answer takes): next to this one in a build tree, in libexec/ttpred once installed.
+[[noreturn]] void exec_engine(char** argv, const std::string& tool) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::filesystem::path> candidates;
+  if (const char* e = std::getenv("TTPRED_ENGINE")) candidates.emplace_back(e);
+  if (!ec) {
+    candidates.push_back(self.parent_path() / "ttpred-estimate-engine");
+    candidates.push_back(self.parent_path().parent_path() / "libexec" / "ttpred" / "ttpred-estimate-engine");
+  }
+  for (const auto& c : candidates)
+    if (::access(c.c_str(), X_OK) == 0) {
+      ::execv(c.c_str(), argv);
+      break;  // found but cannot be run: report it
+    }
+  std::fprintf(stderr, "%s: internal error: the prediction engine ttpred-estimate-engine is missing or cannot run "
+               "(looked next to %s and in ../libexec/ttpred; TTPRED_ENGINE names it)\n",
+               tool.c_str(), ec ? "this program" : self.c_str());
+  std::fflush(stderr);
+  std::_Exit(int(ttpred::Exit::internal));
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -121,11 +149,14 @@ int main(int argc, char** argv) {
 
   return cli::guarded(tool, [&] {
     if (!plot.empty()) cli::check_writable(plot, "--plot");  // before the work, not after it
+    std::string notice;  // shown once: by the engine, or by the front with a cached answer
     if (spec_path.empty()) {
       spec_path = default_spec_path();
-      if (!quiet) std::fprintf(stderr, "%s: no --spec given: using the embedded default %s\n", tool.c_str(),
-                               spec_path.c_str());
+      if (!quiet) notice = tool + ": no --spec given: using the embedded default " + spec_path + "\n";
     }
+#ifndef TTPRED_FRONT
+    std::fputs(notice.c_str(), stderr);
+#endif
     Spec spec = load_spec(spec_path);
     ov.apply(spec);
     // A cap: the smaller of --max-seconds and the spec's engine.max_seconds (a plugstack default cannot be raised).
@@ -134,6 +165,26 @@ int main(int argc, char** argv) {
       spec.lines.erase("engine.max_seconds");  // messages must not point at the spec's value
     }
     validate(spec);
+    const bool use_pred_cache = !cache_dir.empty() && plot.empty() && !no_cache;
+    std::string key;
+    if (use_pred_cache) {
+      key = prediction_key(spec, spec_path, key_args);
+      if (auto hit = prediction_cache_load(cache_dir, key)) {
+#ifdef TTPRED_FRONT
+        std::fputs(notice.c_str(), stderr);
+#endif
+        std::fputs((json ? mark_hit(hit->out) : hit->out).c_str(), stdout);
+        std::fputs(hit->err.c_str(), stderr);
+        if (!quiet) std::fprintf(stderr, "%s: prediction from the cache %s/%s.pred\n", tool.c_str(),
+                                 cache_dir.c_str(), key.c_str());
+        return 0;
+      }
+    }
+#ifdef TTPRED_FRONT
+    // Not in the cache: the engine does the same checks again (they take milliseconds) and the work.
+    std::fflush(stdout);
+    exec_engine(argv, tool);
+#else
     EstimateOptions opt;
     opt.progress = cli::make_progress(tool, quiet);
     opt.curve_points = curve_points;
@@ -147,18 +198,6 @@ int main(int argc, char** argv) {
       ok = std::fclose(f) == 0 && ok;
       if (!ok) throw Error(Exit::input, plot + ": write failed");
     };
-    const bool use_pred_cache = !cache_dir.empty() && plot.empty() && !no_cache;
-    std::string key;
-    if (use_pred_cache) {
-      key = prediction_key(spec, spec_path, key_args);
-      if (auto hit = prediction_cache_load(cache_dir, key)) {
-        std::fputs((json ? mark_hit(hit->out) : hit->out).c_str(), stdout);
-        std::fputs(hit->err.c_str(), stderr);
-        if (!quiet) std::fprintf(stderr, "%s: prediction from the cache %s/%s.pred\n", tool.c_str(),
-                                 cache_dir.c_str(), key.c_str());
-        return 0;
-      }
-    }
     CachedOutput result;
     if (!spec.sweep.empty()) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -190,5 +229,6 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: warning: cannot write the prediction cache %s (it must be a directory of this user "
                    "that no one else can write to)\n", tool.c_str(), cache_dir.c_str());
     return 0;
+#endif
   });
 }

@@ -259,7 +259,8 @@ std::string gram_cache_key(const std::string& model_path, const Dataset& d, cons
     }
     h.pod(bytes);
   }
-  const int64_t k = d.sample_numel();
+  int64_t k = 1;  // d.sample_numel(), here so that this file needs nothing of data.cpp (ttpred_spec)
+  for (int64_t s : d.sample_shape) k *= s;
   h.pod(int64_t(d.sample_shape.size()));
   for (int64_t s : d.sample_shape) h.pod(s);
   h.pod(int64_t(idx.size()));

@@ -715,6 +715,49 @@ TEST_CASE("finetune and estimate: the issue's AdamW form, label smoothing, accum
   CHECK(has(b.err, "optimizer.betas: must be two numbers in [0, 1)"));
 }
 
+// ttpred-estimate is a front without LibTorch that answers cache hits itself and execs
+// ttpred-estimate-engine otherwise: next to it (build tree) or in ../libexec/ttpred (installed).
+TEST_CASE("estimate: the front finds its engine where it is installed, and a cache hit needs no engine") {
+  TempDir t;
+  const std::string spec = t.write("spec.yaml", small_spec());
+  const fs::path engine = fs::path(ESTIMATE_BIN).parent_path() / "ttpred-estimate-engine";
+  REQUIRE(fs::exists(engine));
+  // The installed layout: PREFIX/bin/ttpred-estimate, PREFIX/libexec/ttpred/ttpred-estimate-engine.
+  fs::create_directories(t.path / "prefix" / "bin");
+  fs::create_directories(t.path / "prefix" / "libexec" / "ttpred");
+  const fs::path front = t.path / "prefix" / "bin" / "ttpred-estimate";
+  fs::copy_file(ESTIMATE_BIN, front);
+  fs::create_symlink(engine, t.path / "prefix" / "libexec" / "ttpred" / "ttpred-estimate-engine");
+  const std::string dir = (t.path / "pred-cache").string();
+  Result a = run(front.string(), {"--spec", spec, "--json", "--cache-dir", dir});
+  INFO("stderr: " << a.err);
+  REQUIRE(a.code == 0);
+  CHECK_FALSE(json::parse(a.out).contains("cache_hit"));
+  // Without any engine: the cached answer still comes, an uncached one is a one-line error.
+  fs::remove(t.path / "prefix" / "libexec" / "ttpred" / "ttpred-estimate-engine");
+  Result b = run(front.string(), {"--spec", spec, "--json", "--cache-dir", dir});
+  REQUIRE(b.code == 0);
+  CHECK(json::parse(b.out)["cache_hit"] == true);
+  Result c = run(front.string(), {"--spec", spec, "--json", "--cache-dir", dir, "--steps", "30"});
+  CHECK(c.code == 1);
+  CHECK(c.out.empty());
+  CHECK(lines_of(c.err).size() == 1u);
+  CHECK(has(c.err, "ttpred-estimate: internal error: the prediction engine ttpred-estimate-engine is missing"));
+  // Spec errors and --help come from the front alone, the same as from the engine.
+  Result h = run(front.string(), {"--help"});
+  CHECK(h.code == 0);
+  CHECK(has(h.out, "--cache-dir"));
+  const std::string bad = t.write("bad.yaml", small_spec() + "bogus: 1\n");
+  Result e = run(front.string(), {"--spec", bad});
+  check_error(e, 3);
+  CHECK(e.err == run(engine.string(), {"--spec", bad}).err);
+  // TTPRED_ENGINE names another engine.
+  Result f = run("/usr/bin/env", {"TTPRED_ENGINE=" + engine.string(), front.string(), "--spec", spec, "--json",
+                                  "--steps", "30"});
+  CHECK(f.code == 0);
+  CHECK(json::parse(f.out)["horizon_steps"] == 30);
+}
+
 TEST_CASE("estimate --cache-dir: a repeated prediction comes from the cache, a changed input does not") {
   TempDir t;
   const std::string spec = t.write("spec.yaml", small_spec());
