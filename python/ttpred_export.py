@@ -204,7 +204,8 @@ def _yaml_value(v):
 
 
 def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=None, batch_size=None,
-           samples=2000, loss=None, seed=0, example=None, scheduler=None, scheduler_interval="step"):
+           samples=2000, loss=None, seed=0, example=None, scheduler=None, scheduler_interval="step",
+           clip_grad_norm=None):
     """Write OUT/model.pt, OUT/data.pt and OUT/spec.yaml for ttpred; returns the spec's path.
 
     model: the nn.Module being fine-tuned (its current weights are the pre-trained w0).
@@ -217,6 +218,8 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
         (scheduler_interval="step") or once per epoch ("epoch"). It is replayed over the horizon
         and put back as it was; StepLR and CosineAnnealingLR(T_max = horizon) are written by name,
         any other as optimizer.schedule {type: table, factors: [...]}. ReduceLROnPlateau is refused.
+    clip_grad_norm: the max_norm the training loop passes to torch.nn.utils.clip_grad_norm_
+        (2-norm over all parameters) before optimizer.step(), if it clips.
     """
     torch = _torch()
     dataset = getattr(data, "dataset", data)
@@ -236,6 +239,14 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
     horizon = int(steps) if steps is not None else int(math.ceil(float(epochs or 1) * steps_per_epoch - 1e-9))
     if scheduler is not None and optimizer is None:
         raise ValueError("ttpred export: a scheduler needs its optimizer")
+    if clip_grad_norm is not None:
+        try:
+            clip_grad_norm = float(clip_grad_norm)
+        except (TypeError, ValueError):
+            clip_grad_norm = float("nan")
+        if not (clip_grad_norm > 0 and math.isfinite(clip_grad_norm)):
+            raise ValueError("ttpred export: clip_grad_norm must be a number > 0 (the max_norm of "
+                             "torch.nn.utils.clip_grad_norm_)")
     schedule, sched_note = _schedule_values(scheduler, optimizer, horizon, scheduler_interval, steps_per_epoch)
     os.makedirs(out, exist_ok=True)
     x, y = sample_dataset(dataset, samples, seed)
@@ -253,6 +264,8 @@ def export(model, data, optimizer=None, out="ttpred-job", epochs=None, steps=Non
         sys.stderr.write("ttpred export: note: no optimizer given; lr 0.01 written, edit the spec\n")
         opt = {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
     opt["batch_size"] = int(batch_size)
+    if clip_grad_norm is not None:
+        opt["clip_grad_norm"] = clip_grad_norm
     if schedule is not None:
         opt["lr"] = float(optimizer.param_groups[0].get("initial_lr", opt["lr"]))  # the schedule's base rate
     lines = [

@@ -83,6 +83,29 @@ Eigen::VectorXd flatten(const Eigen::MatrixXd& m) {
   return v;
 }
 
+// torch.nn.utils.clip_grad_norm_'s factor for a gradient of squared norm sq.
+double clip_factor(double max_norm, double sq) {
+  return std::min(1.0, max_norm / (std::sqrt(std::max(sq, 0.0)) + 1e-6));
+}
+
+// ‖∇_w L_B‖² = Σ_{a,b∈B} g_aᵀ Θ[a, b] g_b for the batch `rows` (gb: the B·C scaled
+// output gradients, G = Θ[:, B] gb). With the measured kernel in Problem::theta_norm
+// the sum runs over its blocks; otherwise G already holds Θ[:, B] gb.
+double batch_norm_sq(const Problem& p, const int64_t* rows, int64_t B, const Eigen::VectorXd& gb,
+                     const Eigen::VectorXd& G) {
+  const int64_t C = p.classes();
+  double q = 0;
+  if (!p.theta_norm) {
+    for (int64_t b = 0; b < B; ++b) q += gb.segment(b * C, C).dot(G.segment(rows[b] * C, C));
+    return q;
+  }
+  const Eigen::MatrixXd& T = *p.theta_norm;
+  for (int64_t a = 0; a < B; ++a)
+    for (int64_t b = 0; b < B; ++b)
+      q += gb.segment(a * C, C).dot(T.block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
+  return q;
+}
+
 void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t stride, std::vector<double>& L,
              std::vector<double>& A) {
   const int64_t n = p.n(), C = p.classes(), M = n * C;
@@ -106,20 +129,27 @@ void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t s
   double scale = h.growth != 0 ? kernel_scale(L.front()) : 1.0;
   for (int64_t t = h.t0; t < h.steps; ++t) {
     const int64_t k = t % per_epoch;
+    double sq = 0;  // ‖∇_w L_B‖², for clipping
     if (full) {
       for (int64_t i = 0; i < n; ++i) sample_grad(p, F.data() + i * C, i, G.data() + i * C);
-      G = p.theta * (G / double(n)).eval();
+      const Eigen::VectorXd g = G / double(n);
+      G = p.theta * g;
+      if (h.clip_norm > 0) sq = p.theta_norm ? g.dot(*p.theta_norm * g) : g.dot(G);
     } else {
       if (k == 0 || t == h.t0) perm = epoch_permutation(rng, n);
       // Σ_b Θ[:, i_b] g_b: one gemv per sample on its contiguous column block (no gather).
       G.setZero();
+      const int64_t* rows = perm.data() + k * B;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t i = perm[size_t(k * B + b)];
+        const int64_t i = rows[b];
         sample_grad(p, F.data() + i * C, i, gb.data() + b * C);
-        G.noalias() += p.theta.middleCols(i * C, C) * (gb.segment(b * C, C) / double(B));
+        gb.segment(b * C, C) /= double(B);
+        G.noalias() += p.theta.middleCols(i * C, C) * gb.segment(b * C, C);
       }
+      if (h.clip_norm > 0) sq = batch_norm_sq(p, rows, B, gb, G);
     }
-    if (scale != 1) G *= scale;
+    if (scale != 1) G *= scale, sq *= scale;
+    if (h.clip_norm > 0) G *= clip_factor(h.clip_norm, sq);
     if (h.weight_decay > 0) G += h.weight_decay * (W0 + F - F0);
     u = h.momentum * u + G;
     if (h.nesterov)
@@ -168,6 +198,7 @@ Hyper hyper_of_spec(const Spec& s, int64_t steps) {
   h.eps = s.eps;
   h.weight_decay = s.weight_decay;
   h.label_smoothing = s.label_smoothing;
+  h.clip_norm = s.clip_grad_norm;
   h.batch_size = s.global_batch();
   h.micro_batch = h.batch_size != s.batch_size ? s.batch_size : 0;
   h.steps = steps;
@@ -279,6 +310,7 @@ void adam_weights_run(const Problem& p, const Linearization& lin, const Hyper& h
       sample_grad(p, f.data(), i, g.data());
       grad.noalias() += lin.J.middleRows(i * C, C).transpose() * (g / double(bt.B));
     }
+    if (h.clip_norm > 0) grad *= clip_factor(h.clip_norm, grad.squaredNorm());
     const double lr = h.lr_at(t), k = double(t - h.t0 + 1);
     if (h.optimizer == Optimizer::adam && h.weight_decay > 0) grad += h.weight_decay * (lin.w0 + dw);
     if (h.optimizer == Optimizer::adamw && h.weight_decay > 0) dw -= lr * h.weight_decay * (lin.w0 + dw);
@@ -330,6 +362,20 @@ void adam_function_run(const Problem& p, const Preconditioned& k, const Hyper& h
     for (int64_t a = 0; a < B; ++a)
       for (int64_t b = 0; b < B; ++b)
         q += gb.segment(a * C, C).dot(p.theta.block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
+    if (h.clip_norm > 0) {
+      // Clipping scales the batch gradient by c: its preconditioned image G by c, its
+      // second moment q by c². The norm is the measured one (Problem::theta_norm).
+      double sq = q;
+      if (p.theta_norm) {
+        sq = 0;
+        for (int64_t a = 0; a < B; ++a)
+          for (int64_t b = 0; b < B; ++b)
+            sq += gb.segment(a * C, C).dot(p.theta_norm->block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
+      }
+      const double c = clip_factor(h.clip_norm, sq);
+      G *= c;
+      q *= c * c;
+    }
     const double lr = h.lr_at(t), s = double(t - h.t0 + 1);
     if (h.optimizer == Optimizer::adam && h.weight_decay > 0)  // L2 in the gradient: J P0 (w0 + Δw), Δw ≈ P-mean
       G += h.weight_decay * (PW0 + k.p_ratio * (F - F0));

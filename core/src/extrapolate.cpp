@@ -3,6 +3,7 @@
 #include "stages.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -87,6 +88,12 @@ Problem restrict_problem(const Problem& p, const std::vector<int64_t>& pos) {
   q.theta.resize(m * C, m * C);
   for (int64_t b = 0; b < m * C; ++b)
     for (int64_t a = 0; a < m * C; ++a) q.theta(a, b) = p.theta(rows[size_t(a)], rows[size_t(b)]);
+  if (p.theta_norm) {
+    auto t = std::make_shared<Eigen::MatrixXd>(m * C, m * C);
+    for (int64_t b = 0; b < m * C; ++b)
+      for (int64_t a = 0; a < m * C; ++a) (*t)(a, b) = (*p.theta_norm)(rows[size_t(a)], rows[size_t(b)]);
+    q.theta_norm = std::move(t);
+  }
   auto take = [&](const Eigen::MatrixXd& x) {
     if (x.size() == 0) return Eigen::MatrixXd();
     Eigen::MatrixXd y(m, x.cols());
@@ -109,6 +116,8 @@ Problem extrapolated_problem(const Problem& p, int64_t N, uint64_t seed, double*
   Problem q;
   Extrapolated x = extrapolate_kernel(p.theta, p.classes(), N, loss_gradient(p, p.f0), seed);
   q.theta = std::move(x.theta);
+  // Gradient clipping reads the measured kernel of these samples (Problem::theta_norm).
+  q.theta_norm = p.theta_norm ? p.theta_norm : std::make_shared<const Eigen::MatrixXd>(p.theta);
   q.f0 = p.f0;
   q.jw0 = p.jw0;
   q.u0 = p.u0;

@@ -53,7 +53,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
 // chunk / B: the gradient is the batch mean, as DDP's all-reduce average and a
 // loss divided by the accumulation steps give.
 double train_step(Model::Impl& m, torch::optim::Optimizer& opt, Loss loss, double alpha, int64_t micro,
-                  const Dataset& d, const std::vector<int64_t>& src, const Eigen::MatrixXd& targets,
+                  double clip, const Dataset& d, const std::vector<int64_t>& src, const Eigen::MatrixXd& targets,
                   const std::vector<int64_t>& rows) {
   const double t0 = now();
   opt.zero_grad();
@@ -69,6 +69,8 @@ double train_step(Model::Impl& m, torch::optim::Optimizer& opt, Loss loss, doubl
       (loss_fn(loss, out, targets_of(targets, r, m.device), alpha) * (double(e - a) / double(B))).backward();
     }
   }
+  // torch.nn.utils.clip_grad_norm_(model.parameters(), clip) between backward and step.
+  if (clip > 0) torch::nn::utils::clip_grad_norm_(m.params, clip);
   opt.step();
   if (m.device.is_cuda()) torch::cuda::synchronize();
   return now() - t0;
@@ -146,7 +148,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     optimizer->param_groups()[0].options().set_lr(h.lr_at(t));
     const bool last = t + 1 == h.steps;
     if (opt.keep_outputs && last) evaluate(r, -1, &r.f_prev);
-    train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, d, src, targets, rows);
+    train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, h.clip_norm, d, src, targets, rows);
     const int64_t since = t + 1 - opt.log_from;
     bool log = opt.log_ratio > 1 ? t + 1 >= next_log : since >= 0 && since % opt.log_every == 0;
     if (log && opt.log_ratio > 1)
@@ -193,7 +195,7 @@ std::vector<double> time_train_steps(Model& model, const Dataset& d, Loss loss, 
   for (int s = 0; s < k + 1; ++s) {
     std::vector<int64_t> perm = epoch_permutation(rng, n);
     std::vector<int64_t> rows(perm.begin(), perm.begin() + B);
-    const double sec = train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, d, rows, targets, rows);
+    const double sec = train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, h.clip_norm, d, rows, targets, rows);
     if (s > 0) secs.push_back(sec);  // the first step warms caches and allocators
   }
   m.module.eval();

@@ -54,7 +54,8 @@ std::string to_json(const Prediction& p) {
   j["optimizer"] = {{"name", to_string(s.optimizer)}, {"lr", s.lr}, {"momentum", s.momentum},
                     {"nesterov", s.nesterov}, {"betas", {s.beta1, s.beta2}}, {"eps", s.eps},
                     {"weight_decay", s.weight_decay}, {"batch_size", s.batch_size},
-                    {"accumulation_steps", s.accumulation_steps}, {"global_batch", s.global_batch()}};
+                    {"accumulation_steps", s.accumulation_steps}, {"global_batch", s.global_batch()},
+                    {"clip_grad_norm", s.clip_grad_norm > 0 ? nlohmann::json(s.clip_grad_norm) : nlohmann::json()}};
   j["schedule"] = {{"type", s.schedule.type}, {"warmup_steps", s.schedule.warmup_steps},
                    {"step_size", s.schedule.step_size}, {"gamma", s.schedule.gamma}, {"min_lr", s.schedule.min_lr}};
   if (s.schedule.type == "table") j["schedule"]["factors"] = s.schedule.factors;
@@ -150,7 +151,7 @@ std::string to_table(const Prediction& p) {
                             : fmt::format("N0 -> N: {:.0f} shared modes (no self-check: N0 too small)", p.shared_modes));
   const std::string loss_text =
       std::string(to_string(s.loss)) + (s.label_smoothing > 0 ? fmt::format(" (label smoothing {})", s.label_smoothing) : "");
-  const std::string batch = batch_text(s);
+  const std::string batch = batch_text(s) + (s.clip_grad_norm > 0 ? fmt::format(", gradient norm clipped at {}", s.clip_grad_norm) : "");
   if (s.optimizer == Optimizer::sgd)
     row("training", fmt::format("{} loss, SGD lr {} momentum {}{} weight decay {}, batch {}", loss_text, s.lr, s.momentum,
                                 s.nesterov ? " (Nesterov)" : "", s.weight_decay, batch));

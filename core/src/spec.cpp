@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -314,7 +315,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
   {
     Reader o(s, top.map("optimizer"), "optimizer.");
     o.allow({"name", "type", "lr", "momentum", "nesterov", "betas", "eps", "batch_size", "accumulation_steps",
-             "weight_decay", "schedule"});
+             "weight_decay", "schedule", "clip_grad_norm"});
     if (o.has("schedule")) {
       Reader sc(s, o.map("schedule"), "optimizer.schedule.");
       sc.allow({"type", "warmup_steps", "step_size", "gamma", "min_lr", "factors"});
@@ -366,6 +367,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     if (!o.has("batch_size")) s.fail("optimizer.batch_size", "missing");
     s.batch_size = o.integer("batch_size");
     if (o.has("weight_decay")) s.weight_decay = o.number("weight_decay");
+    if (o.has("clip_grad_norm")) s.clip_grad_norm = o.number("clip_grad_norm");
   }
   if (!top.has("training")) s.fail("training", "missing (steps or epochs)");
   {
@@ -554,6 +556,9 @@ void validate(const Spec& s) {
     bad("optimizer.betas", "must be two numbers in [0, 1) (got [" + num(s.beta1) + ", " + num(s.beta2) + "])");
   if (!(s.eps >= 0) || !std::isfinite(s.eps)) bad("optimizer.eps", "must be >= 0 (got " + num(s.eps) + ")");
   if (s.accumulation_steps < 1) bad("optimizer.accumulation_steps", "must be >= 1");
+  if ((s.clip_grad_norm != 0 || s.lines.count("optimizer.clip_grad_norm")) && !(s.clip_grad_norm > 0 && std::isfinite(s.clip_grad_norm)))
+    bad("optimizer.clip_grad_norm",
+        "must be > 0 (got " + num(s.clip_grad_norm) + "; the max_norm of torch.nn.utils.clip_grad_norm_)");
   if (!(s.label_smoothing >= 0 && s.label_smoothing < 1))
     bad("loss.label_smoothing", "must be in [0, 1) (got " + num(s.label_smoothing) + ")");
   if (s.label_smoothing > 0 && s.loss != Loss::cross_entropy)

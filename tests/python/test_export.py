@@ -62,13 +62,21 @@ def main(src, estimate):
 
     # Adam: the keys another part of ttpred reads, written only then.
     adam = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01)
-    spec2 = ttpred_export.export(model, loader, adam, os.path.join(tmp, "adam"), steps=10)
+    spec2 = ttpred_export.export(model, loader, adam, os.path.join(tmp, "adam"), steps=10, clip_grad_norm=1.0)
     t2 = open(spec2).read()
     check("name: adamw" in t2 and "betas: [0.9, 0.99]" in t2 and "steps: 10" in t2, "AdamW's keys written")
+    check("clip_grad_norm: 1.0" in t2, "the training loop's clip_grad_norm_ max_norm written")
     r = subprocess.run([estimate, "--spec", spec2, "--json", "--quiet", "--step-seconds", "0.01", "--runs", "2",
                         "--subset", "16", "--relinearize", "2"], capture_output=True, text=True, timeout=300)
-    check(r.returncode == 0 and json.loads(r.stdout)["optimizer"]["name"] == "adamw",
-          "ttpred-estimate takes the exported AdamW spec (rc %d: %s)" % (r.returncode, r.stderr.strip()))
+    j2 = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(r.returncode == 0 and j2["optimizer"]["name"] == "adamw" and j2["optimizer"]["clip_grad_norm"] == 1.0,
+          "ttpred-estimate takes the exported AdamW spec with clipping (rc %d: %s)" % (r.returncode, r.stderr.strip()))
+    for bad in (0, -1, "x"):
+        try:
+            ttpred_export.export(model, loader, adam, os.path.join(tmp, "bad"), steps=10, clip_grad_norm=bad)
+            check(False, "clip_grad_norm=%r is refused" % (bad,))
+        except ValueError as e:
+            check("clip_grad_norm" in str(e), "clip_grad_norm=%r is refused: %s" % (bad, e))
 
     # A pickled TensorDataset: ttpred-estimate refuses it and says how to convert; ttpred-export converts it.
     torch.save(torch.utils.data.TensorDataset(x, y), os.path.join(tmp, "ds.pt"))

@@ -171,3 +171,24 @@ TEST_CASE("Adam's kernel: P0 from the mini-batch gradient's second moments") {
   const Preconditioned damped = adam_kernel(f.m, f.d, f.idx, f.p.y, Loss::cross_entropy, 8, 64, 1.0, GramOptions{});
   CHECK(damped.theta.trace() < small.theta.trace());
 }
+
+TEST_CASE("gradient clipping with Adam/AdamW: the oracle = real training, function space follows") {
+  Fixture f("vec_train.pt", Loss::cross_entropy);
+  const Eigen::VectorXd g = loss_gradient(f.p, f.p.f0);
+  const double g0 = std::sqrt(g.dot(f.p.theta * g)) / double(f.p.n());  // ‖∇_w L‖ at w0
+  REQUIRE(g0 > 0);
+  Hyper h = adam(Optimizer::adamw, 0.02, 0.01, 8, 40);
+  h.clip_norm = 0.3 * g0;
+  oracle_equals_real("vec_train.pt", Loss::cross_entropy, h);
+  Hyper a = adam(Optimizer::adam, 0.01, 0.01, 16, 40);
+  a.clip_norm = 0.3 * g0;
+  oracle_equals_real("vec_train.pt", Loss::cross_entropy, a);
+  // Adam divides by the gradient's own scale: clipping changes it only through
+  // eps and the varying factor. The function-space method keeps that property.
+  Hyper loose = adam(Optimizer::adam, 0.01, 0.0, 8, 120), tight = loose;
+  tight.clip_norm = 0.3 * g0;
+  const Compared c = compare("vec_train.pt", Loss::cross_entropy, tight);
+  INFO("clipped: T function space " << c.t_fn << ", oracle " << c.t_oracle << ", real " << c.t_real);
+  CHECK(std::abs(c.t_real - c.t_oracle) <= 1);
+  CHECK(std::fabs(double(c.t_fn) / double(c.t_oracle) - 1) <= 0.15);
+}

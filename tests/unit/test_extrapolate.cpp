@@ -10,6 +10,8 @@
 #include "ttpred/dynamics.hpp"
 #include "ttpred/extrapolate.hpp"
 
+#include "stages.hpp"
+
 using namespace ttpred;
 
 namespace {
@@ -164,4 +166,47 @@ TEST_CASE("eigh_descending: descending values, orthonormal vectors, V diag(w) V�
   const Eigensystem f = eigh_descending(a, /*single=*/true);
   CHECK((f.values - es.values).norm() < 1e-5 * es.values(0));
   CHECK((f.vectors * f.values.asDiagonal() * f.vectors.transpose() - a).norm() < 1e-5 * a.norm());
+}
+
+TEST_CASE("gradient clipping on an extrapolated kernel reads the batch's norm from the measured Θ") {
+  const int64_t N = 960, n0 = 120;
+  const Problem full = population(N, 11);
+  const Problem sub = first_samples(full, n0);
+  ExtrapolatedByN cache;
+  const Problem& ext = extrapolated_at(cache, sub, N, 5).first;
+  REQUIRE(ext.theta_norm);
+  CHECK((*ext.theta_norm - sub.theta).norm() == 0.0);  // the measured kernel, not Θ'
+  CHECK((ext.theta - sub.theta).norm() > 0.0);
+  // A restriction of it restricts both kernels.
+  std::vector<int64_t> pos;
+  for (int64_t i = 0; i < n0; i += 2) pos.push_back(i);
+  const Problem half = restrict_problem(ext, pos);
+  REQUIRE(half.theta_norm);
+  CHECK((*half.theta_norm)(2, 4) == (*ext.theta_norm)(4, 8));
+  // Clipped at a tenth of the starting gradient norm: extrapolated, T(ε) of all N
+  // samples, as unclipped (the test above).
+  const Eigen::VectorXd g = residual(full);
+  Hyper h;
+  h.lr = 0.02;
+  h.momentum = 0.9;
+  h.batch_size = 16;
+  h.steps = 4 * N / 16;
+  h.clip_norm = 0.1 * std::sqrt(g.dot(full.theta * g)) / double(N);
+  SimOptions so;
+  so.runs = 8;
+  so.seed = 3;
+  auto T = [&](const Problem& p, const Hyper& hh) {
+    const Curves cv = simulate(p, hh, so);
+    return double(cv.step[size_t(time_to_epsilon(cv.loss, 0.02 * cv.loss.front()))]);
+  };
+  Hyper plain = h;
+  plain.clip_norm = 0;
+  Problem wrong = ext;  // the norm from Θ' instead: what the measured kernel is kept for
+  wrong.theta_norm = nullptr;
+  const double truth = T(full, h), pred = T(ext, h), unclipped = T(full, plain), from_ext = T(wrong, h);
+  MESSAGE("clipped T(eps): all N " << truth << ", extrapolated " << pred << " (norm from Θ': " << from_ext
+                                   << "); unclipped all N " << unclipped);
+  CHECK(std::fabs(truth - unclipped) > 0.1 * unclipped);  // clipping is active: it changes T
+  CHECK(std::fabs(pred - truth) / truth < 0.15);
+  CHECK(std::fabs(pred - truth) < std::fabs(from_ext - truth));
 }

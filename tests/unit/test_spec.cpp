@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ttpred/dynamics.hpp"
 #include "ttpred/error.hpp"
 #include "ttpred/spec.hpp"
 
@@ -762,4 +763,21 @@ TEST_CASE("gpus and accumulation give the global batch; it must fit in the data"
   REQUIRE(c.thrown);
   CHECK(has(c.msg, "optimizer.batch_size"));
   CHECK(has(c.msg, "= 72"));
+}
+
+TEST_CASE("optimizer.clip_grad_norm: torch.nn.utils.clip_grad_norm_'s max_norm, every optimizer") {
+  Spec s = parse_spec(insert_after(kBase, 6, "  clip_grad_norm: 1.0"), "spec.yaml", "/jobs/a");
+  CHECK(s.clip_grad_norm == 1.0);
+  CHECK(ttpred::hyper_of_spec(s, 20).clip_norm == 1.0);
+  CHECK(parse_spec(kBase, "spec.yaml", "/jobs/a").clip_grad_norm == 0);  // off
+  Spec a = parse_spec(replace_line(replace_line(kBase, 8, "  name: adamw"), 7, "  lr: 0.001\n  clip_grad_norm: 0.5"),
+                      "spec.yaml", "/jobs/a");
+  CHECK(a.optimizer == ttpred::Optimizer::adamw);
+  CHECK(a.clip_grad_norm == 0.5);
+  for (const char* bad : {"0", "-1", ".inf", "abc"}) {
+    CAPTURE(bad);
+    check_spec_error(insert_after(kBase, 6, std::string("  clip_grad_norm: ") + bad), 7, "optimizer.clip_grad_norm");
+  }
+  Caught c = parse_error(insert_after(kBase, 6, "  clip_grad_norm: 0"));
+  CHECK(has(c.msg, "must be > 0 (got 0"));
 }

@@ -11,6 +11,7 @@
 #include <Eigen/Dense>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -20,6 +21,11 @@ namespace ttpred {
 
 struct Problem {
   Eigen::MatrixXd theta;        // M × M, index i·C + c
+  // The measured Θ of these samples when `theta` is a kernel extrapolated to a larger
+  // training set (extrapolate.hpp): a batch's gradient norm is that of its own
+  // samples, so gradient clipping reads it here. Null: `theta` itself.
+  std::shared_ptr<const Eigen::MatrixXd> theta_norm;
+  const Eigen::MatrixXd& norm_kernel() const { return theta_norm ? *theta_norm : theta; }
   Eigen::MatrixXd f0;           // n × C outputs at w0
   Eigen::MatrixXd jw0;          // n × C, J·w0 (used when weight decay > 0)
   Eigen::MatrixXd u0;           // n × C initial velocity J·v (empty: zero, a fresh optimizer)
@@ -37,6 +43,11 @@ struct Hyper {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam/AdamW
   // nn.CrossEntropyLoss(label_smoothing=α): the targets become (1 − α) y + α / C.
   double label_smoothing = 0;
+  // torch.nn.utils.clip_grad_norm_(params, clip_norm) before each step: the batch
+  // gradient ∇L_B (before weight decay) scaled by min(1, clip_norm / (‖∇L_B‖ + 1e-6)).
+  // On the linearized model ‖∇L_B‖² = gᵀ Θ_BB g with g = ∂L_B/∂f, so the function-space
+  // simulation clips exactly (Problem::theta_norm). 0: off.
+  double clip_norm = 0;
   int64_t batch_size = 32;  // samples per optimizer step (the global batch), drawn among the n simulated
                             // samples; >= n means full batch
   // finetune(): the forward/backward passes of a step go in chunks of this many

@@ -65,6 +65,9 @@ struct Spec {
   double beta1 = 0.9, beta2 = 0.999; // Adam/AdamW betas
   double eps = 1e-8;                 // Adam/AdamW eps
   double weight_decay = 0.0;         // SGD/Adam: L2 added to the gradient; AdamW: decoupled
+  // optimizer.clip_grad_norm: torch.nn.utils.clip_grad_norm_(params, max_norm) before
+  // every step (the 2-norm of the whole batch gradient, before weight decay); 0 = off.
+  double clip_grad_norm = 0.0;
   int64_t batch_size = 0;            // per GPU and micro-batch
   int64_t accumulation_steps = 1;    // micro-batches per optimizer step
   // Samples per optimizer step: batch_size × max(1, gpus) × accumulation_steps.
