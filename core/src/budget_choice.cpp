@@ -1,8 +1,11 @@
 // engine.max_seconds (docs/spec.md): before the Gram stage, a cheap measured
 // cost model of this prediction (a Θ on a few samples, a few real steps, a short
 // simulation, one eigen-decomposition) prices each N0, and the largest N0 that
-// fits the budget, never above the one asked for, is taken. The stages
-// themselves are untouched: only data.subset changes.
+// fits the budget, never above the one asked for, is taken. When the spec leaves
+// the Θ method to ttpred (projection auto, no trace-NTK) and the N0 asked for does
+// not fit, a cheaper Θ (the CountSketch, then the trace-NTK) is priced too and taken
+// when it fits a clearly larger N0. The stages themselves are untouched: only
+// data.subset, engine.projection and engine.trace_ntk change.
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
@@ -18,6 +21,10 @@ namespace {
 
 constexpr double kSafety = 1.25;  // the model is coarse: keep a margin for what it leaves out
 constexpr int64_t kProbe = 8;     // samples of the probe Θ
+constexpr int64_t kTraceK = 2;    // output projections of a budget-chosen trace-NTK
+// A cheaper Θ is taken only for at least this much more N0: the cost model's own
+// margin (kSafety), so that a choice inside its error keeps the more exact Θ.
+constexpr double kCheaperGain = kSafety;
 
 // The simulated batch (in samples) at N0 = n: full batch in the real run is full batch on the N0.
 int64_t sim_batch(const Spec& s, int64_t size, int64_t n) { return s.batch_size >= size ? n : std::min(s.batch_size, n); }
@@ -133,6 +140,69 @@ CostModel measure_costs(Model& model, const Dataset& d, const std::vector<Spec>&
   return cm;
 }
 
+static std::vector<Spec> with_kernel(std::vector<Spec> specs, const std::string& projection, int64_t trace) {
+  for (Spec& f : specs) {
+    f.projection = projection;
+    f.trace_ntk = trace;
+  }
+  return specs;
+}
+
+// The spec leaves the Θ method to ttpred: projection auto, no sketch size, no trace-NTK.
+static bool kernel_is_ours(const Spec& s) { return s.projection == "auto" && s.projection_dim <= 0 && s.trace_ntk <= 0; }
+
+BudgetChoice pick_kernel(const CostModel& cm, const CostModel* trace_cm, const std::vector<Spec>& specs,
+                         int64_t available, int64_t requested, int64_t smallest) {
+  const Spec& s = specs.front();
+  BudgetChoice best = choose_n0(cm, specs, available, requested, smallest);
+  best.projection = s.projection;
+  best.trace_ntk = s.trace_ntk;
+  if ((best.fits && best.subset >= requested) || !kernel_is_ours(s)) return best;
+  auto consider = [&](const CostModel& m, const std::string& projection, int64_t trace) {
+    BudgetChoice c = choose_n0(m, with_kernel(specs, projection, trace), available, requested, smallest);
+    const bool better = c.fits && (!best.fits || double(c.subset) >= kCheaperGain * double(best.subset));
+    if (!better) return;
+    c.projection = projection;
+    c.trace_ntk = trace;
+    c.kernel_changed = true;
+    best = c;
+  };
+  // The CountSketch, where `auto` would take the exact Θ at the N0 asked for and the
+  // model has more parameters than the sketch has dimensions.
+  const GramOptions go = gram_options(s, requested * cm.classes, {}, false);
+  if (choose_projection(go, requested * cm.classes, cm.params) == "exact" && cm.params > go.dim)
+    consider(cm, "countsketch", 0);
+  // The trace-NTK: kTraceK backward passes per sample instead of C and a Gram product
+  // C² smaller (trace_cm: its Jacobian and product priced on the probe).
+  if (trace_cm && cm.classes > kTraceK && !(best.fits && best.subset >= requested))
+    consider(*trace_cm, best.kernel_changed ? best.projection : s.projection, kTraceK);
+  return best;
+}
+
+BudgetChoice choose_kernel(const CostModel& cm, const std::vector<Spec>& specs, Model& model, const Dataset& d,
+                           int64_t pool, int64_t requested, int64_t smallest) {
+  const Spec& s = specs.front();
+  const BudgetChoice own = choose_n0(cm, specs, d.n, requested, smallest);
+  if ((own.fits && own.subset >= requested) || !kernel_is_ours(s) || cm.classes <= kTraceK)
+    return pick_kernel(cm, nullptr, specs, d.n, requested, smallest);
+  // Price the trace-NTK's Jacobian and product on the probe's samples.
+  const double t0 = now();
+  Spec probe = s;
+  probe.trace_ntk = kTraceK;
+  const std::vector<int64_t> idx = choose_subset(pool, std::min(kProbe, pool), s.seed);
+  const int64_t m = int64_t(idx.size());
+  const Gram g = compute_gram(model, d, idx, gram_options(probe, m * cm.classes, {}, false));
+  CostModel base = cm;  // every candidate pays for the time this probe took
+  base.elapsed += now() - t0;
+  base.probe_seconds += now() - t0;
+  CostModel ct = base;
+  ct.jacobian_per_sample = g.seconds_jacobian / double(m);
+  ct.gram_per_flop = g.seconds_gram / (2.0 * double(m) * double(m) * double(std::max<int64_t>(1, g.dim)));
+  BudgetChoice c = pick_kernel(base, &ct, specs, d.n, requested, smallest);
+  c.probe_seconds = base.probe_seconds;
+  return c;
+}
+
 std::vector<Spec> fit_budget(const std::vector<Spec>& specs, Model& model, const Dataset& d, int64_t C,
                              int64_t max_pool, double elapsed, BudgetChoice* out) {
   const Spec& s = specs.front();
@@ -141,16 +211,16 @@ std::vector<Spec> fit_budget(const std::vector<Spec>& specs, Model& model, const
   const int64_t requested = s.data.subset > 0 ? s.data.subset : default_subset(max_pool, C);
   const int64_t smallest = std::min<int64_t>(16, requested);
   const CostModel cm = measure_costs(model, d, specs, C, max_pool, elapsed);
-  BudgetChoice c = choose_n0(cm, specs, d.n, std::min(requested, max_pool), smallest);
+  BudgetChoice c = choose_kernel(cm, specs, model, d, max_pool, std::min(requested, max_pool), smallest);
   c.requested = requested;
-  c.probe_seconds = cm.probe_seconds;
+  c.probe_seconds = std::max(c.probe_seconds, cm.probe_seconds);
   if (!c.fits)
     throw Error(Exit::budget,
                 located(s.file, s.line_of("engine.max_seconds"), "engine.max_seconds",
                         "the prediction cannot fit in " + fmt_num(s.max_seconds) + " s: even data.subset = " +
                             std::to_string(smallest) + " needs ~" + fmt_num(c.smallest_seconds) +
                             " s (loading and measuring took " + fmt_num(cm.elapsed) + " s); raise it or drop it"));
-  std::vector<Spec> fitted = specs;
+  std::vector<Spec> fitted = c.kernel_changed ? with_kernel(specs, c.projection, c.trace_ntk) : specs;
   for (Spec& f : fitted) {
     const int64_t pool = f.data.size > 0 ? std::min(f.data.size, d.n) : d.n;
     f.data.subset = std::min(c.subset, f.data.subset > 0 ? f.data.subset : default_subset(pool, C));

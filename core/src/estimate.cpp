@@ -206,6 +206,12 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     Prediction P;
     describe(P, s, model, d, C, pool);
     P.budget = budget;
+    if (budget.kernel_changed)
+      P.warnings.push_back("engine.max_seconds " + fmt_num(budget.max_seconds) + " s: " +
+                           (budget.trace_ntk > 0 ? "the trace-NTK (engine.trace_ntk: " + std::to_string(budget.trace_ntk) + ")"
+                                                 : std::string("the CountSketch (engine.projection: countsketch)")) +
+                           " instead of the exact Θ, to fit N0 = " + std::to_string(P.subset) +
+                           " (set engine.projection or engine.trace_ntk to choose it yourself)");
     if (budget.max_seconds > 0 && P.subset < budget.requested)
       P.warnings.push_back("engine.max_seconds " + fmt_num(budget.max_seconds) + " s: data.subset lowered from " +
                            std::to_string(budget.requested) + " to " + std::to_string(P.subset) + " to fit (predicted " +

@@ -124,7 +124,10 @@ std::string to_json(const Prediction& p) {
                                          {"requested_subset", b.requested},
                                          {"subset", b.subset},
                                          {"predicted_seconds", b.predicted},
-                                         {"probe_seconds", b.probe_seconds}}
+                                         {"probe_seconds", b.probe_seconds},
+                                         {"projection", b.projection},
+                                         {"trace_ntk", b.trace_ntk},
+                                         {"kernel_changed", b.kernel_changed}}
                                   : json(nullptr);
   json t = json::object();
   for (const auto& [k, v] : p.timing) t[k] = v;
@@ -195,8 +198,11 @@ std::string to_table(const Prediction& p) {
   o += "\n";
   row("prediction cost", tm + " on " + p.device);
   if (p.budget.max_seconds > 0)
-    row("budget", fmt::format("engine.max_seconds {} s: N0 = {} (asked {}), predicted {:.1f} s (cost model measured in "
+    row("budget", fmt::format("engine.max_seconds {} s: N0 = {} (asked {}){}, predicted {:.1f} s (cost model measured in "
                               "{:.2f} s)", p.budget.max_seconds, p.budget.subset, p.budget.requested,
+                              !p.budget.kernel_changed ? ""
+                              : p.budget.trace_ntk > 0 ? fmt::format(", trace-NTK (K = {}) to fit", p.budget.trace_ntk)
+                                                       : std::string(", Θ by CountSketch to fit"),
                               p.budget.predicted, p.budget.probe_seconds));
   return o;
 }

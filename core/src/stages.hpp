@@ -158,6 +158,16 @@ BudgetChoice choose_n0(const CostModel& cm, const std::vector<Spec>& specs, int6
                        int64_t smallest);
 CostModel measure_costs(Model& model, const Dataset& d, const std::vector<Spec>& specs, int64_t C, int64_t pool,
                         double elapsed);
+// choose_n0 with the spec's own Θ method, and, when the spec leaves it to ttpred
+// (projection auto, no projection_dim, no trace-NTK) and the N0 asked for does not
+// fit, with the CountSketch and the trace-NTK (their Jacobian priced on the probe's
+// samples of `pool`): the one that fits the largest N0, a cheaper Θ only for a
+// clearly larger one (BudgetChoice::projection, trace_ntk, kernel_changed).
+BudgetChoice choose_kernel(const CostModel& cm, const std::vector<Spec>& specs, Model& model, const Dataset& d,
+                           int64_t pool, int64_t requested, int64_t smallest);
+// Its choice from the cost models (trace_cm: the trace-NTK's, or null: not a candidate).
+BudgetChoice pick_kernel(const CostModel& cm, const CostModel* trace_cm, const std::vector<Spec>& specs,
+                         int64_t available, int64_t requested, int64_t smallest);
 // The specs with data.subset set to the N0 that fits engine.max_seconds (unchanged
 // without one); throws Error(Exit::budget) when even N0 = 16 cannot fit.
 std::vector<Spec> fit_budget(const std::vector<Spec>& specs, Model& model, const Dataset& d, int64_t C,

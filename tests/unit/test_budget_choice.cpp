@@ -96,3 +96,66 @@ TEST_CASE("estimate with engine.max_seconds: the same prediction when it fits, a
     CHECK(m.find('\n') == std::string::npos);
   }
 }
+
+namespace {
+
+// A cost model with round numbers (no timing): what pick_kernel decides from.
+CostModel synthetic(double jacobian_per_sample) {
+  CostModel cm;
+  cm.jacobian_per_sample = jacobian_per_sample;
+  cm.gram_per_flop = 1e-9;
+  cm.step = 1e-3;
+  cm.step_batch = 8;
+  cm.sim_per_unit = 1e-9;
+  cm.eig_per_flop = 1e-9;
+  cm.params = 1000;
+  cm.classes = 3;
+  return cm;
+}
+
+}  // namespace
+
+TEST_CASE("the budget chooses the Θ method too: the trace-NTK only when the spec leaves it and it fits more") {
+  const Spec s = budget_spec("");
+  const CostModel own = synthetic(1e-2), trace = synthetic(1e-4);  // the trace-NTK's Jacobian 100x cheaper
+  const int64_t N = 64, requested = 48;
+  const double own_cost = predicted_seconds(own, {s}, N, requested);
+  Spec tr = s;
+  tr.trace_ntk = 2;
+  const double trace_cost = predicted_seconds(trace, {tr}, N, requested);
+  REQUIRE(trace_cost < own_cost);
+  // Room for the exact Θ at the N0 asked for: the spec's own method.
+  Spec roomy = s;
+  roomy.max_seconds = 2 * own_cost;
+  BudgetChoice c = pick_kernel(own, &trace, {roomy}, N, requested, 16);
+  CHECK(c.fits);
+  CHECK(c.subset == requested);
+  CHECK_FALSE(c.kernel_changed);
+  CHECK(c.trace_ntk == 0);
+  // Room for the N0 asked for only with the trace-NTK: it is taken and said.
+  Spec tight = s;
+  tight.max_seconds = 0.5 * (trace_cost + own_cost);
+  c = pick_kernel(own, &trace, {tight}, N, requested, 16);
+  CHECK(c.fits);
+  CHECK(c.subset == requested);
+  CHECK(c.kernel_changed);
+  CHECK(c.trace_ntk == 2);
+  CHECK(c.predicted <= tight.max_seconds);
+  const BudgetChoice exact_only = pick_kernel(own, nullptr, {tight}, N, requested, 16);
+  INFO("the exact Θ alone fits N0 = " << exact_only.subset);
+  CHECK(1.25 * double(exact_only.subset) <= double(requested));
+  CHECK_FALSE(exact_only.kernel_changed);
+  // A cheaper Θ that gains little N0 (below the cost model's margin) is not worth the approximation.
+  const CostModel barely = synthetic(0.95e-2);
+  c = pick_kernel(own, &barely, {tight}, N, requested, 16);
+  CHECK_FALSE(c.kernel_changed);
+  // The spec chose its Θ: never changed.
+  for (const char* extra : {"  projection: exact\n", "  trace_ntk: 1\n", "  projection_dim: 4096\n"}) {
+    CAPTURE(extra);
+    Spec own_choice = budget_spec(extra);
+    own_choice.max_seconds = tight.max_seconds;
+    c = pick_kernel(own, &trace, {own_choice}, N, requested, 16);
+    CHECK_FALSE(c.kernel_changed);
+    CHECK(c.trace_ntk == own_choice.trace_ntk);
+  }
+}

@@ -19,6 +19,12 @@ struct BudgetChoice {
   double predicted = 0;         // predicted seconds of the whole prediction at that N0
   double smallest_seconds = 0;  // predicted at the smallest N0
   double probe_seconds = 0;     // spent measuring the cost model
+  // How Θ is computed at that N0: the spec's own engine.projection / trace_ntk, or,
+  // when the spec leaves them to ttpred (projection auto, no trace-NTK) and a cheaper
+  // Θ fits a clearly larger N0, the CountSketch or the trace-NTK (kTraceK projections).
+  std::string projection;       // auto | exact | countsketch
+  int64_t trace_ntk = 0;
+  bool kernel_changed = false;  // projection or trace_ntk differ from the spec's
 };
 
 struct Prediction {
