@@ -2,7 +2,7 @@
 // their Θ with the first one listed, and times one epoch of real fine-tuning
 // (LibTorch SGD, batch --batch) on the same hardware. Driven by run.py.
 //
-//   bench_gram --model M.pt --data D.pt --n N0 [--methods loop,fast,vmap,trace:K,fast@exact]
+//   bench_gram --model M.pt --data D.pt --n N0 [--methods loop,fast,vmap,trace:K,fast@exact,adam:loop,adam:fast]
 //              [--projection auto|exact|countsketch] [--dim D0] [--threads T]
 //              [--epoch SAMPLES] [--batch B] [--json OUT] [--jw0 0|1]
 #include <chrono>
@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "model_impl.hpp"
+#include "ttpred/adam.hpp"
 #include "ttpred/data.hpp"
 #include "ttpred/model.hpp"
 
@@ -98,8 +99,8 @@ int main(int argc, char** argv) {
     out["params"] = model.num_params();
     out["intra_op_threads"] = at::get_num_threads();
     out["runs"] = nlohmann::json::array();
-    Eigen::MatrixXd ref;
-    std::string ref_name;
+    Eigen::MatrixXd ref, adam_ref;
+    std::string ref_name, adam_ref_name;
     for (const std::string& spec : split(methods)) {
       GramOptions o;
       o.projection = projection;
@@ -116,6 +117,29 @@ int main(int argc, char** argv) {
       if (meth.rfind("trace:", 0) == 0) {
         o.method = "fast";
         o.trace_k = std::stoll(meth.substr(6));
+      }
+      if (meth.rfind("adam:", 0) == 0) {
+        // Adam's preconditioned kernel Θ_P = J P0 Jᵀ (adam:loop, the serial reference;
+        // adam:fast, the Gram engine on P0^½-scaled rows), cross-entropy, batch 32.
+        o.method = meth.substr(5);
+        const int64_t C = model.num_classes(d);
+        const double t0 = now();
+        const Preconditioned pk = adam_kernel(model, d, idx, target_matrix(d, idx, C), Loss::cross_entropy, 32, d.n,
+                                              1e-8, o);
+        const double total = now() - t0;
+        nlohmann::json r{{"method", spec}, {"projection", pk.method}, {"dim", pk.dim}, {"classes", C},
+                         {"seconds_total", total}, {"samples_per_second", double(n) / total},
+                         {"theta_trace", pk.theta.trace()}};
+        if (adam_ref.size() == 0) {
+          adam_ref = pk.theta;
+          adam_ref_name = spec;
+        } else if (adam_ref.size() == pk.theta.size()) {
+          r["rel_diff_vs"] = adam_ref_name;
+          r["rel_diff_fro"] = (pk.theta - adam_ref).norm() / adam_ref.norm();
+        }
+        std::cerr << "bench_gram: " << spec << " n=" << n << " C=" << C << " " << pk.method << " " << total << " s\n";
+        out["runs"].push_back(r);
+        continue;
       }
       const double t0 = now();
       Gram g = compute_gram(model, d, idx, o);

@@ -49,6 +49,7 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
     torch::Tensor g = flat_grad(m, l, false);
     s1 += g;
     s2 += g * g;
+    if (go.progress) go.progress("adam moments", r + 1, n);
   }
   torch::Tensor mean = s1 / double(n), var = (s2 / double(n) - mean * mean).clamp_min(0);
   const int64_t B = std::min(batch, population);
@@ -58,6 +59,25 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
   // A coordinate with no gradient at all (and eps = 0) gets the largest finite weight.
   const double floor = std::max(denom.max().item<double>() * 1e-12, 1e-300);
   torch::Tensor sqrtP = denom.clamp_min(floor).rsqrt();
+  if (go.method != "loop") {
+    // Pass 2 on the Gram's threaded engine: its Jacobian rows scaled by P0^½.
+    GramOptions scaled = go;
+    scaled.trace_k = 0;
+    scaled.jw0 = true;
+    const torch::Tensor sp = sqrtP.to(torch::kCPU, torch::kFloat).contiguous();
+    scaled.param_scale.assign(sp.data_ptr<float>(), sp.data_ptr<float>() + D);
+    scaled.dim = go.dim > 0 ? go.dim : std::max<int64_t>(8192, 4 * rows);
+    Gram g = compute_gram(model, d, idx, scaled);
+    Preconditioned k;
+    k.method = g.method;
+    k.dim = g.dim;
+    k.theta = std::move(g.theta);
+    k.jpw0 = std::move(g.jw0);
+    k.p_ratio = g.trace_unscaled > 0 ? k.theta.trace() / g.trace_unscaled : 1.0;
+    k.seconds = now() - t_start;
+    return k;
+  }
+  // The reference (GramOptions::method = "loop"): one serial pass.
   const torch::Tensor pw0 = sqrtP * flat_weights(m);  // P0^½ w0
 
   // Pass 2: the P0^½-scaled Jacobian rows, exactly or CountSketched.

@@ -145,6 +145,9 @@ struct Plan {
   std::vector<double> f0;                 // n·C
   std::vector<double> jw0row;             // n·nv: <row, w0> (sketch, CPU)
   torch::Tensor jw0dev;                   // n·nv (sketch, device)
+  torch::Tensor scale;                    // GramOptions::param_scale (float, device; undefined: none)
+  std::vector<float> scaleh;              // the same on the host (CPU sketch)
+  std::vector<double> row_sq;             // with a scale: ‖row‖² before it, per row
   std::atomic<bool> vmap_ok{true};
 
   int64_t row(int64_t r, int64_t j) const { return trace ? j * n + r : r * nv + j; }
@@ -152,21 +155,29 @@ struct Plan {
 
 void store_row(Plan& P, int64_t row, const std::vector<torch::Tensor>& grads) {
   const size_t K = grads.size();
+  const bool scaled = P.scale.defined();
   if (!P.sketch) {
     torch::Tensor Jr = P.J[row];
+    double sq = 0;
     for (size_t k = 0; k < K; ++k) {
       torch::Tensor dst = Jr.narrow(0, P.offset[k], P.numel[k]);
-      if (grads[k].defined())
-        dst.copy_(grads[k].reshape(-1));
-      else
+      if (!grads[k].defined()) {
         dst.zero_();
+      } else if (scaled) {
+        const torch::Tensor g = grads[k].reshape(-1).to(torch::kFloat);
+        sq += g.pow(2).sum().item<double>();
+        dst.copy_(g * P.scale.narrow(0, P.offset[k], P.numel[k]));
+      } else {
+        dst.copy_(grads[k].reshape(-1));
+      }
     }
+    if (scaled) P.row_sq[size_t(row)] = sq;
     return;
   }
   if (P.cpu) {
     float* out = P.J.data_ptr<float>() + row * P.dim;
     std::fill(out, out + P.dim, 0.0f);
-    double acc = 0;
+    double acc = 0, sq = 0;
     for (size_t k = 0; k < K; ++k) {
       if (!grads[k].defined()) continue;
       torch::Tensor g = grads[k].to(torch::kFloat).contiguous();
@@ -176,14 +187,27 @@ void store_row(Plan& P, int64_t row, const std::vector<torch::Tensor>& grads) {
       const float* s = P.sign.data() + off;
       const float* w = P.w0h.data() + off;
       float dot = 0;
-      for (int64_t p = 0; p < len; ++p) {
-        const float v = gp[p];
-        out[b[p]] += s[p] * v;
-        dot += v * w[p];
+      if (scaled) {
+        const float* sc = P.scaleh.data() + off;
+        float raw = 0;
+        for (int64_t p = 0; p < len; ++p) {
+          raw += gp[p] * gp[p];
+          const float v = gp[p] * sc[p];
+          out[b[p]] += s[p] * v;
+          dot += v * w[p];
+        }
+        sq += raw;
+      } else {
+        for (int64_t p = 0; p < len; ++p) {
+          const float v = gp[p];
+          out[b[p]] += s[p] * v;
+          dot += v * w[p];
+        }
       }
       acc += dot;
     }
     P.jw0row[size_t(row)] = acc;
+    if (scaled) P.row_sq[size_t(row)] = sq;
     return;
   }
   std::vector<torch::Tensor> flat(K);
@@ -191,6 +215,10 @@ void store_row(Plan& P, int64_t row, const std::vector<torch::Tensor>& grads) {
     flat[k] = grads[k].defined() ? grads[k].reshape(-1).to(torch::kFloat)
                                  : torch::zeros({P.numel[k]}, P.w0.options());
   torch::Tensor r = torch::cat(flat);
+  if (scaled) {
+    P.row_sq[size_t(row)] = r.dot(r).item<double>();
+    r = r * P.scale;
+  }
   P.J[row].zero_().index_add_(0, P.bucket_t, r * P.sign_t);
   P.jw0dev[row] = r.dot(P.w0);
 }
@@ -348,6 +376,14 @@ Gram gram_fast(const Model& model, const Dataset& d, const std::vector<int64_t>&
     for (const auto& p : m.params) flat0.push_back(p.detach().reshape(-1).to(torch::kFloat));
     P.w0 = torch::cat(flat0).contiguous();
   }
+  if (!opt.param_scale.empty()) {
+    if (int64_t(opt.param_scale.size()) != P.D || P.trace)
+      throw std::invalid_argument("gram: param_scale needs one value per parameter, without trace_k");
+    P.scaleh = opt.param_scale;
+    P.scale = torch::from_blob(P.scaleh.data(), {P.D}, torch::kFloat).clone().to(m.device);
+    P.w0 = (P.w0 * P.scale).contiguous();  // <S row, S w0> = J S² w0
+    P.row_sq.assign(size_t(rows), 0.0);
+  }
   if (P.sketch) {  // the same buckets and signs as the loop engine, for a seed
     std::mt19937_64 rng(opt.seed ^ 0x9e3779b97f4a7c15ULL);
     P.bucket.resize(size_t(P.D));
@@ -451,6 +487,7 @@ Gram gram_fast(const Model& model, const Dataset& d, const std::vector<int64_t>&
   }
   if (m.device.is_cuda()) torch::cuda::synchronize();
   g.seconds_gram = now() - t0;
+  for (double v : P.row_sq) g.trace_unscaled += v;
 
   // J·w0 (n × C), outside both timings as in the loop engine's Θ phase.
   if (!opt.jw0) {
@@ -481,7 +518,7 @@ Gram compute_gram(const Model& model, const Dataset& d, const std::vector<int64_
   const std::string& e = opt.method;
   if (e != "auto" && e != "loop" && e != "fast" && e != "vmap")
     throw Error(Exit::invalid, "Gram method '" + e + "': expected auto, loop, fast or vmap");
-  if (e == "loop" && opt.trace_k <= 0) return gram_loop(model, d, idx, opt);
+  if (e == "loop" && opt.trace_k <= 0 && opt.param_scale.empty()) return gram_loop(model, d, idx, opt);
   return gram_fast(model, d, idx, opt, e == "vmap" ? "vmap" : "fast");
 }
 }  // namespace ttpred

@@ -192,3 +192,30 @@ TEST_CASE("gradient clipping with Adam/AdamW: the oracle = real training, functi
   CHECK(std::abs(c.t_real - c.t_oracle) <= 1);
   CHECK(std::fabs(double(c.t_fn) / double(c.t_oracle) - 1) <= 0.15);
 }
+
+TEST_CASE("Adam's kernel on the threaded Gram engine = the serial reference, exactly and sketched") {
+  Fixture f("vec_train.pt", Loss::cross_entropy);
+  for (const char* projection : {"exact", "countsketch"}) {
+    CAPTURE(projection);
+    GramOptions ref, fast;
+    ref.method = "loop";
+    ref.projection = fast.projection = projection;
+    ref.dim = fast.dim = 64;  // the sketch (smaller than the model's parameters)
+    fast.threads = 2;
+    const Preconditioned a = adam_kernel(f.m, f.d, f.idx, f.p.y, Loss::cross_entropy, 8, 64, 1e-8, ref);
+    const Preconditioned b = adam_kernel(f.m, f.d, f.idx, f.p.y, Loss::cross_entropy, 8, 64, 1e-8, fast);
+    CHECK(a.method == b.method);
+    CHECK(a.method == projection);
+    CHECK((b.jpw0 - a.jpw0).norm() <= 1e-4 * a.jpw0.norm());  // from the unsketched rows in both
+    if (std::string(projection) == "exact") {
+      CHECK(b.p_ratio == doctest::Approx(a.p_ratio).epsilon(1e-4));
+      CHECK((b.theta - a.theta).norm() <= 1e-4 * a.theta.norm());
+    } else {
+      // Other buckets and signs (each engine's own seed): the same Θ_P in expectation, and
+      // both close to the exact one in trace.
+      const Preconditioned e = adam_kernel(f.m, f.d, f.idx, f.p.y, Loss::cross_entropy, 8, 64, 1e-8, GramOptions{});
+      CHECK(b.theta.trace() == doctest::Approx(e.theta.trace()).epsilon(0.3));
+      CHECK(b.p_ratio == doctest::Approx(a.p_ratio).epsilon(0.3));
+    }
+  }
+}

@@ -68,6 +68,10 @@ struct GramOptions {
   // J·w0 (Gram::jw0). Only weight decay uses it; false leaves it zero, which saves
   // the trace-NTK's central difference (two forward passes over the N0 samples).
   bool jw0 = true;
+  // Scale every Jacobian column d by param_scale[d] (D values; empty: none): Θ = J S² Jᵀ
+  // and jw0 = J S² w0 for S = diag(param_scale). Adam's preconditioned kernel
+  // (adam_kernel.cpp) runs the fast engine this way with S = P0^½. Not with trace_k.
+  std::vector<float> param_scale;
 };
 
 struct Gram {
@@ -83,6 +87,7 @@ struct Gram {
   int64_t trace_k = 0;    // > 0: Θ = kernel ⊗ I_C from trace_k output projections
   Eigen::MatrixXd kernel; // n × n K of the trace-NTK (empty otherwise)
   bool cached = false;    // loaded from the Θ cache (ttpred/cache.hpp)
+  double trace_unscaled = 0;  // with param_scale: Σ ‖J row‖² before the scale (tr Θ of the unscaled J)
 };
 
 // Per-sample output Jacobians J_i = ∂f(x_i)/∂w (C × D) of samples `idx`, and
