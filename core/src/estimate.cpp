@@ -200,9 +200,14 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     const double t_spec = now();
     const int64_t pool = s.data.size > 0 ? std::min(s.data.size, d.n) : d.n;
     const Job job{s, model, d, pool, pool_targets, opt};
-    if (s.batchnorm_train)
-      s.fail("model.batchnorm", "train: ttpred-estimate predicts eval-mode BatchNorm only (ttpred-finetune runs train "
-                                "mode, the ground truth)");
+    // model.batchnorm: train (docs/method.md §7): the real prefix runs train mode and
+    // the rest is linearized at w_K with the statistics it reached.
+    if (s.batchnorm_train && s.optimizer != Optimizer::sgd)
+      s.fail("model.batchnorm", "train: predicted for SGD only (its real prefix runs train mode); Adam/AdamW "
+                                "predictions are training-free, in eval mode (ttpred-finetune runs either)");
+    if (s.batchnorm_train && s.relinearize == 0)
+      s.fail("model.batchnorm", "train needs the real prefix, which runs train mode: drop --no-training / "
+                                "engine.relinearize: 0");
     Prediction P;
     describe(P, s, model, d, C, pool);
     P.budget = budget;
@@ -316,6 +321,9 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
         P.relinearized_at = kdiag;
       }
     }
+    if (s.batchnorm_train && P.relinearized_at == 0)
+      P.warnings.push_back("model.batchnorm: train without a re-linearization (the horizon is too short or too long "
+                           "for a real prefix): predicted with the pre-trained running statistics, as eval mode");
     if (cv.step.empty() || cv.step.back() != P.horizon) cv = simulate(extrapolated(K.extrapolated, K.prob), h, so);
     P.lr_stability = lr_stability(s, P, K);
     P.timing.emplace_back("simulate", now() - t0 - diagnose_seconds - extrapolate_seconds);  // others on their own

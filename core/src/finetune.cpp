@@ -167,9 +167,12 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   return r;
 }
 
+// The trainable parameters, then every buffer (BatchNorm's running statistics and
+// counters, which train-mode steps update).
 Weights save_weights(const Model& model) {
   auto saved = std::make_shared<std::vector<torch::Tensor>>();
   for (const auto& p : model.impl().params) saved->push_back(p.detach().clone());
+  for (const auto& b : model.impl().module.buffers(/*recurse=*/true)) saved->push_back(b.detach().clone());
   return Weights{saved};
 }
 
@@ -177,7 +180,10 @@ void restore_weights(Model& model, const Weights& w) {
   auto& saved = *static_cast<std::vector<torch::Tensor>*>(w.data.get());
   torch::NoGradGuard ng;
   auto& params = model.impl().params;
-  for (size_t i = 0; i < saved.size(); ++i) params[i].copy_(saved[i]);
+  size_t i = 0;
+  for (; i < params.size() && i < saved.size(); ++i) params[i].copy_(saved[i]);
+  for (const auto& b : model.impl().module.buffers(/*recurse=*/true))
+    if (i < saved.size()) b.detach().copy_(saved[i++]);
   for (auto& p : params)
     if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
 }

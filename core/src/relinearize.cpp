@@ -36,6 +36,10 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   fo.log_every = log_every;
   fo.log_ratio = log_ratio;
   fo.keep_outputs = keep_outputs;
+  // model.batchnorm: train: the real steps run as model.train() does (batch statistics,
+  // running statistics updated); the losses are evaluated as model.eval() does, as in
+  // ttpred-finetune, and Θ at w_K is the eval-mode network's, with those statistics.
+  fo.train_mode = job.spec.batchnorm_train;
   if (job.opt.progress)
     fo.progress = [&job](const char*, int64_t done, int64_t total) { job.opt.progress("sgd steps", done, total); };
   if (!extrap) return finetune(job.model, job.data, K.idx, job.spec.loss, K.prob.y, hk, fo);

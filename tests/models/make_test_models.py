@@ -81,6 +81,19 @@ class CNNSmall(nn.Module):
         return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
 
 
+class CNNBN(nn.Module):
+    """CNNSmall with a BatchNorm after the convolution (model.batchnorm: eval | train)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(torch.relu(self.bn(self.conv(x))), 1))
+
+
 class BadOutput(nn.Module):
     def __init__(self):
         super().__init__()
@@ -183,6 +196,12 @@ def main(argv):
                              torch.randn(4, 1, 8, 8)))
     torch.manual_seed(SEED + 4)
     models.append(save_model(BadOutput(), out, "bad_output.pt", torch.randn(4, 8)))
+    torch.manual_seed(SEED + 6)
+    bn = CNNBN()
+    with torch.no_grad():  # running statistics of another data set ("pre-training")
+        bn.bn.running_mean.fill_(0.5)
+        bn.bn.running_var.fill_(2.0)
+    models.append(save_model(bn, out, "cnn_bn.pt", torch.randn(4, 1, 8, 8)))
     torch.manual_seed(SEED + 5)
     analytic = Analytic()
     models.append(save_model(analytic, out, "analytic.pt", torch.randn(4, 8)))
@@ -234,7 +253,7 @@ def main(argv):
               0x00000801)
 
     # ---- verify -------------------------------------------------------
-    expect = {"linear_rf.pt": (4, 3), "mlp.pt": (4, 3), "cnn_small.pt": (4, 4),
+    expect = {"linear_rf.pt": (4, 3), "mlp.pt": (4, 3), "cnn_small.pt": (4, 4), "cnn_bn.pt": (4, 4),
               "bad_output.pt": (4, 3, 1), "analytic.pt": (4, 3)}
     for path, example in models:
         m = torch.jit.load(path)

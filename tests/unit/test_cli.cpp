@@ -699,7 +699,8 @@ TEST_CASE("finetune and estimate: the issue's AdamW form, label smoothing, accum
   CHECK(k["optimizer"]["global_batch"] == 16);
   CHECK(k["steps_per_epoch"] == 4);
   CHECK(k["label_smoothing"].get<double>() == 0.1);
-  // Train-mode BatchNorm: the ground truth runs it, the estimator refuses it (exit 3).
+  // Train-mode BatchNorm with AdamW: the ground truth runs it, the estimator refuses it (exit 3:
+  // Adam is predicted training-free, and only a real prefix sees train mode).
   std::string bn = adamw;
   bn.replace(bn.find("model: "), 7, "model:\n  batchnorm: train\n  path: ");
   const std::string bn_spec = t.write("bn.yaml", bn);

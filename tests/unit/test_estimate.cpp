@@ -11,7 +11,11 @@
 #include <nlohmann/json.hpp>
 
 #include "ttpred/error.hpp"
+#include "ttpred/data.hpp"
+#include "ttpred/dynamics.hpp"
 #include "ttpred/estimate.hpp"
+#include "ttpred/finetune.hpp"
+#include "ttpred/model.hpp"
 
 using namespace ttpred;
 
@@ -403,14 +407,79 @@ TEST_CASE("gpus and accumulation: the global batch sets the steps per epoch; lab
   CHECK(nlohmann::json::parse(to_json(ls))["label_smoothing"].get<double>() == 0.1);
 }
 
-TEST_CASE("model.batchnorm: train is refused by the estimator with the key named") {
-  Spec s = linear_spec("  lr: 0.2\n  batch_size: 16\n");
-  s.batchnorm_train = true;
-  try {
-    estimate(s);
-    FAIL("no error");
-  } catch (const Error& e) {
-    CHECK(e.code() == Exit::spec);
-    CHECK(std::string(e.what()).find("model.batchnorm") != std::string::npos);
+namespace {
+
+Spec bn_spec(const std::string& model_extra, const std::string& optimizer = "  lr: 0.05\n  momentum: 0.9\n") {
+  std::string y = "model:\n  path: cnn_bn.pt\n" + model_extra +
+                  "data:\n  path: img_train.pt\n"
+                  "loss: cross_entropy\n"
+                  "optimizer:\n" + optimizer + "  batch_size: 8\n"
+                  "training:\n  epochs: 10\n"
+                  "target:\n  epsilon: 0.01\n"
+                  "engine:\n  runs: 4\n  seed: 1\n"
+                  "hardware:\n  step_seconds: 0.5\n";
+  return parse_spec(y, "bn.yaml", TEST_MODELS);
+}
+
+}  // namespace
+
+TEST_CASE("model.batchnorm: train: the real prefix runs train mode, the tail is linearized with its statistics") {
+  const Spec train = bn_spec("  batchnorm: train\n"), eval = bn_spec("");
+  const Prediction pt = estimate(train), pe = estimate(eval);
+  REQUIRE(pt.relinearized_at > 0);
+  for (const auto& w : pt.warnings) CHECK(w.find("as eval mode") == std::string::npos);
+  CHECK(nlohmann::json::parse(to_json(pt))["batchnorm"] == "train");
+  // Over the prefix the predicted curve is real train-mode training (ttpred-finetune's
+  // ground truth with the same seed: the same batches), evaluated as model.eval() does.
+  Model m(train.model, "cpu");
+  const Dataset d = load_dataset(train);
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
+  Hyper h = hyper_of_spec(train, pt.horizon);
+  FinetuneOptions fo;
+  fo.seed = train.seed;
+  fo.train_mode = true;
+  const FinetuneResult real = finetune(m, d, idx, train.loss, target_matrix(d, idx, pt.classes), h, fo);
+  int compared = 0;
+  for (size_t k = 0; k < pt.curve_step.size(); ++k) {
+    const int64_t t = pt.curve_step[k];
+    if (t > std::min<int64_t>(6, pt.relinearized_at)) break;  // evaluated at every step up to 6 (then geometric)
+    for (size_t j = 0; j < real.step.size(); ++j)
+      if (real.step[j] == t) {
+        CAPTURE(t);
+        CHECK(pt.curve_loss[k] == doctest::Approx(real.loss[j]).epsilon(1e-3));
+        ++compared;
+      }
+  }
+  CHECK(compared >= 2);
+  // Train mode is another job than eval mode (the pre-trained statistics are off for these data).
+  CHECK(pt.curve_loss[pt.curve_loss.size() / 2] != doctest::Approx(pe.curve_loss[pe.curve_loss.size() / 2]).epsilon(1e-3));
+  // The real prefix leaves the model as it found it, running statistics included: the
+  // second row of a sweep is the prediction of that row alone.
+  Spec sweep = train;
+  sweep.sweep = {{"lr", {0.05, 0.02}}};
+  sweep.sweep_kernel_shared = false;  // each row its own prefix, as a spec of its own
+  Spec second = train;
+  second.lr = 0.02;
+  const std::vector<Prediction> rows = estimate_all(expand_sweep(sweep));
+  const Prediction alone = estimate(second);
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[1].steps == alone.steps);
+  CHECK(rows[1].final_loss == doctest::Approx(alone.final_loss).epsilon(1e-9));
+}
+
+TEST_CASE("model.batchnorm: train is refused where no real step runs: Adam/AdamW and --no-training") {
+  Spec adam = bn_spec("  batchnorm: train\n", "  name: adamw\n  lr: 0.001\n");
+  Spec free = bn_spec("  batchnorm: train\n");
+  free.relinearize = 0;
+  free.diagnose_steps = 0;
+  for (const Spec* s : {&adam, &free}) {
+    try {
+      estimate(*s);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == Exit::spec);
+      CHECK(std::string(e.what()).find("model.batchnorm") != std::string::npos);
+    }
   }
 }
