@@ -16,6 +16,8 @@
 #include "ttpred/finetune.hpp"
 #include "ttpred/model.hpp"
 
+#include "linear_problem.hpp"
+
 using namespace ttpred;
 
 namespace {
@@ -29,16 +31,8 @@ struct Fixture {
   Fixture(const char* data, Loss loss)
       : d(read_torch_dict(std::string(TEST_MODELS) + "/" + data)),
         m(std::string(TEST_MODELS) + "/linear_rf.pt", "cpu") {
-    for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
-    const int64_t C = m.num_classes(d);
-    p.loss = loss;
-    p.y = target_matrix(d, idx, C, &p.labels);
-    GramOptions go;
-    go.projection = "exact";
-    Gram g = compute_gram(m, d, idx, go);
-    p.theta = g.theta;
-    p.f0 = g.f0;
-    p.jw0 = g.jw0;
+    idx = testing::all_samples(d);
+    p = testing::linear_problem(m, d, loss, idx);
     lin = explicit_linearization(m, d, idx);
   }
 };

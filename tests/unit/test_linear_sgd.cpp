@@ -9,6 +9,8 @@
 #include "ttpred/model.hpp"
 #include "ttpred/spec.hpp"
 
+#include "linear_problem.hpp"
+
 using namespace ttpred;
 
 namespace {
@@ -20,25 +22,10 @@ struct Case {
   int64_t batch;
 };
 
-std::vector<int64_t> all_samples(const Dataset& d) {
-  std::vector<int64_t> idx;
-  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
-  return idx;
-}
+using testing::all_samples;
 
-// The linearized problem of model m on samples idx: targets, exact Θ, f0, J·w0.
 Problem problem_for(const Model& m, const Dataset& d, Loss loss, const std::vector<int64_t>& idx) {
-  const int64_t n = int64_t(idx.size()), C = m.num_classes(d);
-  Problem p;
-  p.loss = loss;
-  p.y = target_matrix(d, idx, C, &p.labels);
-  GramOptions go;
-  go.projection = "exact";
-  Gram g = compute_gram(m, d, idx, go);
-  p.theta = g.theta;
-  p.f0 = g.f0;
-  p.jw0 = g.jw0;
-  return p;
+  return testing::linear_problem(m, d, loss, idx);
 }
 
 void run_case(const Case& k) {
