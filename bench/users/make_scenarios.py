@@ -314,7 +314,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("outdir")
     ap.add_argument("--reduced", action="store_true", help="the two short CI scenarios only")
+    ap.add_argument("--set", choices=["users", "fresh"], default="users",
+                    help="fresh: the held-out set declared in fresh.py (reversed tasks, new settings)")
     a = ap.parse_args()
+    if a.set == "fresh":
+        if a.reduced:
+            ap.error("--reduced is for the default set")
+        import fresh
+        return fresh.build(a.outdir, sys.modules[__name__])
     torch.set_num_threads(2)
     out = os.path.abspath(a.outdir)
     for sub in ("models", "data", "specs"):

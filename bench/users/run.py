@@ -238,12 +238,19 @@ def summaries(rows):
     """summary() of each half and of all rows."""
     s = {h: summary([r for r in rows if r["half"] == h]) for h in HALVES[:2]}
     s["all"] = summary(rows)
+    if any(r["half"] == "holdout" for r in rows):  # the fresh set (make_scenarios.py --set fresh)
+        s["holdout"] = summary([r for r in rows if r["half"] == "holdout"])
     return s
+
+
+def halves_of(s):
+    """The rows of a summary table: HALVES, and "holdout" when the rows have one."""
+    return HALVES + (("holdout",) if "holdout" in s else ())
 
 
 def mode_markdown(heading, s, rows):
     """A mode's summary table (s = summaries(rows)) and its per-scenario rows."""
-    md = [heading, "", SUMMARY_HEAD] + [fmt_summary(h, s[h]) for h in HALVES]
+    md = [heading, "", SUMMARY_HEAD] + [fmt_summary(h, s[h]) for h in halves_of(s)]
     md += ["", "| scenario | half | rule | pred | band | meas | err |", "|---|---|---|---|---|---|---|"]
     md += ["| %s | %s | %s | %d | %d–%d | %d | %+.1f %%%s |" % (
         r["name"], r["half"][:3], r["rule"], r["pred"], r["band"][0], r["band"][1], r["meas"],
@@ -273,7 +280,7 @@ def main():
     ap.add_argument("--modes", nargs="*", default=["default:"], help="NAME:ARGS, e.g. 'linear:--no-training'")
     ap.add_argument("--only", default="")
     ap.add_argument("--arch", nargs="*", help="only these architectures, in this order")
-    ap.add_argument("--half", choices=["development", "validation"])
+    ap.add_argument("--half", choices=["development", "validation", "holdout"])
     ap.add_argument("--estimate", default=os.path.join(ROOT, "build", "cli", "ttpred-estimate"))
     ap.add_argument("--finetune", default=os.path.join(ROOT, "build", "cli", "ttpred-finetune"))
     ap.add_argument("--strict", action="store_true")
@@ -344,7 +351,7 @@ def main():
         s = summaries(rows)
         out["modes"][name] = {"summary": s, "scenarios": rows}
         md += mode_markdown("## mode %s" % name, s, rows)
-        print("\nmode %s:\n%s\n%s" % (name, SUMMARY_HEAD, "\n".join(fmt_summary(h, s[h]) for h in HALVES)))
+        print("\nmode %s:\n%s\n%s" % (name, SUMMARY_HEAD, "\n".join(fmt_summary(h, s[h]) for h in halves_of(s))))
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
     with open(os.path.join(a.out, "summary.md"), "w") as f:
