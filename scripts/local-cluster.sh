@@ -70,11 +70,16 @@ stop_pidfile() { # pidfile name
   log "killed $name ($p)"
 }
 
+# A port p with p and p+1 unused by any TCP socket (listening or connected), below the
+# kernel's ephemeral range: a port in that range can be taken by an outgoing
+# connection between this check and the daemon's bind (EADDRINUSE).
 free_port() {
-  local p i
+  local p i lo=32768 hi
+  [ -r /proc/sys/net/ipv4/ip_local_port_range ] && read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+  hi=$(( lo - 2 )); [ "$hi" -gt 10100 ] || hi=10100
   for i in $(seq 1 50); do
-    p=$(( 20000 + (RANDOM % 20000) ))
-    if ! ss -Htln 2>/dev/null | awk '{print $4}' | grep -Eq "[:.]($p|$((p+1)))\$"; then
+    p=$(( 10000 + (RANDOM % (hi - 10000)) ))
+    if ! ss -Htan 2>/dev/null | awk '{print $4}' | grep -Eq "[:.]($p|$((p+1)))\$"; then
       echo "$p"; return 0
     fi
   done
@@ -92,21 +97,31 @@ start_accounting() {
   mkdir -p "$my/data"
   chown -R mysql:mysql "$my"
   chmod 0755 "$my"
-  sql_port=$(free_port)
   if [ ! -d "$my/data/mysql" ]; then
     mariadb-install-db --no-defaults --user=mysql --datadir="$my/data" \
       --auth-root-authentication-method=socket --skip-test-db >"$my/install.log" 2>&1 \
       || die "mariadb-install-db failed: $(tail -n 5 "$my/install.log")"
   fi
   # --no-defaults: nothing from /etc/mysql; datadir, socket, pid and log in DIR.
-  runuser -u mysql -- mariadbd --no-defaults --datadir="$my/data" --socket="$my/mysqld.sock" \
-    --pid-file="$my/mysqld.pid" --log-error="$my/mysqld.log" --port="$sql_port" \
-    --bind-address=127.0.0.1 --skip-name-resolve --innodb-buffer-pool-size=32M \
-    --skip-log-bin </dev/null >/dev/null 2>&1 &
-  disown 2>/dev/null || true
-  for i in $(seq 1 300); do
+  # A port taken between free_port and the bind: another port, up to 3 tries.
+  local try mpid
+  for try in 1 2 3; do
+    sql_port=$(free_port)
+    : >"$my/mysqld.log"
+    runuser -u mysql -- mariadbd --no-defaults --datadir="$my/data" --socket="$my/mysqld.sock" \
+      --pid-file="$my/mysqld.pid" --log-error="$my/mysqld.log" --port="$sql_port" \
+      --bind-address=127.0.0.1 --skip-name-resolve --innodb-buffer-pool-size=32M \
+      --skip-log-bin </dev/null >/dev/null 2>&1 &
+    mpid=$!
+    disown 2>/dev/null || true
+    for i in $(seq 1 300); do
+      mariadb --no-defaults -S "$my/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+      kill -0 "$mpid" 2>/dev/null || break  # it exited (e.g. the port was taken)
+      sleep 0.2
+    done
     mariadb --no-defaults -S "$my/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
-    sleep 0.2
+    grep -q "Address already in use" "$my/mysqld.log" 2>/dev/null || break
+    log "mariadbd: port $sql_port was taken; another one"
   done
   mariadb --no-defaults -S "$my/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 \
     || die "mariadbd did not start: $(tail -n 5 "$my/mysqld.log" 2>/dev/null)"
