@@ -59,6 +59,7 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
   // A coordinate with no gradient at all (and eps = 0) gets the largest finite weight.
   const double floor = std::max(denom.max().item<double>() * 1e-12, 1e-300);
   torch::Tensor sqrtP = denom.clamp_min(floor).rsqrt();
+  const int64_t sketch_dim = go.dim > 0 ? go.dim : std::max<int64_t>(8192, 4 * rows);
   if (go.method != "loop") {
     // Pass 2 on the Gram's threaded engine: its Jacobian rows scaled by P0^½.
     GramOptions scaled = go;
@@ -66,7 +67,7 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
     scaled.jw0 = true;
     const torch::Tensor sp = sqrtP.to(torch::kCPU, torch::kFloat).contiguous();
     scaled.param_scale.assign(sp.data_ptr<float>(), sp.data_ptr<float>() + D);
-    scaled.dim = go.dim > 0 ? go.dim : std::max<int64_t>(8192, 4 * rows);
+    scaled.dim = sketch_dim;
     Gram g = compute_gram(model, d, idx, scaled);
     Preconditioned k;
     k.method = g.method;
@@ -84,7 +85,7 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
   Preconditioned k;
   k.method = choose_projection(go, rows, D);
   const bool sketch = k.method == "countsketch";
-  k.dim = sketch ? (go.dim > 0 ? go.dim : std::max<int64_t>(8192, 4 * rows)) : D;
+  k.dim = sketch ? sketch_dim : D;
   if (!sketch && 4.0 * double(rows) * double(D) > 16e9)
     throw Error(Exit::invalid, "Adam's exact kernel needs a " + std::to_string(rows) + " x " + std::to_string(D) +
                                    " Jacobian (> 16 GB): use engine.projection: countsketch");

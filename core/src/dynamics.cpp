@@ -88,21 +88,24 @@ double clip_factor(double max_norm, double sq) {
   return std::min(1.0, max_norm / (std::sqrt(std::max(sq, 0.0)) + 1e-6));
 }
 
-// ‖∇_w L_B‖² = Σ_{a,b∈B} g_aᵀ Θ[a, b] g_b for the batch `rows` (gb: the B·C scaled
-// output gradients, G = Θ[:, B] gb). With the measured kernel in Problem::theta_norm
-// the sum runs over its blocks; otherwise G already holds Θ[:, B] gb.
-double batch_norm_sq(const Problem& p, const int64_t* rows, int64_t B, const Eigen::VectorXd& gb,
-                     const Eigen::VectorXd& G) {
-  const int64_t C = p.classes();
+// Σ_{a,b∈B} g_aᵀ T[a, b] g_b over the batch `rows` (gb: the B·C scaled output
+// gradients): ‖∇_w L_B‖² when T is the kernel of these samples.
+double batch_quadratic(const Eigen::MatrixXd& T, const int64_t* rows, int64_t B, int64_t C, const Eigen::VectorXd& gb) {
   double q = 0;
-  if (!p.theta_norm) {
-    for (int64_t b = 0; b < B; ++b) q += gb.segment(b * C, C).dot(G.segment(rows[b] * C, C));
-    return q;
-  }
-  const Eigen::MatrixXd& T = *p.theta_norm;
   for (int64_t a = 0; a < B; ++a)
     for (int64_t b = 0; b < B; ++b)
       q += gb.segment(a * C, C).dot(T.block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
+  return q;
+}
+
+// ‖∇_w L_B‖² for clipping, G = Θ[:, B] gb. With the measured kernel in
+// Problem::theta_norm the sum runs over its blocks; otherwise G already holds Θ[:, B] gb.
+double batch_norm_sq(const Problem& p, const int64_t* rows, int64_t B, const Eigen::VectorXd& gb,
+                     const Eigen::VectorXd& G) {
+  const int64_t C = p.classes();
+  if (p.theta_norm) return batch_quadratic(*p.theta_norm, rows, B, C, gb);
+  double q = 0;
+  for (int64_t b = 0; b < B; ++b) q += gb.segment(b * C, C).dot(G.segment(rows[b] * C, C));
   return q;
 }
 
@@ -358,20 +361,11 @@ void adam_function_run(const Problem& p, const Preconditioned& k, const Hyper& h
       G.noalias() += k.theta.middleCols(i * C, C) * gb.segment(b * C, C);
     }
     // ‖∇L_B‖² = Σ_{a,b ∈ B} g_aᵀ Θ[a, b] g_b.
-    double q = 0;
-    for (int64_t a = 0; a < B; ++a)
-      for (int64_t b = 0; b < B; ++b)
-        q += gb.segment(a * C, C).dot(p.theta.block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
+    double q = batch_quadratic(p.theta, rows, B, C, gb);
     if (h.clip_norm > 0) {
       // Clipping scales the batch gradient by c: its preconditioned image G by c, its
       // second moment q by c². The norm is the measured one (Problem::theta_norm).
-      double sq = q;
-      if (p.theta_norm) {
-        sq = 0;
-        for (int64_t a = 0; a < B; ++a)
-          for (int64_t b = 0; b < B; ++b)
-            sq += gb.segment(a * C, C).dot(p.theta_norm->block(rows[a] * C, rows[b] * C, C, C) * gb.segment(b * C, C));
-      }
+      const double sq = p.theta_norm ? batch_quadratic(*p.theta_norm, rows, B, C, gb) : q;
       const double c = clip_factor(h.clip_norm, sq);
       G *= c;
       q *= c * c;

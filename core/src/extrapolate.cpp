@@ -85,15 +85,15 @@ Problem restrict_problem(const Problem& p, const std::vector<int64_t>& pos) {
     for (int64_t c = 0; c < C; ++c) rows.push_back(i * C + c);
   Problem q;
   q.loss = p.loss;
-  q.theta.resize(m * C, m * C);
-  for (int64_t b = 0; b < m * C; ++b)
-    for (int64_t a = 0; a < m * C; ++a) q.theta(a, b) = p.theta(rows[size_t(a)], rows[size_t(b)]);
-  if (p.theta_norm) {
-    auto t = std::make_shared<Eigen::MatrixXd>(m * C, m * C);
+  // The kernel's block of the kept samples' rows and columns.
+  auto block = [&](const Eigen::MatrixXd& t) {
+    Eigen::MatrixXd out(m * C, m * C);
     for (int64_t b = 0; b < m * C; ++b)
-      for (int64_t a = 0; a < m * C; ++a) (*t)(a, b) = (*p.theta_norm)(rows[size_t(a)], rows[size_t(b)]);
-    q.theta_norm = std::move(t);
-  }
+      for (int64_t a = 0; a < m * C; ++a) out(a, b) = t(rows[size_t(a)], rows[size_t(b)]);
+    return out;
+  };
+  q.theta = block(p.theta);
+  if (p.theta_norm) q.theta_norm = std::make_shared<const Eigen::MatrixXd>(block(*p.theta_norm));
   auto take = [&](const Eigen::MatrixXd& x) {
     if (x.size() == 0) return Eigen::MatrixXd();
     Eigen::MatrixXd y(m, x.cols());

@@ -25,7 +25,6 @@ struct Problem {
   // training set (extrapolate.hpp): a batch's gradient norm is that of its own
   // samples, so gradient clipping reads it here. Null: `theta` itself.
   std::shared_ptr<const Eigen::MatrixXd> theta_norm;
-  const Eigen::MatrixXd& norm_kernel() const { return theta_norm ? *theta_norm : theta; }
   Eigen::MatrixXd f0;           // n × C outputs at w0
   Eigen::MatrixXd jw0;          // n × C, J·w0 (used when weight decay > 0)
   Eigen::MatrixXd u0;           // n × C initial velocity J·v (empty: zero, a fresh optimizer)
