@@ -182,9 +182,10 @@ BudgetChoice pick_kernel(const CostModel& cm, const CostModel* trace_cm, const s
 BudgetChoice choose_kernel(const CostModel& cm, const std::vector<Spec>& specs, Model& model, const Dataset& d,
                            int64_t pool, int64_t requested, int64_t smallest) {
   const Spec& s = specs.front();
-  const BudgetChoice own = choose_n0(cm, specs, d.n, requested, smallest);
-  if ((own.fits && own.subset >= requested) || !kernel_is_ours(s) || cm.classes <= kTraceK)
-    return pick_kernel(cm, nullptr, specs, d.n, requested, smallest);
+  BudgetChoice c = pick_kernel(cm, nullptr, specs, d.n, requested, smallest);
+  c.probe_seconds = cm.probe_seconds;
+  // The spec's own Θ or the CountSketch fits the N0 asked for, or no trace-NTK applies.
+  if ((c.fits && c.subset >= requested) || !kernel_is_ours(s) || cm.classes <= kTraceK) return c;
   // Price the trace-NTK's Jacobian and product on the probe's samples.
   const double t0 = now();
   Spec probe = s;
@@ -198,7 +199,7 @@ BudgetChoice choose_kernel(const CostModel& cm, const std::vector<Spec>& specs, 
   CostModel ct = base;
   ct.jacobian_per_sample = g.seconds_jacobian / double(m);
   ct.gram_per_flop = g.seconds_gram / (2.0 * double(m) * double(m) * double(std::max<int64_t>(1, g.dim)));
-  BudgetChoice c = pick_kernel(base, &ct, specs, d.n, requested, smallest);
+  c = pick_kernel(base, &ct, specs, d.n, requested, smallest);
   c.probe_seconds = base.probe_seconds;
   return c;
 }
@@ -213,7 +214,6 @@ std::vector<Spec> fit_budget(const std::vector<Spec>& specs, Model& model, const
   const CostModel cm = measure_costs(model, d, specs, C, max_pool, elapsed);
   BudgetChoice c = choose_kernel(cm, specs, model, d, max_pool, std::min(requested, max_pool), smallest);
   c.requested = requested;
-  c.probe_seconds = std::max(c.probe_seconds, cm.probe_seconds);
   if (!c.fits)
     throw Error(Exit::budget,
                 located(s.file, s.line_of("engine.max_seconds"), "engine.max_seconds",
