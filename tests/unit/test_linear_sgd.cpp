@@ -28,6 +28,14 @@ Problem problem_for(const Model& m, const Dataset& d, Loss loss, const std::vect
   return testing::linear_problem(m, d, loss, idx);
 }
 
+// The linearized problem of linear_rf.pt on all samples of a test data file.
+Problem rf_problem(const char* data, Loss loss) {
+  const std::string dir = TEST_MODELS;
+  Dataset d = read_torch_dict(dir + "/" + data);
+  Model m(dir + "/linear_rf.pt", "cpu");
+  return problem_for(m, d, loss, all_samples(d));
+}
+
 void run_case(const Case& k) {
   CAPTURE(k.data);
   CAPTURE(k.momentum);
@@ -189,10 +197,7 @@ TEST_CASE("label smoothing: predicted = real nn.CrossEntropyLoss(label_smoothing
   h.weight_decay = 0.01;
   same_curves("vec_train.pt", Loss::cross_entropy, h);
   // Smoothing changes the curve: the loss floor is the smoothed targets' entropy.
-  const std::string dir = TEST_MODELS;
-  Dataset d = read_torch_dict(dir + "/vec_train.pt");
-  Model m(dir + "/linear_rf.pt", "cpu");
-  Problem p = problem_for(m, d, Loss::cross_entropy, all_samples(d));
+  Problem p = rf_problem("vec_train.pt", Loss::cross_entropy);
   SimOptions so;
   so.runs = 1;
   Hyper plain = base_hyper(0.5, 0.0, 8);
@@ -206,10 +211,7 @@ TEST_CASE("Nesterov momentum: predicted = real SGD(nesterov=True)") {
   h.weight_decay = 0.001;
   same_curves("vec_mse.pt", Loss::mse, h);
   // Nesterov is another trajectory than heavy-ball momentum.
-  const std::string dir = TEST_MODELS;
-  Dataset d = read_torch_dict(dir + "/vec_train.pt");
-  Model m(dir + "/linear_rf.pt", "cpu");
-  Problem p = problem_for(m, d, Loss::cross_entropy, all_samples(d));
+  Problem p = rf_problem("vec_train.pt", Loss::cross_entropy);
   SimOptions so;
   so.runs = 1;
   Hyper heavy = base_hyper(0.1, 0.9, 8);
@@ -258,10 +260,7 @@ namespace {
 
 // The full-batch gradient norm ‖∇_w L‖ at w0, from Θ: ‖Jᵀ g / n‖ = √(gᵀ Θ g) / n.
 double initial_grad_norm(const char* data, Loss loss) {
-  const std::string dir = TEST_MODELS;
-  Dataset d = read_torch_dict(dir + "/" + data);
-  Model m(dir + "/linear_rf.pt", "cpu");
-  Problem p = problem_for(m, d, loss, all_samples(d));
+  Problem p = rf_problem(data, loss);
   const Eigen::VectorXd g = loss_gradient(p, p.f0);
   return std::sqrt(g.dot(p.theta * g)) / double(p.n());
 }
@@ -288,10 +287,7 @@ TEST_CASE("gradient clipping: predicted = real SGD with torch.nn.utils.clip_grad
   }
   // Clipping slows the start; the measured-kernel path (Problem::theta_norm, used
   // when Θ is extrapolated) gives the same curve when it holds Θ itself.
-  const std::string dir = TEST_MODELS;
-  Dataset d = read_torch_dict(dir + "/vec_train.pt");
-  Model m(dir + "/linear_rf.pt", "cpu");
-  Problem p = problem_for(m, d, Loss::cross_entropy, all_samples(d));
+  Problem p = rf_problem("vec_train.pt", Loss::cross_entropy);
   SimOptions so;
   so.runs = 1;
   Hyper plain = base_hyper(0.5, 0.0, 8), clipped = plain;
