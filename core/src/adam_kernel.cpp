@@ -29,36 +29,21 @@ torch::Tensor flat_weights(const Model::Impl& m) {
   return torch::cat(flat);
 }
 
-}  // namespace
-
-Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
-                           const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population, double eps,
-                           const GramOptions& go) {
-  Model::Impl& m = model.impl();
-  const double t_start = now();
-  const int64_t n = int64_t(idx.size()), C = y.cols(), D = model.num_params(), rows = n * C;
-  const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(m.device);
-  // Pass 1: per-sample loss gradients (one backward each): mean and second moment per coordinate.
-  torch::Tensor s1 = torch::zeros({D}, dopt), s2 = torch::zeros({D}, dopt);
-  for (int64_t r = 0; r < n; ++r) {
-    torch::Tensor out = run_forward(m, gather_x(d, {idx[size_t(r)]}, m.device, m.dtype)).to(torch::kDouble);
-    torch::Tensor t = torch::empty({1, C}, torch::kDouble);
-    for (int64_t c = 0; c < C; ++c) t[0][c] = y(r, c);
-    t = t.to(m.device);
-    torch::Tensor l = loss == Loss::cross_entropy ? -(torch::log_softmax(out, 1) * t).sum() : (out - t).pow(2).mean();
-    torch::Tensor g = flat_grad(m, l, false);
-    s1 += g;
-    s2 += g * g;
-    if (go.progress) go.progress("adam moments", r + 1, n);
-  }
-  torch::Tensor mean = s1 / double(n), var = (s2 / double(n) - mean * mean).clamp_min(0);
-  const int64_t B = std::min(batch, population);
-  const double fpc = B >= population ? 0.0 : double(population - B) / double(population - 1);
-  torch::Tensor vbar = mean * mean + var * (fpc / double(B));
-  torch::Tensor denom = vbar.sqrt() + eps;
-  // A coordinate with no gradient at all (and eps = 0) gets the largest finite weight.
+// P^½ = (√v + ε)^−½ per weight; a coordinate with no gradient at all (and
+// eps = 0) gets the largest finite weight.
+torch::Tensor sqrt_preconditioner(const torch::Tensor& v, double eps) {
+  const torch::Tensor denom = v.clamp_min(0).sqrt() + eps;
   const double floor = std::max(denom.max().item<double>() * 1e-12, 1e-300);
-  torch::Tensor sqrtP = denom.clamp_min(floor).rsqrt();
+  return denom.clamp_min(floor).rsqrt();
+}
+
+// Pass 2: Θ_P = (J P^½)(J P^½)ᵀ, J P w and tr Θ_P / tr Θ on samples idx, at the
+// model's weights; on the Gram's threaded engine, or the serial reference loop.
+Preconditioned kernel_with(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, int64_t C,
+                           const torch::Tensor& sqrtP, const GramOptions& go, double t_start) {
+  Model::Impl& m = model.impl();
+  const int64_t n = int64_t(idx.size()), D = model.num_params(), rows = n * C;
+  const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(m.device);
   const int64_t sketch_dim = go.dim > 0 ? go.dim : std::max<int64_t>(8192, 4 * rows);
   if (go.method != "loop") {
     // Pass 2 on the Gram's threaded engine: its Jacobian rows scaled by P0^½.
@@ -79,7 +64,7 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
     return k;
   }
   // The reference (GramOptions::method = "loop"): one serial pass.
-  const torch::Tensor pw0 = sqrtP * flat_weights(m);  // P0^½ w0
+  const torch::Tensor pw0 = sqrtP.to(m.device) * flat_weights(m);  // P^½ w
 
   // Pass 2: the P0^½-scaled Jacobian rows, exactly or CountSketched.
   Preconditioned k;
@@ -112,7 +97,7 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
     for (int64_t c = 0; c < C; ++c) {
       torch::Tensor row = flat_grad(m, out[0][c], c + 1 < C);
       trace_raw += row.dot(row).item<double>();
-      row = row * sqrtP;
+      row = row * sqrtP.to(m.device);
       jpw0[r * C + c] = row.dot(pw0);
       if (sketch)
         J[r * C + c].index_add_(0, bucket, (row * sign).to(torch::kFloat));
@@ -130,6 +115,63 @@ Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vect
     for (int64_t c = 0; c < C; ++c) k.jpw0(r, c) = jp.data_ptr<double>()[r * C + c];
   k.p_ratio = trace_raw > 0 ? k.theta.trace() / trace_raw : 1.0;
   k.seconds = now() - t_start;
+  return k;
+}
+
+// Pass 1: v̄ = mean² + (N − B) / (N − 1) · var / B per weight, from the per-sample
+// loss gradients (one backward each) over samples idx at the current weights.
+torch::Tensor batch_second_moment(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
+                                  const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population,
+                                  const GramOptions& go) {
+  Model::Impl& m = model.impl();
+  const int64_t n = int64_t(idx.size()), C = y.cols(), D = model.num_params();
+  const auto dopt = torch::TensorOptions().dtype(torch::kDouble).device(m.device);
+  torch::Tensor s1 = torch::zeros({D}, dopt), s2 = torch::zeros({D}, dopt);
+  for (int64_t r = 0; r < n; ++r) {
+    torch::Tensor out = run_forward(m, gather_x(d, {idx[size_t(r)]}, m.device, m.dtype)).to(torch::kDouble);
+    torch::Tensor t = torch::empty({1, C}, torch::kDouble);
+    for (int64_t c = 0; c < C; ++c) t[0][c] = y(r, c);
+    t = t.to(m.device);
+    torch::Tensor l = loss == Loss::cross_entropy ? -(torch::log_softmax(out, 1) * t).sum() : (out - t).pow(2).mean();
+    torch::Tensor g = flat_grad(m, l, false);
+    s1 += g;
+    s2 += g * g;
+    if (go.progress) go.progress("adam moments", r + 1, n);
+  }
+  torch::Tensor mean = s1 / double(n), var = (s2 / double(n) - mean * mean).clamp_min(0);
+  const int64_t B = std::min(batch, population);
+  const double fpc = B >= population ? 0.0 : double(population - B) / double(population - 1);
+  return mean * mean + var * (fpc / double(B));
+}
+
+}  // namespace
+
+Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
+                           const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population, double eps,
+                           const GramOptions& go) {
+  const double t_start = now();
+  const torch::Tensor vbar = batch_second_moment(model, d, idx, y, loss, batch, population, go);
+  return kernel_with(model, d, idx, y.cols(), sqrt_preconditioner(vbar, eps), go, t_start);
+}
+
+Preconditioned adam_kernel_after(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
+                                 const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population, const Hyper& h,
+                                 const std::vector<float>& v, int64_t K, int64_t T, const GramOptions& go) {
+  const double t_start = now();
+  if (int64_t(v.size()) != model.num_params())
+    throw std::invalid_argument("adam_kernel_after: one second moment per trainable weight expected");
+  const torch::Tensor vbar = batch_second_moment(model, d, idx, y, loss, batch, population, go).to(torch::kCPU);
+  const torch::Tensor vhat =
+      torch::from_blob(const_cast<float*>(v.data()), {int64_t(v.size())}, torch::kFloat).to(torch::kDouble) /
+      (1 - std::pow(h.beta2, double(K)));
+  const double tm = 0.5 * double(K + std::max(T, K)), bc = 1 - std::pow(h.beta2, tm);
+  const double a = std::pow(h.beta2, tm - double(K)) * (1 - std::pow(h.beta2, double(K))) / bc;
+  const double b = (1 - std::pow(h.beta2, tm - double(K))) / bc;
+  const torch::Tensor mix = a * vhat + b * vbar;
+  Preconditioned k = kernel_with(model, d, idx, y.cols(), sqrt_preconditioner(mix, h.eps), go, t_start);
+  const double now_sum = vbar.sum().item<double>();
+  k.v_start = now_sum > 0 ? vhat.sum().item<double>() / now_sum : 1.0;
+  k.v_level = now_sum > 0 ? mix.sum().item<double>() / now_sum : 1.0;
   return k;
 }
 

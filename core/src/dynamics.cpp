@@ -109,6 +109,20 @@ double batch_norm_sq(const Problem& p, const int64_t* rows, int64_t B, const Eig
   return q;
 }
 
+// E‖∇L_B‖² from Θ: ‖ḡ‖² = rᵀΘr / n², mean_i ‖g_i‖² = mean_i r_iᵀ Θ_ii r_i.
+double batch_grad_sq(const Problem& p, const Eigen::VectorXd& F, int64_t B, int64_t N) {
+  const int64_t n = p.n(), C = p.classes();
+  Eigen::VectorXd all(n * C);
+  for (int64_t i = 0; i < n; ++i) sample_grad(p, F.data() + i * C, i, all.data() + i * C);
+  const double mean_sq = all.dot(p.theta * all) / double(n) / double(n);
+  double self = 0;
+  for (int64_t i = 0; i < n; ++i)
+    self += all.segment(i * C, C).dot(p.theta.block(i * C, i * C, C, C) * all.segment(i * C, C));
+  self /= double(n);
+  const double fpc = B >= N ? 0.0 : double(N - B) / double(N - 1);
+  return mean_sq + fpc * std::max(0.0, self - mean_sq) / double(B);
+}
+
 void one_run(const Problem& p, const Hyper& h, int run, uint64_t seed, int64_t stride, std::vector<double>& L,
              std::vector<double>& A) {
   const int64_t n = p.n(), C = p.classes(), M = n * C;
@@ -334,21 +348,21 @@ void adam_function_run(const Problem& p, const Preconditioned& k, const Hyper& h
                        int64_t stride, std::vector<double>& L, std::vector<double>& A) {
   const int64_t n = p.n(), C = p.classes(), M = n * C;
   const Eigen::VectorXd F0 = flatten(p.f0), W0 = flatten(p.jw0), PW0 = flatten(k.jpw0);
-  Eigen::VectorXd F = F0, mu = Eigen::VectorXd::Zero(M), G(M), all(M);
+  Eigen::VectorXd F = F0, mu = k.mu0.size() ? flatten(k.mu0) : Eigen::VectorXd::Zero(M), G(M);
   Batches bt(n, h.batch_size, seed, run);
   const int64_t B = bt.B;
   Eigen::VectorXd gb(B * C);
-  // v_ref: E‖∇L_B‖² at the start over the batches (without replacement among n),
-  // from Θ: ‖ḡ‖² = rᵀΘr / n², mean_i ‖g_i‖² = mean_i r_iᵀ Θ_ii r_i.
-  for (int64_t i = 0; i < n; ++i) sample_grad(p, F.data() + i * C, i, all.data() + i * C);
-  const double mean_sq = all.dot(p.theta * all) / double(n) / double(n);
-  double self = 0;
-  for (int64_t i = 0; i < n; ++i)
-    self += all.segment(i * C, C).dot(p.theta.block(i * C, i * C, C, C) * all.segment(i * C, C));
-  self /= double(n);
-  const double fpc = B >= n ? 0.0 : double(n - B) / double(n - 1);
-  const double v_ref = mean_sq + fpc * std::max(0.0, self - mean_sq) / double(B);
-  double vs = 0;
+  // v_ref: E‖∇L_B‖² at the start over the batches (without replacement among n).
+  // A fresh start: P0 is the preconditioner at v̂ = v_ref, and v̂ the EMA of the simulated
+  // ‖∇L_B‖² from t0. Carried from K real steps (k.v_level > 0): the kernel's P is that of
+  // a v summing to v_level · E‖∇L_B‖² at the start, v̂_K sums to v_start · E‖∇L_B‖²
+  // (the memory of earlier, larger gradients), and the EMA and its bias corrections go
+  // on from step K as Adam's do.
+  const bool carried = k.v_level > 0;
+  const double now_sq = batch_grad_sq(p, F, B, n);
+  const double v_ref = now_sq * (carried ? k.v_level : 1.0);
+  const int64_t s0 = carried ? 0 : h.t0;  // the step the bias corrections count from
+  double vs = carried ? now_sq * k.v_start * (1 - std::pow(h.beta2, double(h.t0))) : 0;
   L.assign(1, loss_flat(p, F));
   A.assign(1, acc_flat(p, F));
   for (int64_t t = h.t0; t < h.steps; ++t) {
@@ -370,7 +384,7 @@ void adam_function_run(const Problem& p, const Preconditioned& k, const Hyper& h
       G *= c;
       q *= c * c;
     }
-    const double lr = h.lr_at(t), s = double(t - h.t0 + 1);
+    const double lr = h.lr_at(t), s = double(t - s0 + 1);
     if (h.optimizer == Optimizer::adam && h.weight_decay > 0)  // L2 in the gradient: J P0 (w0 + Δw), Δw ≈ P-mean
       G += h.weight_decay * (PW0 + k.p_ratio * (F - F0));
     mu = h.beta1 * mu + (1 - h.beta1) * G;

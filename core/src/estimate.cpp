@@ -88,10 +88,31 @@ double lr_stability(const Spec& s, const Prediction& P, const Kernel& K) {
   return stability_ratio(peak_lr, s, P, K.lambda_max);
 }
 
+// Θ and Adam's kernel k extrapolated to N from the residual at p's outputs (§5);
+// Θ's extrapolation from `cache` when another prediction computed it.
+void extrapolate_both(Prediction& P, const Job& job, ExtrapolatedByN& cache, Problem& p, Preconditioned& k) {
+  if (job.opt.progress) job.opt.progress("extrapolate", 0, 2);
+  const Problem raw = p;
+  p = extrapolated_at(cache, raw, P.size, job.spec.seed).first;
+  if (job.opt.progress) job.opt.progress("extrapolate", 1, 2);
+  ExtrapolatedByN once;
+  Problem pp = raw;
+  pp.theta = k.theta;
+  const auto& [q, shared] = extrapolated_at(once, pp, P.size, job.spec.seed);
+  if (job.opt.progress) job.opt.progress("extrapolate", 2, 2);
+  k.theta = q.theta;
+  P.extrapolated = true;
+  P.shared_modes = shared;
+}
+
 // Adam/AdamW (docs/method.md §3b): Θ_P = J P0 Jᵀ at w0 (once per N, N0, global
-// batch, eps and label smoothing), extrapolated to N like Θ, and the
-// function-space Adam simulation on it. Training-free: no real steps yet.
-void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey, Preconditioned>& cache, int64_t C) {
+// batch, eps and label smoothing) and the function-space Adam simulation on it.
+// By default re-linearized as SGD is (§7): K real Adam steps from w0, then Θ and
+// Θ_P at w_K, with the real second moment's preconditioner and the optimizer's
+// state carried, both extrapolated to N. engine.relinearize: 0 (--no-training):
+// training-free, from w0.
+void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey, Preconditioned>& cache,
+                     Anchors& anchors) {
   const Spec& s = job.spec;
   double t0 = now();
   const Hyper h = hyper_of(s, P);
@@ -103,40 +124,72 @@ void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey,
     P.timing.emplace_back("adam_kernel", pk.seconds);
     it = cache.emplace(key, std::move(pk)).first;
   }
-  Preconditioned pk = it->second;
   t0 = now();
-  Problem prob = K.prob;
-  double extrapolate_seconds = 0;
-  if (P.subset < P.size && s.extrapolate) {
-    // Both kernels extrapolated to N from the residual at w0 (§5).
-    const double t_ex = now();
-    if (job.opt.progress) job.opt.progress("extrapolate", 0, 2);
-    prob = extrapolated_at(K.extrapolated, K.prob, P.size, s.seed).first;
-    if (job.opt.progress) job.opt.progress("extrapolate", 1, 2);
-    ExtrapolatedByN once;
-    Problem pp = K.prob;
-    pp.theta = pk.theta;
-    const auto& [q, shared] = extrapolated_at(once, pp, P.size, s.seed);
-    if (job.opt.progress) job.opt.progress("extrapolate", 2, 2);
-    pk.theta = q.theta;
-    P.extrapolated = true;
-    P.shared_modes = shared;
-    extrapolate_seconds = now() - t_ex;
-  }
+  const bool extrap = P.subset < P.size && s.extrapolate;
+  double extrapolate_seconds = 0, diagnose_seconds = 0;
   SimOptions so;
   so.runs = s.runs > 0 ? s.runs : 16;
   so.seed = s.seed;
   if (job.opt.progress) so.progress = [&](int64_t done, int64_t total) { job.opt.progress("simulate", done, total); };
-  const Curves cv = simulate_adam(prob, pk, h, so);
-  P.timing.emplace_back("simulate", now() - t0 - extrapolate_seconds);
+  const int64_t relin = std::min(relinearize_steps(s, P.horizon), P.horizon - 1);
+  Curves cv;
+  if (relin > 0 && P.horizon <= 20000) {
+    // The real prefix; its drift against run 0 of the training-free simulation.
+    Hyper hk = h;
+    hk.steps = relin;
+    hk.horizon = P.horizon;
+    SimOptions one = so;
+    one.runs = 1;
+    one.progress = nullptr;
+    const Curves lin = simulate_adam(K.prob, it->second, hk, one);
+    Prefix pre = real_prefix(job, K, P, h, relin, true, extrap, lin, anchors);
+    diagnose_seconds = pre.seconds;
+    P.timing.emplace_back("diagnose", diagnose_seconds);
+    P.drift = pre.drift;
+    P.drift_steps = relin;
+    if (pre.anchor && pre.anchor->adam) {
+      Problem p2 = pre.anchor->raw;  // Θ_K, J·w_K, f_K
+      Preconditioned k2 = *pre.anchor->adam;
+      if (extrap) {
+        const double t_ex = now();
+        extrapolate_both(P, job, pre.anchor->extrapolated, p2, k2);
+        extrapolate_seconds += now() - t_ex;
+      }
+      Hyper h2 = h;
+      h2.t0 = relin;
+      cv = splice(pre.real, simulate_adam(p2, k2, h2, so), relin);
+      P.relinearized_at = relin;
+    }
+  }
+  if (cv.step.empty()) {
+    Problem prob = K.prob;
+    Preconditioned pk = it->second;
+    if (extrap) {
+      const double t_ex = now();
+      extrapolate_both(P, job, K.extrapolated, prob, pk);
+      extrapolate_seconds += now() - t_ex;
+    }
+    cv = simulate_adam(prob, pk, h, so);
+  }
+  P.timing.emplace_back("simulate", now() - t0 - extrapolate_seconds - diagnose_seconds);
   if (P.extrapolated) P.timing.emplace_back("extrapolate", extrapolate_seconds);
   P.lr_stability = 0;  // the SGD stability ratio does not apply to Adam's normalized steps
   target_and_band(P, cv, Check{}, s, job.opt.curve_points);
-  if (s.relinearize > 0 || s.diagnose_steps > 0)
-    P.warnings.push_back("engine.relinearize / engine.diagnose_steps are not applied to Adam/AdamW yet");
-  P.warnings.push_back(std::string(s.optimizer == Optimizer::adam ? "Adam" : "AdamW") +
-                       ": training-free prediction on the preconditioned kernel (no re-linearization yet); the "
-                       "band's method factor was measured on SGD jobs");
+  const std::string name = s.optimizer == Optimizer::adam ? "Adam" : "AdamW";
+  if (s.relinearize == 0 && s.diagnose_steps > 0)
+    P.warnings.push_back("engine.diagnose_steps is not applied to " + name + " without a re-linearization");
+  if (s.batchnorm_train && P.relinearized_at == 0)
+    P.warnings.push_back("model.batchnorm: train without a re-linearization (the horizon is too short or too long "
+                         "for a real prefix): predicted with the pre-trained running statistics, as eval mode");
+  if (s.relinearize_with.set && !s.relinearize_with.same_values(s.optimizer_values()) && P.relinearized_at > 0)
+    P.warnings.push_back("engine.relinearize_with holds SGD values: " + name + " re-linearizes after its own " +
+                         std::to_string(relin) + " real steps");
+  P.warnings.push_back(name + (P.relinearized_at > 0
+                                   ? ": re-linearized after " + std::to_string(relin) +
+                                         " real steps (the optimizer's moments carried); the band's method factor "
+                                         "was measured on SGD jobs"
+                                   : std::string(": training-free prediction on the preconditioned kernel at w0; the "
+                                                 "band's method factor was measured on SGD jobs")));
 }
 
 }  // namespace
@@ -202,9 +255,6 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     const Job job{s, model, d, pool, pool_targets, opt};
     // model.batchnorm: train (docs/method.md §7): the real prefix runs train mode and
     // the rest is linearized at w_K with the statistics it reached.
-    if (s.batchnorm_train && s.optimizer != Optimizer::sgd)
-      s.fail("model.batchnorm", "train: predicted for SGD only (its real prefix runs train mode); Adam/AdamW "
-                                "predictions are training-free, in eval mode (ttpred-finetune runs either)");
     if (s.batchnorm_train && s.relinearize == 0)
       s.fail("model.batchnorm", "train needs the real prefix, which runs train mode: drop --no-training / "
                                 "engine.relinearize: 0");
@@ -239,7 +289,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     record_kernel(P, K);
     if (s.optimizer != Optimizer::sgd) {
       // Adam/AdamW: training-free, in function space on Θ_P (docs/method.md §3b).
-      adam_prediction(P, job, K, adam_kernels, C);
+      adam_prediction(P, job, K, adam_kernels, anchors);
       seconds_and_total(P, s, si, t_spec);
       continue;
     }

@@ -52,9 +52,30 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
 // samples (data-parallel replicas, gradient accumulation), each loss scaled by
 // chunk / B: the gradient is the batch mean, as DDP's all-reduce average and a
 // loss divided by the accumulation steps give.
+// Adam's second moment, accumulated beside the optimizer from the gradient it
+// steps on (LibTorch's own state map is keyed differently across versions).
+struct SecondMoment {
+  const Hyper& h;
+  torch::Tensor v;               // exp_avg_sq, flattened, double
+  std::vector<double>* grad_sq;  // ‖g‖² per step
+  void add(const Model::Impl& m) {
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : m.params) {
+      torch::Tensor g = p.grad().defined() ? p.grad().detach().reshape(-1).to(torch::kDouble)
+                                           : torch::zeros({p.numel()}, torch::TensorOptions().dtype(torch::kDouble).device(p.device()));
+      if (h.optimizer == Optimizer::adam && h.weight_decay > 0) g = g + h.weight_decay * p.detach().reshape(-1).to(torch::kDouble);
+      flat.push_back(g);
+    }
+    torch::Tensor g = torch::cat(flat);
+    if (!v.defined()) v = torch::zeros_like(g);
+    v.mul_(h.beta2).addcmul_(g, g, 1 - h.beta2);
+    grad_sq->push_back(g.dot(g).item<double>());
+  }
+};
+
 double train_step(Model::Impl& m, torch::optim::Optimizer& opt, Loss loss, double alpha, int64_t micro,
                   double clip, const Dataset& d, const std::vector<int64_t>& src, const Eigen::MatrixXd& targets,
-                  const std::vector<int64_t>& rows) {
+                  const std::vector<int64_t>& rows, SecondMoment* moment = nullptr) {
   const double t0 = now();
   opt.zero_grad();
   const int64_t B = int64_t(src.size());
@@ -71,6 +92,7 @@ double train_step(Model::Impl& m, torch::optim::Optimizer& opt, Loss loss, doubl
   }
   // torch.nn.utils.clip_grad_norm_(model.parameters(), clip) between backward and step.
   if (clip > 0) torch::nn::utils::clip_grad_norm_(m.params, clip);
+  if (moment) moment->add(m);
   opt.step();
   if (m.device.is_cuda()) torch::cuda::synchronize();
   return now() - t0;
@@ -140,6 +162,8 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   std::mt19937_64 rng = run_rng(opt.seed, 0);
   std::vector<int64_t> perm = all;
   int64_t next_log = 1;  // log_ratio > 1
+  SecondMoment moment{h, torch::Tensor(), &r.grad_sq};
+  SecondMoment* keep = opt.keep_adam_moments && h.optimizer != Optimizer::sgd ? &moment : nullptr;
   for (int64_t t = 0; t < h.steps; ++t) {
     const int64_t k = t % per_epoch;
     if (!full && k == 0) perm = epoch_permutation(rng, n);
@@ -148,7 +172,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     optimizer->param_groups()[0].options().set_lr(h.lr_at(t));
     const bool last = t + 1 == h.steps;
     if (opt.keep_outputs && last) evaluate(r, -1, &r.f_prev);
-    train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, h.clip_norm, d, src, targets, rows);
+    train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, h.clip_norm, d, src, targets, rows, keep);
     const int64_t since = t + 1 - opt.log_from;
     bool log = opt.log_ratio > 1 ? t + 1 >= next_log : since >= 0 && since % opt.log_every == 0;
     if (log && opt.log_ratio > 1)
@@ -159,6 +183,10 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   if (opt.keep_outputs) {
     if (r.f_last.size() == 0) evaluate(r, -1, &r.f_last);  // no steps
     if (r.f_prev.size() == 0) r.f_prev = r.f_last;
+  }
+  if (moment.v.defined()) {
+    const torch::Tensor v = moment.v.to(torch::kCPU, torch::kFloat).contiguous();
+    r.adam_v.assign(v.data_ptr<float>(), v.data_ptr<float>() + v.numel());
   }
   m.module.eval();
   r.steps = h.steps;

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "stages.hpp"
+#include "ttpred/adam.hpp"
 #include "ttpred/clock.hpp"
 #include "ttpred/model.hpp"
 
@@ -36,6 +37,7 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   fo.log_every = log_every;
   fo.log_ratio = log_ratio;
   fo.keep_outputs = keep_outputs;
+  fo.keep_adam_moments = keep_outputs && hk.optimizer != Optimizer::sgd;  // Adam's P at w_K
   // model.batchnorm: train: the real steps run as model.train() does (batch statistics,
   // running statistics updated); the losses are evaluated as model.eval() does, as in
   // ttpred-finetune, and Θ at w_K is the eval-mode network's, with those statistics.
@@ -58,6 +60,26 @@ double drift_of(const FinetuneResult& real, const Curves& lin) {
     if (std::isfinite(real.loss[j])) lowest = std::min(lowest, real.loss[j]);
   }
   return worst / std::max(real.loss.front() - lowest, 1e-12);
+}
+
+// Adam/AdamW re-linearized (docs/method.md §3b): Θ_P at w_K (adam_kernel_after:
+// the real second moment v_K mixed with the mini-batch gradient's at w_K), and the
+// first moment's image J P m_K, read off the last real step (w_K − w_{K−1} =
+// −η_{K−1} (m̂_K / (√v̂_K + ε) + [AdamW] λ w_{K−1})).
+Preconditioned adam_state_at(const Job& job, const Kernel& K, const Prediction& P, const Hyper& h,
+                             const FinetuneResult& at, const AnchorKernel& a) {
+  const Spec& s = job.spec;
+  const int64_t k = h.steps;
+  Preconditioned pk = adam_kernel_after(job.model, job.data, K.idx, smoothed_targets(a.raw.y, s.label_smoothing), s.loss,
+                                        s.global_batch(), P.size, h, at.adam_v, k, P.horizon,
+                                        gram_options(s, K.rows, job.opt, true));
+  const double lr = h.lr_at(k - 1);
+  Eigen::MatrixXd step = at.f_prev - at.f_last;
+  if (h.optimizer == Optimizer::adamw && h.weight_decay > 0) step -= lr * h.weight_decay * a.raw.jw0;
+  // The last step used v̂_K's preconditioner, the kernel holds P_mix's and the simulation
+  // starts with P_mix · √(v_level / v_start): μ_0 = J P_K m_K over that factor.
+  pk.mu0 = step * ((1 - std::pow(h.beta1, double(k))) / lr / std::sqrt(pk.v_level / pk.v_start));
+  return pk;
 }
 
 // The hyper-parameters whose K real steps give Θ at w_K: the job's own (hk), or
@@ -112,7 +134,9 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
   // K_a real steps with engine.relinearize_with's values. Once per distinct
   // values: a sweep's rows share it, and the row of the spec's own values
   // shares it with them.
-  const bool anchored = s.relinearize_with.set && !s.relinearize_with.same_values(s.optimizer_values());
+  // (engine.relinearize_with holds SGD's values: Adam re-linearizes with its own steps.)
+  const bool anchored = s.optimizer == Optimizer::sgd && s.relinearize_with.set &&
+                        !s.relinearize_with.same_values(s.optimizer_values());
   const Hyper ha = anchor_hyper(s, P, hk, anchored);
   auto& slot = anchors[AnchorKey{job.pool, P.subset, extrap, ha.lr, ha.momentum, ha.weight_decay, ha.batch_size,
                                  ha.steps, ha.horizon}];
@@ -147,6 +171,7 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
       a->growth = e0 > 0 && std::isfinite(ek) ? ek / e0 - 1 : 0;
       a->progress = at.loss.front() - at.loss.back();
       a->lambda_max = top_eigenvalue(a->raw.theta);
+      if (s.optimizer != Optimizer::sgd) a->adam = std::make_shared<Preconditioned>(adam_state_at(job, K, P, ha, at, *a));
     }
   }
   out.anchor = slot && !slot->failed ? slot.get() : nullptr;

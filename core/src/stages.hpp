@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "ttpred/adam.hpp"
 #include "ttpred/data.hpp"
 #include "ttpred/dynamics.hpp"
 #include "ttpred/estimate.hpp"
@@ -104,6 +105,8 @@ struct AnchorKernel {
   // growth = gᵀ Θ_K g / gᵀ Θ_0 g - 1, per `progress` = L_0 - L_K of those steps.
   double growth = 0, progress = 0;
   double lambda_max = 0;  // of Θ_K
+  // Adam/AdamW: Θ_P at w_K with the real second moment, and the optimizer's state there.
+  std::shared_ptr<Preconditioned> adam;
 };
 // pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
 using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;

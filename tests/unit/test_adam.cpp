@@ -13,6 +13,7 @@
 #include "ttpred/adam.hpp"
 #include "ttpred/data.hpp"
 #include "ttpred/dynamics.hpp"
+#include "ttpred/estimate.hpp"
 #include "ttpred/finetune.hpp"
 #include "ttpred/model.hpp"
 
@@ -210,6 +211,114 @@ TEST_CASE("Adam's kernel on the threaded Gram engine = the serial reference, exa
       const Preconditioned e = adam_kernel(f.m, f.d, f.idx, f.p.y, Loss::cross_entropy, 8, 64, 1e-8, GramOptions{});
       CHECK(b.theta.trace() == doctest::Approx(e.theta.trace()).epsilon(0.3));
       CHECK(b.p_ratio == doctest::Approx(a.p_ratio).epsilon(0.3));
+    }
+  }
+}
+
+namespace {
+
+// A job on a test model: Adam/AdamW, 15 epochs of batch 8, target: 90 % of the way
+// from L0 to L_T of real training's mean curve over 4 seeds.
+struct Job {
+  Spec spec;
+  int64_t t_real = 0;
+  std::vector<double> mean;  // real training's mean loss curve, every step
+};
+
+// Mean |L_pred / L_real − 1| over the predicted curve's points from step `from` on.
+double tail_distance(const Prediction& p, const std::vector<double>& real, int64_t from) {
+  double s = 0;
+  int k = 0;
+  for (size_t i = 0; i < p.curve_step.size(); ++i)
+    if (p.curve_step[i] >= from && size_t(p.curve_step[i]) < real.size()) {
+      s += std::fabs(p.curve_loss[i] / real[size_t(p.curve_step[i])] - 1);
+      ++k;
+    }
+  return k ? s / k : 0;
+}
+
+Job adam_job(const std::string& model, const std::string& optimizer) {
+  const std::string base = "model: " + model + "\ndata:\n  path: vec_train.pt\nloss: cross_entropy\noptimizer:\n" +
+                           optimizer + "  batch_size: 8\ntraining:\n  epochs: 15\n";
+  const std::string tail = "engine:\n  runs: 8\n  seed: 1\nhardware:\n  step_seconds: 0.5\n";
+  Spec s = parse_spec(base + "target:\n  epsilon: 0.01\n" + tail, "adam.yaml", TEST_MODELS);
+  Model m(s.model, "cpu");
+  const Dataset d = load_dataset(s);
+  const std::vector<int64_t> idx = testing::all_samples(d);
+  const int64_t C = m.num_classes(d);
+  Hyper h = hyper_of_spec(s, 15 * (d.n / 8));
+  std::vector<double> mean;
+  const int seeds = 4;
+  for (int seed = 0; seed < seeds; ++seed) {
+    Model fresh(s.model, "cpu");
+    FinetuneOptions fo;
+    fo.seed = uint64_t(seed);
+    const FinetuneResult r = finetune(fresh, d, idx, s.loss, target_matrix(d, idx, C), h, fo);
+    mean.resize(r.loss.size(), 0.0);
+    for (size_t t = 0; t < r.loss.size(); ++t) mean[t] += r.loss[t] / seeds;
+  }
+  const double target = mean.front() - 0.9 * (mean.front() - mean.back());
+  Job j{parse_spec(base + "target:\n  loss: " + std::to_string(target) + "\n" + tail, "adam.yaml", TEST_MODELS), 0, mean};
+  j.t_real = first_reaching(mean, target, true);
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("Adam re-linearized after real steps: the optimizer's state carried, closer to real training") {
+  // T: 90 % of the way down real training's mean curve (4 seeds); K = 0.3 T = 36.
+  // Measured: the MLP (nonlinear) +25 % re-linearized against +76 % training-free,
+  // its curve after K 0.27 from the real one against 0.95. On the linear model the
+  // training-free prediction is already exact up to the diagonal preconditioner
+  // (+4 %, +1 %); re-linearized +9 %, +5 %, its curve after K 2-4 % from the real
+  // mean: the prefix is one real run (64 samples, batches of 8), the truth a mean of 4.
+  struct Row {
+    const char* model;
+    const char* optimizer;
+    bool nonlinear;
+  };
+  const std::vector<Row> rows = {
+      {"linear_rf.pt", "  name: adam\n  lr: 0.03\n", false},
+      {"linear_rf.pt", "  name: adamw\n  lr: 0.01\n  weight_decay: 0.05\n", false},
+      {"mlp.pt", "  name: adamw\n  lr: 0.01\n  weight_decay: 0.01\n", true},
+  };
+  for (const Row& r : rows) {
+    Job j = adam_job(r.model, r.optimizer);
+    const Prediction relin = estimate(j.spec);
+    Spec free_spec = j.spec;
+    free_spec.relinearize = 0;
+    const Prediction fresh = estimate(free_spec);
+    const double e_relin = double(relin.steps) / double(j.t_real) - 1, e_free = double(fresh.steps) / double(j.t_real) - 1;
+    const double d_relin = tail_distance(relin, j.mean, relin.relinearized_at);
+    const double d_free = tail_distance(fresh, j.mean, relin.relinearized_at);
+    INFO(r.model << " " << r.optimizer << ": T real " << j.t_real << ", re-linearized at " << relin.relinearized_at << " "
+                 << relin.steps << " (" << 100 * e_relin << " %), training-free " << fresh.steps << " (" << 100 * e_free
+                 << " %); curve after K " << d_relin << " vs " << d_free);
+    CHECK(relin.relinearized_at == 36);
+    CHECK(fresh.relinearized_at == 0);
+    CHECK(relin.drift_steps == 36);
+    CHECK(std::fabs(e_relin) <= 0.3);
+    if (r.nonlinear) {
+      CHECK(std::fabs(e_relin) < std::fabs(e_free));
+      CHECK(d_relin < 0.5 * d_free);
+    } else {
+      CHECK(d_relin < 0.06);
+    }
+    bool said = false;
+    for (const auto& w : relin.warnings) said |= w.find("re-linearized after 36 real steps") != std::string::npos;
+    CHECK(said);
+    // The prefix is real Adam training with the spec's seed (every step evaluated up to 6).
+    Model m(j.spec.model, "cpu");
+    const Dataset d = load_dataset(j.spec);  // in the order the prediction draws them
+    const std::vector<int64_t> idx = testing::all_samples(d);
+    Hyper h = hyper_of_spec(j.spec, relin.horizon);
+    h.steps = 6;
+    FinetuneOptions fo;
+    fo.seed = j.spec.seed;
+    const FinetuneResult real = finetune(m, d, idx, j.spec.loss, target_matrix(d, idx, m.num_classes(d)), h, fo);
+    for (size_t k = 0; k < relin.curve_step.size() && relin.curve_step[k] <= 6; ++k) {
+      CAPTURE(k);
+      CHECK(relin.curve_loss[k] == doctest::Approx(real.loss[size_t(relin.curve_step[k])]).epsilon(1e-4));
     }
   }
 }

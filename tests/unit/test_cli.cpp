@@ -699,13 +699,17 @@ TEST_CASE("finetune and estimate: the issue's AdamW form, label smoothing, accum
   CHECK(k["optimizer"]["global_batch"] == 16);
   CHECK(k["steps_per_epoch"] == 4);
   CHECK(k["label_smoothing"].get<double>() == 0.1);
-  // Train-mode BatchNorm with AdamW: the ground truth runs it, the estimator refuses it (exit 3:
-  // Adam is predicted training-free, and only a real prefix sees train mode).
+  // Train-mode BatchNorm with AdamW: the ground truth runs it, the estimator predicts it
+  // (its real prefix runs train mode) and refuses it without one (exit 3: only a real
+  // prefix sees train mode).
   std::string bn = adamw;
   bn.replace(bn.find("model: "), 7, "model:\n  batchnorm: train\n  path: ");
   const std::string bn_spec = t.write("bn.yaml", bn);
   CHECK(run(FINETUNE_BIN, {"--spec", bn_spec, "--json", "--quiet"}).code == 0);
-  Result r = estimate({"--spec", bn_spec, "--json", "--quiet"});
+  Result ok = estimate({"--spec", bn_spec, "--json", "--quiet"});
+  CHECK(ok.code == 0);
+  CHECK(has(ok.out, "\"batchnorm\": \"train\""));
+  Result r = estimate({"--spec", bn_spec, "--json", "--quiet", "--no-training"});
   check_error(r, 3);
   CHECK(has(r.err, "model.batchnorm"));
   // Errors name the key.

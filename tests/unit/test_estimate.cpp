@@ -365,9 +365,20 @@ Spec linear_spec(const std::string& optimizer, const std::string& extra = "") {
 
 }  // namespace
 
-TEST_CASE("AdamW through estimate(): training-free on the preconditioned kernel, reported in the JSON") {
-  Prediction p = estimate(linear_spec("  name: adamw\n  lr: 0.01\n  betas: [0.9, 0.99]\n  weight_decay: 0.01\n"
-                                      "  batch_size: 8\n"));
+TEST_CASE("AdamW through estimate(): re-linearized after real steps, or training-free; reported in the JSON") {
+  Spec free_spec = linear_spec("  name: adamw\n  lr: 0.01\n  betas: [0.9, 0.99]\n  weight_decay: 0.01\n"
+                               "  batch_size: 8\n");
+  const Prediction relin = estimate(free_spec);
+  CHECK(relin.relinearized_at == 24);  // K = 0.3 T
+  CHECK(relin.drift_steps == 24);
+  CHECK(std::isfinite(relin.drift));
+  CHECK(relin.final_loss < relin.initial_loss);
+  CHECK(nlohmann::json::parse(to_json(relin))["relinearized_at"] == 24);
+  bool relin_said = false;
+  for (const auto& w : relin.warnings) relin_said |= w.find("AdamW: re-linearized after 24 real steps") != std::string::npos;
+  CHECK(relin_said);
+  free_spec.relinearize = 0;  // --no-training
+  Prediction p = estimate(free_spec);
   CHECK(p.horizon == 80);
   CHECK(p.relinearized_at == 0);
   CHECK(p.drift_steps == 0);
@@ -382,7 +393,9 @@ TEST_CASE("AdamW through estimate(): training-free on the preconditioned kernel,
   for (const auto& w : p.warnings) warned |= w.find("AdamW: training-free") != std::string::npos;
   CHECK(warned);
   // A larger learning rate converges sooner.
-  Prediction fast = estimate(linear_spec("  name: adamw\n  lr: 0.05\n  weight_decay: 0.01\n  batch_size: 8\n"));
+  Spec fast_spec = linear_spec("  name: adamw\n  lr: 0.05\n  weight_decay: 0.01\n  batch_size: 8\n");
+  fast_spec.relinearize = 0;
+  Prediction fast = estimate(fast_spec);
   CHECK(fast.steps < p.steps);
 }
 
@@ -468,8 +481,32 @@ TEST_CASE("model.batchnorm: train: the real prefix runs train mode, the tail is 
   CHECK(rows[1].final_loss == doctest::Approx(alone.final_loss).epsilon(1e-9));
 }
 
-TEST_CASE("model.batchnorm: train is refused where no real step runs: Adam/AdamW and --no-training") {
+TEST_CASE("model.batchnorm: train with AdamW: its real prefix runs train mode too") {
+  const Spec train = bn_spec("  batchnorm: train\n", "  name: adamw\n  lr: 0.003\n");
+  const Spec eval = bn_spec("", "  name: adamw\n  lr: 0.003\n");
+  const Prediction pt = estimate(train), pe = estimate(eval);
+  REQUIRE(pt.relinearized_at > 0);
+  for (const auto& w : pt.warnings) CHECK(w.find("as eval mode") == std::string::npos);
+  Model m(train.model, "cpu");
+  const Dataset d = load_dataset(train);
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < d.n; ++i) idx.push_back(i);
+  Hyper h = hyper_of_spec(train, pt.horizon);
+  h.steps = 6;
+  FinetuneOptions fo;
+  fo.seed = train.seed;
+  fo.train_mode = true;
+  const FinetuneResult real = finetune(m, d, idx, train.loss, target_matrix(d, idx, pt.classes), h, fo);
+  for (size_t k = 0; k < pt.curve_step.size() && pt.curve_step[k] <= 6; ++k) {
+    CAPTURE(k);
+    CHECK(pt.curve_loss[k] == doctest::Approx(real.loss[size_t(pt.curve_step[k])]).epsilon(1e-3));
+  }
+  CHECK(pt.curve_loss[pt.curve_loss.size() / 2] != doctest::Approx(pe.curve_loss[pe.curve_loss.size() / 2]).epsilon(1e-3));
+}
+
+TEST_CASE("model.batchnorm: train is refused where no real step runs: --no-training, SGD or Adam") {
   Spec adam = bn_spec("  batchnorm: train\n", "  name: adamw\n  lr: 0.001\n");
+  adam.relinearize = 0;
   Spec free = bn_spec("  batchnorm: train\n");
   free.relinearize = 0;
   free.diagnose_steps = 0;

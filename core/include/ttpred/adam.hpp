@@ -32,6 +32,13 @@ struct Preconditioned {
   std::string method;      // exact | countsketch
   int64_t dim = 0;
   double seconds = 0;
+  // The optimizer's state where the simulation starts. At w0 (a fresh start) all
+  // are empty. Re-linearized at w_K after K real steps (Hyper::t0 = K), carried
+  // from them, and the bias corrections count from step 0. Levels are relative to
+  // E‖∇L_B‖² at w_K, so the simulation carries them in its own units:
+  Eigen::MatrixXd mu0;     // n × C: J P m, the first moment in function space
+  double v_start = 0;      // Σ v̂_K: the second moment's memory of earlier (larger) gradients
+  double v_level = 0;      // Σ of the v that P (theta's) is built from
 };
 
 // P0 = diag(1 / (√v̄ + ε)) with v̄ = mean² + (N − B) / (N − 1) · var / B of the
@@ -42,6 +49,18 @@ struct Preconditioned {
 Preconditioned adam_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
                            const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population, double eps,
                            const GramOptions& go);
+
+// Adam's kernel at the model's current weights w_K after K real steps whose
+// second moment is v (exp_avg_sq, FinetuneResult::adam_v), for a horizon of T.
+// Adam's v̂ keeps averaging the gradients after K: at step t it is
+// a(t) v̂_K + b(t) v̄ with a = β2^(t−K) bc2(K) / bc2(t), b = (1 − β2^(t−K)) / bc2(t)
+// (bc2(t) = 1 − β2^t), v̄ the mini-batch gradient's second moment at w_K (as
+// adam_kernel's). P is built from that mix at the middle of the rest, t = (K + T) / 2:
+// a weight that no batch has moved yet (v̂_K = 0) gets the preconditioner its
+// gradients will give it, not 1/ε. Sets v_start and v_level (mu0 is the caller's).
+Preconditioned adam_kernel_after(const Model& model, const Dataset& d, const std::vector<int64_t>& idx,
+                                 const Eigen::MatrixXd& y, Loss loss, int64_t batch, int64_t population, const Hyper& h,
+                                 const std::vector<float>& v, int64_t K, int64_t T, const GramOptions& go);
 
 // The explicit linearization of a small model on samples idx: J (n·C × D,
 // rows i·C + c) and the trainable weights w0 (the oracle's inputs).

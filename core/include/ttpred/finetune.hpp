@@ -21,6 +21,9 @@ struct FinetuneOptions {
   double log_ratio = 0;
   bool train_mode = false;   // module.train() (BatchNorm batch stats, Dropout on); default eval()
   bool keep_outputs = false; // fill FinetuneResult::f_prev / f_last
+  // Adam/AdamW: keep the second moment of the gradient (FinetuneResult::adam_v),
+  // accumulated as torch.optim.Adam does (exp_avg_sq, not bias-corrected).
+  bool keep_adam_moments = false;
   // Positions in idx on which the loss, accuracy and outputs are evaluated
   // (training still draws its batches among all of idx); empty = all of idx.
   std::vector<int64_t> track;
@@ -37,6 +40,11 @@ struct FinetuneResult {
   double seconds_total = 0, seconds_train = 0;  // all / SGD steps only (no evaluation)
   int64_t steps = 0;
   Eigen::MatrixXd f_prev, f_last;  // outputs on the (tracked) samples at steps T-1 and T (keep_outputs)
+  // keep_adam_moments: exp_avg_sq after the last step, one entry per trainable
+  // weight (flattened in parameter order), the gradient as Adam saw it (clipped,
+  // with Adam's L2 term); and the squared norm of that gradient at each step.
+  std::vector<float> adam_v;
+  std::vector<double> grad_sq;
 };
 
 // The trainable weights of a model, to restore after training it in place.
