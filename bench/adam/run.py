@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Adam/AdamW benchmark: ttpred's training-free Adam prediction against real fine-tuning.
+"""Adam/AdamW benchmark: ttpred's Adam prediction (re-linearized by default) against real fine-tuning.
 
 Usage:
   /usr/bin/python3 bench/adam/run.py [--out DIR] [--estimate BIN] [--finetune BIN] [--only SUBSTR]
@@ -213,7 +213,7 @@ def write_results(rows, results):
     with open(os.path.join(results, "results.json"), "w") as f:
         json.dump({"rows": rows, "summary": summ}, f, indent=1)
     md = ["# bench/adam results", "", "`/usr/bin/python3 bench/adam/run.py` (truth: mean of 3 seeds of ttpred-finetune;"
-          " prediction: ttpred-estimate, training-free Adam on the preconditioned kernel).", "",
+          " prediction: ttpred-estimate with its default settings: Adam re-linearized after K real steps).", "",
           "| half | n | median \\|err\\| | 95th pct | max | meas. T in band | median signed |", "|---|---|---|---|---|---|---|"]
     for hname, s in summ.items():
         if s["n"]:
