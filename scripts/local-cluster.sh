@@ -36,6 +36,8 @@
 #   TTPRED_GPUS_PER_NODE=N   declare N fake GPUs on the node (GresTypes=gpu,
 #                            Gres=gpu:N; gres.conf File= character devices made in
 #                            DIR/gpus with mknod, same as /dev/null). Default 0.
+#   TTPRED_GPU_TYPE=NAME     their type (Gres=gpu:NAME:N, gres.conf Type=NAME);
+#                            untyped requests (--gpus=2) still match. Default: untyped.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -211,6 +213,8 @@ start() {
   local plugdir est timeout device policy parts port host cpus slurm_plugdir dbd_port=""
   local accounting=${TTPRED_ACCOUNTING:-0} gpus=${TTPRED_GPUS_PER_NODE:-0}
   [[ "$gpus" =~ ^[0-9]+$ ]] || die "TTPRED_GPUS_PER_NODE must be a number"
+  local gpu_type=${TTPRED_GPU_TYPE:-}
+  [[ "$gpu_type" =~ ^[A-Za-z0-9_]*$ ]] || die "TTPRED_GPU_TYPE must be a plain name"
   plugdir=${TTPRED_PLUGIN_DIR:-$(first_existing "$repo/build/plugin" /tmp/build-plugin || true)}
   [ -n "$plugdir" ] && [ -e "$plugdir/job_submit_ttpred.so" ] && [ -e "$plugdir/spank_ttpred.so" ] \
     || die "plugins not found in '${plugdir}' (build them, or set TTPRED_PLUGIN_DIR)"
@@ -274,10 +278,10 @@ PriorityCalcPeriod=1"
       [ -c "$dir/gpus/gpu$g" ] || mknod "$dir/gpus/gpu$g" c 1 3 || die "mknod failed (fake GPUs need CAP_MKNOD)"
     done
     gres_conf="GresTypes=gpu"
-    node_gres=" Gres=gpu:$gpus"
+    node_gres=" Gres=gpu:${gpu_type:+$gpu_type:}$gpus"
     local files="$dir/gpus/gpu0"
     [ "$gpus" -gt 1 ] && files="$dir/gpus/gpu[0-$((gpus - 1))]"
-    echo "NodeName=$host Name=gpu File=$files" > "$dir/gres.conf"
+    echo "NodeName=$host Name=gpu${gpu_type:+ Type=$gpu_type} File=$files" > "$dir/gres.conf"
   fi
 
   local p first=1 partlines=""

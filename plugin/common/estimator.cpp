@@ -50,6 +50,10 @@ SpankArgs parse_spank_args(int argc, const char* const* argv) {
       if (val == "yes" || val == "1" || val == "true") a.slurm_budget = true;
       else if (val == "no" || val == "0" || val == "false") a.slurm_budget = false;
       else a.problems.push_back("slurm_budget='" + val + "' is not yes or no: using yes");
+    } else if (key == "follow_job") {
+      if (val == "yes" || val == "1" || val == "true") a.follow_job = true;
+      else if (val == "no" || val == "0" || val == "false") a.follow_job = false;
+      else a.problems.push_back("follow_job='" + val + "' is not yes or no: using no");
     } else if (key == "mode") {
       if (val == "job") a.job_mode = true;
       else if (val == "sync") a.job_mode = false;
@@ -67,7 +71,7 @@ SpankArgs parse_spank_args(int argc, const char* const* argv) {
     } else {
       a.problems.push_back("unknown argument '" + arg +
                            "' ignored (expected estimator=, timeout=, device=, slurm_budget=, mode=, "
-                           "partition=, account=, qos=, gres=, predictor=, output=, cache_dir=, max_seconds=)");
+                           "partition=, account=, qos=, gres=, follow_job=, predictor=, output=, cache_dir=, max_seconds=)");
     }
   }
   return a;

@@ -24,6 +24,10 @@ struct SpankArgs {
   // and the job waits for it; mode=sync (default): ttpred-estimate runs in sbatch.
   bool job_mode = false;
   std::string partition, account, qos, gres;  // of the prediction job ("" = Slurm's default)
+  // follow_job=yes: the prediction job takes the user job's partition and GPU type
+  // (one GPU of it) where the job names them (sbatch_request.hpp); partition= and
+  // gres= stay the defaults for a job that does not.
+  bool follow_job = false;
   std::string predictor = TTPRED_DEFAULT_PREDICT_JOB;  // the prediction job's program
   std::string output = "/dev/null";                    // its stdout/stderr (%j = job id)
   std::string cache_dir;                               // passed as --cache-dir ("" = none)
@@ -32,8 +36,8 @@ struct SpankArgs {
 };
 
 // plugstack.conf arguments: estimator=PATH timeout=SECONDS device=auto|cpu|cuda
-// slurm_budget=yes|no mode=sync|job partition= account= qos= gres= predictor=PATH
-// output=PATH cache_dir=PATH max_seconds=SECONDS
+// slurm_budget=yes|no mode=sync|job partition= account= qos= gres= follow_job=yes|no
+// predictor=PATH output=PATH cache_dir=PATH max_seconds=SECONDS
 SpankArgs parse_spank_args(int argc, const char* const* argv);
 
 struct RunResult {

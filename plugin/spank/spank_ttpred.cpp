@@ -60,6 +60,7 @@ extern "C" {
 #include "../common/budget.hpp"
 #include "../common/estimator.hpp"
 #include "../common/prediction.hpp"
+#include "../common/sbatch_request.hpp"
 #include "../common/submit.hpp"
 
 extern char** environ;
@@ -207,8 +208,28 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
+// At most `limit` bytes of a file ("" when it cannot be read).
+std::string read_head(const std::string& path, std::size_t limit) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return "";
+  std::string out(limit, '\0');
+  f.read(&out[0], static_cast<std::streamsize>(limit));
+  out.resize(static_cast<std::size_t>(f.gcount()));
+  return out;
+}
+
+// follow_job=yes: the partition and GPU type the user's job asks for, read from
+// sbatch's own command line, environment and script (sbatch_request.hpp).
+SbatchRequest users_request() {
+  const SbatchRequest cmd = request_from_args(split_cmdline(read_head("/proc/self/cmdline", 262144)));
+  SbatchRequest script;
+  if (!cmd.script.empty() && cmd.script != "-") script = request_from_script(read_head(cmd.script, kMaxScriptHead));
+  return merge_requests(cmd, request_from_env(environ), script);
+}
+
 // mode=job: submits the prediction job (same user, working directory and
-// environment; the plugstack's partition/account/qos/gres) and passes its id to
+// environment; the plugstack's partition/account/qos/gres, or with follow_job=yes
+// the job's own partition and GPU type) and passes its id to
 // job_submit/ttpred, which makes this job wait for it. One RPC: sbatch returns at
 // once whatever the model.
 void submit_prediction_job(spank_t sp) {
@@ -241,12 +262,24 @@ void submit_prediction_job(spank_t sp) {
   for (char** e = environ; e && *e; ++e)
     if (std::strncmp(*e, "SPANK_", 6) != 0 && std::strncmp(*e, "TTPRED_", 7) != 0) env.push_back(*e);
   env.push_back(nullptr);
+  std::string partition = g_args.partition, gres_spec = g_args.gres, followed;
+  if (g_args.follow_job) {
+    const SbatchRequest r = users_request();
+    if (r.partition && !r.partition->empty()) {
+      partition = *r.partition;
+      followed = "partition " + partition;
+    }
+    if (const std::string t = r.gpu_type(); !t.empty()) {
+      gres_spec = "gpu:" + t + ":1";
+      followed += (followed.empty() ? "" : ", ") + std::string("gres ") + gres_spec;
+    }
+  }
   std::string gres;
-  if (!g_args.gres.empty()) {
+  if (!gres_spec.empty()) {
 #if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 11, 0)
-    gres = "gres/" + g_args.gres;
+    gres = "gres/" + gres_spec;
 #else
-    gres = "gres:" + g_args.gres;
+    gres = "gres:" + gres_spec;
 #endif
   }
   job_desc_msg_t d;
@@ -263,7 +296,7 @@ void submit_prediction_job(spank_t sp) {
   d.std_err = const_cast<char*>(g_args.output.c_str());
   d.time_limit = static_cast<uint32_t>(limit_minutes);
   d.min_nodes = 1;
-  if (!g_args.partition.empty()) d.partition = const_cast<char*>(g_args.partition.c_str());
+  if (!partition.empty()) d.partition = const_cast<char*>(partition.c_str());
   if (!g_args.account.empty()) d.account = const_cast<char*>(g_args.account.c_str());
   if (!g_args.qos.empty()) d.qos = const_cast<char*>(g_args.qos.c_str());
   if (!gres.empty()) d.tres_per_node = const_cast<char*>(gres.c_str());
@@ -284,7 +317,10 @@ void submit_prediction_job(spank_t sp) {
     slurm_error("ttpred: warning: cannot pass %s to the controller: %s", kEnvPredictJob, spank_strerror(e));
     return;
   }
-  slurm_info("ttpred: predicting in job %u (mode=job)", id);
+  if (followed.empty())
+    slurm_info("ttpred: predicting in job %u (mode=job)", id);
+  else
+    slurm_info("ttpred: predicting in job %u (mode=job; %s, as the job asks)", id, followed.c_str());
 }
 
 void run_prediction(spank_t sp) {

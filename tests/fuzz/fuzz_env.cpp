@@ -1,5 +1,7 @@
 // libFuzzer harness: the job control environment parser (parse_env) and the
-// TTPRED_SLURM_BUDGET parser. The input is split at NUL bytes into entries.
+// TTPRED_SLURM_BUDGET parser; and sbatch's options as follow_job=yes reads them
+// (sbatch_request.hpp: argv, environment, script). The input is split at NUL bytes into entries.
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -7,6 +9,7 @@
 
 #include "budget.hpp"
 #include "prediction.hpp"
+#include "sbatch_request.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::vector<std::string> entries;
@@ -34,5 +37,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   (void)ttpred::slurm::parse_slurm_budgets(entries.empty() ? "" : entries[0]);
   (void)ttpred::slurm::array_task_count(entries.empty() ? "" : entries[0]);
+  // sbatch's options: a name is a plain Slurm name or absent.
+  env.push_back(nullptr);
+  const auto req = ttpred::slurm::merge_requests(
+      ttpred::slurm::request_from_args(entries), ttpred::slurm::request_from_env(env.data()),
+      ttpred::slurm::request_from_script(std::string(reinterpret_cast<const char*>(data), size)));
+  for (char c : req.gpu_type() + req.partition.value_or(""))
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-' || c == ','))
+      __builtin_trap();
   return 0;
 }

@@ -110,7 +110,7 @@ t_setup() {
   echo "$dir" > "$TTPRED_CLUSTER_STATE"
   TTPRED_ESTIMATOR="$FAKE" TTPRED_ESTIMATOR_TIMEOUT=$FAKE_TIMEOUT TTPRED_DEVICE=cpu \
   TTPRED_POLICY_FILE="$TTPRED_TEST_SRC/policies/test.yaml" TTPRED_PARTITIONS="$PARTITIONS" \
-  TTPRED_GPUS_PER_NODE=4 \
+  TTPRED_GPUS_PER_NODE=4 TTPRED_GPU_TYPE=tgpu \
     "$TTPRED_REPO/scripts/local-cluster.sh" start "$dir" || fail "cluster did not start"
   # Loopback only (issue 13): nothing of this cluster listens on a wildcard address.
   local pids p
@@ -797,7 +797,7 @@ use_job_mode() {
     > "$jd/plugstack.conf"
   export SLURM_CONF="$jd/slurm.conf"
 }
-pred_job() { sed -n 's/.*ttpred: predicting in job \([0-9]*\) (mode=job).*/\1/p' "$err" | head -n1; }
+pred_job() { sed -n 's/.*ttpred: predicting in job \([0-9]*\) (mode=job[;)].*/\1/p' "$err" | head -n1; }
 comment_of() { squeue -h -t all -j "$1" -o %k 2>/dev/null | head -n1; }
 state_of() { squeue -h -t all -j "$1" -o %T 2>/dev/null | head -n1; }
 # wait_gone JOB SECONDS: until JOB has left the queue (finished), else fail
@@ -940,6 +940,43 @@ t_job_mode_array() {
   pass "array (3 tasks) with the user's own dependency: every task ran with 70 min after the prediction"
 }
 
+# follow_job=yes: the prediction job runs where the job will, on one GPU of its type
+# (the cluster's 4 fake GPUs are of type tgpu), read from the command line and script.
+t_job_mode_follow() {
+  load_cluster job_mode_follow
+  use_job_mode follow_job=yes partition=debug gres=gpu:1
+  local script="$work/follow.sh" p tres
+  printf '#!/bin/sh\n#SBATCH -p stepp   # where the job runs\n#SBATCH --gres=gpu:tgpu:1\ntrue\n' > "$script"
+  submit --no-hold --ttpred="$SPECS/ok.yaml" "$script"
+  expect_submitted "typed GPU job (script)"
+  p=$(pred_job)
+  [ -n "$p" ] || fail "no prediction job announced"
+  expect_err "sbatch: ttpred: predicting in job $p (mode=job; partition stepp, gres gpu:tgpu:1, as the job asks)"
+  [ "$(squeue -h -t all -j "$p" -o %P)" = stepp ] || fail "prediction job in $(squeue -h -t all -j "$p" -o %P), not stepp"
+  tres=$(scontrol show job -o "$p" | grep -o 'TresPerNode=[^ ]*')
+  [[ "$tres" == *gpu:tgpu:1 ]] || fail "prediction job's GPUs: $tres"
+  local j1=$jobid p1=$p
+  # the command line wins over the script (sbatch's precedence)
+  submit --no-hold -p warnp --ttpred="$SPECS/ok.yaml" "$script"
+  expect_submitted "typed GPU job, -p on the command line"
+  p=$(pred_job)
+  [ "$(squeue -h -t all -j "$p" -o %P)" = warnp ] || fail "prediction job in $(squeue -h -t all -j "$p" -o %P), not warnp"
+  local j2=$jobid p2=$p
+  # an untyped job with no partition: the plugstack's defaults
+  submit --no-hold --gpus=1 --ttpred="$SPECS/ok.yaml" --wrap 'true'
+  expect_submitted "untyped GPU job"
+  p=$(pred_job)
+  expect_err "sbatch: ttpred: predicting in job $p (mode=job)"
+  [ "$(squeue -h -t all -j "$p" -o %P)" = debug ] || fail "prediction job in $(squeue -h -t all -j "$p" -o %P), not debug"
+  tres=$(scontrol show job -o "$p" | grep -o 'TresPerNode=[^ ]*')
+  [[ "$tres" == *gpu:1 && "$tres" != *tgpu* ]] || fail "prediction job's GPUs: $tres"
+  local j
+  for j in "$p1" "$p2" "$p" "$j1" "$j2" "$jobid"; do wait_done "$j" 40; done
+  for j in "$j1" "$j2" "$jobid"; do [ "$(state_of "$j")" = COMPLETED ] || fail "job $j is $(state_of "$j")"; done
+  expect_none_waiting
+  pass "follow_job=yes: prediction jobs in stepp/warnp on gpu:tgpu:1 as the jobs ask; plugstack defaults otherwise"
+}
+
 t_job_mode_cache() {
   load_cluster job_mode_cache
   [ -n "${TTPRED_REAL_ESTIMATOR:-}" ] && [ -x "$TTPRED_REAL_ESTIMATOR" ] || skip "no real estimator in this build"
@@ -1061,6 +1098,6 @@ case "${1:-}" in
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
   trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
-  job_mode_array|job_mode_cache|job_mode_budget|step_table|max_seconds) "t_$1" ;;
+  job_mode_array|job_mode_follow|job_mode_cache|job_mode_budget|step_table|max_seconds) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac

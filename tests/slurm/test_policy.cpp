@@ -940,9 +940,13 @@ TEST_CASE("plugstack.conf: job mode arguments") {
   CHECK(a.gres == "gpu:1");
   CHECK(a.predictor == "/opt/ttpred-predict-job");
   CHECK(a.cache_dir == "/shared/c");
-  const char* bad[] = {"mode=async", "partition=a b", "predictor=rel", "qos='x"};
-  a = parse_spank_args(4, bad);
-  CHECK(a.problems.size() == 4);
+  CHECK_FALSE(a.follow_job);
+  const char* follow[] = {"mode=job", "follow_job=yes"};
+  CHECK(parse_spank_args(2, follow).follow_job);
+  const char* bad[] = {"mode=async", "partition=a b", "predictor=rel", "qos='x", "follow_job=maybe"};
+  a = parse_spank_args(5, bad);
+  CHECK(a.problems.size() == 5);
+  CHECK_FALSE(a.follow_job);
   CHECK_FALSE(a.job_mode);
   CHECK(a.partition.empty());
 }
