@@ -108,8 +108,12 @@ ARCH_ORDER = ["cnn", "wcnn", "resbn", "wmlp", "tmlp", "attn"]  # make_scenarios.
 FRESH2 = [(a, i) for a in ARCH_ORDER for i in range(len(FRESH_GRID)) if (a, i) not in FRESH]
 
 
-def build(outdir, ms):
-    """Writes the fresh set into outdir; ms is the make_scenarios module."""
+def build(outdir, ms, pretrain=False, save_models=False):
+    """Writes the fresh set into outdir; ms is the make_scenarios module. Uses the
+    committed models of bench/users/models/fresh/ unless pretrain (pre-training
+    is not bit-reproducible across CPUs; the truth is keyed by the model's bytes)."""
+    models_dir = os.path.join(ms.MODELS_DIR, "fresh")
+    manifest = {} if pretrain else ms.read_manifest(models_dir)
     for g in FRESH_GRID:
         assert g[0] not in [x[0] for x in ms.GRID] and g[1:6] not in [x[1:6] for x in ms.GRID], g
     torch.set_num_threads(2)
@@ -130,7 +134,14 @@ def build(outdir, ms):
     for arch in archs:
         torch.manual_seed(S + ms.ARCHS.index(arch))
         path = os.path.join(out, "models", arch + ".pt")
-        if arch == "cnn":
+        committed = ms.use_committed(manifest, models_dir, arch, path)
+        if committed:
+            m, acc = None, committed["pretrain_accuracy"]
+            x, y, data = {"tmlp": lambda: (xd, yd, "digits04.pt"),
+                          "wmlp": lambda: (xf.reshape(-1, 784), yf, "fmnist04_flat.pt"),
+                          "attn": lambda: (xf.reshape(-1, 28, 28), yf, "fmnist04_seq.pt")}.get(
+                              arch, lambda: (xf, yf, "fmnist04_img.pt"))()
+        elif arch == "cnn":
             m = SmallCNN()
             acc = ms.pretrain(m, xp, yp, 2, 1e-3, seed=S)
             x, y, data = xf, yf, "fmnist04_img.pt"
@@ -154,10 +165,11 @@ def build(outdir, ms):
             m = ms.Transformer()
             acc = ms.pretrain(m, xp.reshape(-1, 28, 28), yp, 3, 1e-3, seed=S)
             x, y, data = xf.reshape(-1, 28, 28), yf, "fmnist04_seq.pt"
-        ms.save_script(m, path, x[:64])
+        if not committed:
+            ms.save_script(m, path, x[:64])
         m = torch.jit.load(path)
         m.eval()
-        lam = ms.lambda_max(m, x[:500])
+        lam = committed["lambda"] if committed else ms.lambda_max(m, x[:500])
         built[arch] = {"model": m, "x": x, "y": y, "data": data, "lambda": lam, "pretrain_accuracy": acc,
                        "parameters": sum(p.numel() for p in m.parameters())}
         print("make_scenarios --set fresh: %s: %d parameters, pre-train accuracy %.3f, lambda_max(Theta/n) %.4g" % (
@@ -183,6 +195,8 @@ def build(outdir, ms):
                       "batch_size": b, "weight_decay": wd, "steps": steps, "rule": rule,
                       "N": int(B["x"].shape[0]), "L0": l0, "accuracy0": a0, "epsilon_2L0": float("%.4g" % eps)})
     info = {k: {kk: v[kk] for kk in ("parameters", "pretrain_accuracy", "lambda", "data")} for k, v in built.items()}
+    if save_models:
+        ms.save_models(models_dir, out, archs, info)
     with open(os.path.join(out, "scenarios.json"), "w") as f:
         json.dump({"set": "fresh", "seed": S, "models": info, "scenarios": table}, f, indent=1)
     print("make_scenarios --set fresh: %d scenarios (holdout) in %s" % (len(table), out), file=sys.stderr)

@@ -36,7 +36,12 @@ Split, fixed before any result: a scenario is in the validation half when the
 first byte of sha256(name) is odd, else in the development half.
 
 Writes OUTDIR/models/*.pt, OUTDIR/data/*.pt, OUTDIR/specs/NAME.yaml and
-OUTDIR/scenarios.json. Seeded; byte-identical models from run to run.
+OUTDIR/scenarios.json. The pre-trained models are committed in bench/users/models/
+(fresh/ for --set fresh) with their lambda_max: pre-training is seeded but not
+bit-reproducible across CPUs (BLAS kernels), and the ground truth in truth/ is
+keyed by the model's and the spec's bytes, so every machine uses these (the data
+is reproducible). --pretrain --save-models builds and commits them anew, which
+invalidates every truth of those models.
 """
 
 import argparse
@@ -61,6 +66,11 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_MODEL = os.path.join(ROOT, "assets", "default", "model.pt")
+# The pre-trained models of the default set, committed with their lambda_max: the
+# ground truth in truth/ is keyed by the model's bytes and the spec's (lr from
+# lambda_max), and pre-training is not bit-reproducible across CPUs (BLAS kernels),
+# so a new machine reuses these instead of pre-training again (--pretrain: anew).
+MODELS_DIR = os.path.join(HERE, "models")
 FMNIST = "/usr/share/datasets/fashion-mnist"
 FM_MEAN, FM_STD = 0.2860, 0.3530
 SEED = 20261201
@@ -233,6 +243,49 @@ class Transformer(nn.Module):
         return self.fc(self.norm(h).mean(dim=1))
 
 
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(models_dir):
+    path = os.path.join(models_dir, "models.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def use_committed(manifest, models_dir, arch, path):
+    """Copies the committed model of arch to path and returns its manifest entry
+    (sha256, lambda, pretrain_accuracy); None when there is none."""
+    entry = manifest.get(arch)
+    if not entry:
+        return None
+    src = os.path.join(models_dir, arch + ".pt")
+    if file_sha256(src) != entry["sha256"]:
+        raise SystemExit("make_scenarios: %s does not match its manifest (sha256): --pretrain to build anew" % src)
+    shutil.copyfile(src, path)
+    return entry
+
+
+def save_models(models_dir, out, archs, info):
+    """Commits the models built in out (OUT/models/ARCH.pt) with their lambda_max."""
+    os.makedirs(models_dir, exist_ok=True)
+    manifest = read_manifest(models_dir)
+    for arch in archs:
+        dst = os.path.join(models_dir, arch + ".pt")
+        shutil.copyfile(os.path.join(out, "models", arch + ".pt"), dst)
+        manifest[arch] = {"sha256": file_sha256(dst), "lambda": info[arch]["lambda"],
+                          "pretrain_accuracy": info[arch]["pretrain_accuracy"]}
+    with open(os.path.join(models_dir, "models.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    print("make_scenarios: models and manifest written to %s" % models_dir, file=sys.stderr)
+
+
 def pretrain(model, x, y, epochs, lr, batch=64, seed=SEED):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -314,6 +367,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("outdir")
     ap.add_argument("--reduced", action="store_true", help="the two short CI scenarios only")
+    ap.add_argument("--pretrain", action="store_true",
+                    help="pre-train every model here instead of using bench/users/models/ (then --save-models)")
+    ap.add_argument("--save-models", action="store_true",
+                    help="write the models built here into bench/users/models/ with their manifest")
     ap.add_argument("--set", choices=["users", "fresh"], default="users",
                     help="fresh: the held-out set declared in fresh.py (reversed tasks, new settings)")
     a = ap.parse_args()
@@ -321,7 +378,7 @@ def main():
         if a.reduced:
             ap.error("--reduced is for the default set")
         import fresh
-        return fresh.build(a.outdir, sys.modules[__name__])
+        return fresh.build(a.outdir, sys.modules[__name__], pretrain=a.pretrain, save_models=a.save_models)
     torch.set_num_threads(2)
     out = os.path.abspath(a.outdir)
     for sub in ("models", "data", "specs"):
@@ -332,6 +389,7 @@ def main():
         wanted = REDUCED
     archs = sorted({w[0] for w in wanted}, key=ARCHS.index)
 
+    manifest = {} if a.pretrain or a.reduced else read_manifest(MODELS_DIR)
     built = {}
     if any(x in archs for x in ("cnn", "wcnn", "resbn", "wmlp", "attn")):
         xp, yp = fmnist([0, 1, 2, 3, 4], N_PRE, SEED)
@@ -346,7 +404,14 @@ def main():
     for arch in archs:
         torch.manual_seed(SEED + ARCHS.index(arch))
         path = os.path.join(out, "models", arch + ".pt")
-        if arch == "cnn":
+        committed = use_committed(manifest, MODELS_DIR, arch, path)
+        if committed:
+            m, acc = torch.jit.load(path), committed["pretrain_accuracy"]
+            x, y, data = {"tmlp": lambda: (xd, yd, "digits59.pt"),
+                          "wmlp": lambda: (xf.reshape(-1, 784), yf, "fmnist59_flat.pt"),
+                          "attn": lambda: (xf.reshape(-1, 28, 28), yf, "fmnist59_seq.pt")}.get(
+                              arch, lambda: (xf, yf, "fmnist59_img.pt"))()
+        elif arch == "cnn":
             shutil.copyfile(DEFAULT_MODEL, path)
             m, x, y, data, acc = torch.jit.load(path), xf, yf, "fmnist59_img.pt", None
         elif arch == "wcnn":
@@ -369,11 +434,11 @@ def main():
             m = Transformer()
             acc = pretrain(m, xp.reshape(-1, 28, 28), yp, 3, 1e-3)
             x, y, data = xf.reshape(-1, 28, 28), yf, "fmnist59_seq.pt"
-        if arch != "cnn":
+        if arch != "cnn" and not committed:
             save_script(m, path, x[:64])
             m = torch.jit.load(path)
         m.eval()
-        lam = lambda_max(m, x[:500])
+        lam = committed["lambda"] if committed else lambda_max(m, x[:500])
         built[arch] = {"model": m, "x": x, "y": y, "data": data, "lambda": lam, "pretrain_accuracy": acc,
                        "parameters": sum(p.numel() for p in m.parameters())}
         print("make_scenarios: %s: %d parameters, pre-train accuracy %s, lambda_max(Theta/n) %.4g" % (
@@ -398,6 +463,8 @@ def main():
                       "batch_size": b, "weight_decay": wd, "steps": steps, "rule": rule,
                       "N": int(B["x"].shape[0]), "L0": l0, "accuracy0": a0, "epsilon_2L0": float("%.4g" % eps)})
     info = {k: {kk: v[kk] for kk in ("parameters", "pretrain_accuracy", "lambda", "data")} for k, v in built.items()}
+    if a.save_models:
+        save_models(MODELS_DIR, out, [x for x in archs if x != "cnn"], info)  # cnn is assets/default/model.pt
     with open(os.path.join(out, "scenarios.json"), "w") as f:
         json.dump({"models": info, "scenarios": table}, f, indent=1)
     dev = sum(1 for t in table if t["half"] == "development")
