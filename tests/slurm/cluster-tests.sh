@@ -940,6 +940,30 @@ t_job_mode_array() {
   pass "array (3 tasks) with the user's own dependency: every task ran with 70 min after the prediction"
 }
 
+# The prediction job reaches its own Slurm time limit (lowered to 1 min while its
+# estimator hangs): slurmctld kills it (SIGTERM), it reports, the job is released.
+t_job_mode_timelimit() {
+  load_cluster job_mode_timelimit
+  use_job_mode timeout=300
+  submit --no-hold --ttpred="$SPECS/hang.yaml" --wrap 'true'
+  expect_submitted "prediction past its time limit"
+  local p i; p=$(pred_job)
+  [ -n "$p" ] || fail "no prediction job announced"
+  for i in $(seq 1 100); do [ "$(state_of "$p")" = RUNNING ] && break; sleep 0.2; done
+  [ "$(state_of "$p")" = RUNNING ] || fail "prediction job $p is $(state_of "$p")"
+  scontrol update jobid="$p" TimeLimit=1 || fail "cannot lower the prediction job's limit"
+  wait_done "$p" 150
+  [ "$(state_of "$p")" = TIMEOUT ] || fail "prediction job $p ended $(state_of "$p"), not TIMEOUT"
+  wait_done "$jobid" 30
+  local c; c=$(comment_of "$jobid")
+  [ "$c" = "ttpred: no prediction (prediction job $p cancelled or past its time limit); time limit 1440 min (policy fallback)" ] \
+    || fail "comment after the prediction job's time limit: $c"
+  [ "$(state_of "$jobid")" = COMPLETED ] || fail "job $jobid is $(state_of "$jobid")"
+  expect_limit "$jobid" "1-00:00:00" "fallback"
+  expect_none_waiting
+  pass "prediction job $p killed at its Slurm time limit: job $jobid released with the fallback and the reason"
+}
+
 # follow_job=yes: the prediction job runs where the job will, on one GPU of its type
 # (the cluster's 4 fake GPUs are of type tgpu), read from the command line and script.
 t_job_mode_follow() {
@@ -1098,6 +1122,6 @@ case "${1:-}" in
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
   trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
-  job_mode_array|job_mode_follow|job_mode_cache|job_mode_budget|step_table|max_seconds) "t_$1" ;;
+  job_mode_array|job_mode_follow|job_mode_timelimit|job_mode_cache|job_mode_budget|step_table|max_seconds) "t_$1" ;;
   *) echo "usage: $0 setup|cleanup|TEST" >&2; exit 2 ;;
 esac
