@@ -1,5 +1,7 @@
 #include "sbatch_request.hpp"
 
+#include "budget.hpp"
+
 #include <cctype>
 #include <cstring>
 #include <sstream>
@@ -67,24 +69,6 @@ bool plain(const std::string& v, bool comma) {
   for (unsigned char c : v)
     if (!(std::isalnum(c) || c == '_' || c == '.' || c == '-' || (comma && c == ','))) return false;
   return true;
-}
-
-bool all_digits(const std::string& v) {
-  if (v.empty()) return false;
-  for (unsigned char c : v)
-    if (!std::isdigit(c)) return false;
-  return true;
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == sep) out.push_back(cur), cur.clear();
-    else cur += c;
-  }
-  out.push_back(cur);
-  return out;
 }
 
 // One option (full long name, or a one-letter short name) with its value.
@@ -160,23 +144,21 @@ std::vector<std::string> words(const std::string& line) {
 
 }  // namespace
 
-std::string gpu_type_of_gres(const std::string& gres) {
-  for (std::string item : split(gres, ',')) {
-    if (item.compare(0, 5, "gres/") == 0) item = item.substr(5);  // 23.11+ TRES-style names
-    const auto f = split(item, ':');
-    if (f[0] != "gpu" || f.size() < 2) continue;
-    // gpu:TYPE, gpu:TYPE:N; gpu:N is untyped.
-    if (!all_digits(f[1]) && plain(f[1], false)) return f[1];
-  }
-  return "";
+// The GPU type as job_submit/ttpred reads it from a job's TRES (gpu_type_in_tres),
+// kept only when it is a plain name: it goes into the prediction job's request.
+std::string plain_gpu_type(const std::string& tres) {
+  TresRequest t;
+  t.per_node = tres;
+  const std::string type = gpu_type_in_tres(t);
+  return plain(type, false) ? type : "";
 }
 
+std::string gpu_type_of_gres(const std::string& gres) { return plain_gpu_type(gres); }
+
 std::string gpu_type_of_gpus(const std::string& gpus) {
-  for (const auto& item : split(gpus, ',')) {
-    const auto f = split(item, ':');
-    if (f.size() >= 2 && !all_digits(f[0]) && plain(f[0], false)) return f[0];  // TYPE:N
-  }
-  return "";
+  std::string tres = "gpu:";  // --gpus=a100:2,v100:1 is gres gpu:a100:2,gpu:v100:1
+  for (char c : gpus) tres += c == ',' ? std::string(",gpu:") : std::string(1, c);
+  return plain_gpu_type(tres);
 }
 
 SbatchRequest request_from_args(const std::vector<std::string>& argv) {
