@@ -134,37 +134,28 @@ def build(outdir, ms, pretrain=False, save_models=False):
     for arch in archs:
         torch.manual_seed(S + ms.ARCHS.index(arch))
         path = os.path.join(out, "models", arch + ".pt")
+        x, y, data = ms.fine_tune_data(arch, (xf, yf), (xd, yd), "04")
         committed = ms.use_committed(manifest, models_dir, arch, path)
         if committed:
-            m, acc = None, committed["pretrain_accuracy"]
-            x, y, data = {"tmlp": lambda: (xd, yd, "digits04.pt"),
-                          "wmlp": lambda: (xf.reshape(-1, 784), yf, "fmnist04_flat.pt"),
-                          "attn": lambda: (xf.reshape(-1, 28, 28), yf, "fmnist04_seq.pt")}.get(
-                              arch, lambda: (xf, yf, "fmnist04_img.pt"))()
+            acc = committed["pretrain_accuracy"]
         elif arch == "cnn":
             m = SmallCNN()
             acc = ms.pretrain(m, xp, yp, 2, 1e-3, seed=S)
-            x, y, data = xf, yf, "fmnist04_img.pt"
         elif arch == "wcnn":
             m = ms.WideCNN()
             acc = ms.pretrain(m, xp, yp, 2, 1e-3, seed=S)
-            x, y, data = xf, yf, "fmnist04_img.pt"
         elif arch == "resbn":
             m = ms.ResBN()
             acc = ms.pretrain(m, xp, yp, 2, 2e-3, seed=S)
-            x, y, data = xf, yf, "fmnist04_img.pt"
         elif arch == "wmlp":
             m = ms.WideMLP()
             acc = ms.pretrain(m, xp.reshape(-1, 784), yp, 3, 1e-3, seed=S)
-            x, y, data = xf.reshape(-1, 784), yf, "fmnist04_flat.pt"
         elif arch == "tmlp":
             m = ms.TanhMLP()
             acc = ms.pretrain(m, xdp, ydp, 30, 1e-3, batch=32, seed=S)
-            x, y, data = xd, yd, "digits04.pt"
         else:
             m = ms.Transformer()
             acc = ms.pretrain(m, xp.reshape(-1, 28, 28), yp, 3, 1e-3, seed=S)
-            x, y, data = xf.reshape(-1, 28, 28), yf, "fmnist04_seq.pt"
         if not committed:
             ms.save_script(m, path, x[:64])
         m = torch.jit.load(path)

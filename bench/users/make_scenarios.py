@@ -243,6 +243,20 @@ class Transformer(nn.Module):
         return self.fc(self.norm(h).mean(dim=1))
 
 
+def fine_tune_data(arch, fm, dg, tag):
+    """arch's fine-tuning inputs, labels and data file name: fm and dg are the
+    (x, y) of the Fashion-MNIST images [N, 1, 28, 28] and of the digits (written
+    as data/fmnist<tag>_{img,flat,seq}.pt and data/digits<tag>.pt)."""
+    if arch == "tmlp":
+        return dg[0], dg[1], "digits%s.pt" % tag
+    x, y = fm
+    if arch == "wmlp":
+        return x.reshape(-1, 784), y, "fmnist%s_flat.pt" % tag
+    if arch == "attn":
+        return x.reshape(-1, 28, 28), y, "fmnist%s_seq.pt" % tag
+    return x, y, "fmnist%s_img.pt" % tag
+
+
 def file_sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -391,6 +405,7 @@ def main():
 
     manifest = {} if a.pretrain or a.reduced else read_manifest(MODELS_DIR)
     built = {}
+    xf = yf = xd = yd = None
     if any(x in archs for x in ("cnn", "wcnn", "resbn", "wmlp", "attn")):
         xp, yp = fmnist([0, 1, 2, 3, 4], N_PRE, SEED)
         xf, yf = fmnist([5, 6, 7, 8, 9], N_FM, SEED + 1)
@@ -404,36 +419,28 @@ def main():
     for arch in archs:
         torch.manual_seed(SEED + ARCHS.index(arch))
         path = os.path.join(out, "models", arch + ".pt")
+        x, y, data = fine_tune_data(arch, (xf, yf), (xd, yd), "59")
         committed = use_committed(manifest, MODELS_DIR, arch, path)
         if committed:
             m, acc = torch.jit.load(path), committed["pretrain_accuracy"]
-            x, y, data = {"tmlp": lambda: (xd, yd, "digits59.pt"),
-                          "wmlp": lambda: (xf.reshape(-1, 784), yf, "fmnist59_flat.pt"),
-                          "attn": lambda: (xf.reshape(-1, 28, 28), yf, "fmnist59_seq.pt")}.get(
-                              arch, lambda: (xf, yf, "fmnist59_img.pt"))()
         elif arch == "cnn":
             shutil.copyfile(DEFAULT_MODEL, path)
-            m, x, y, data, acc = torch.jit.load(path), xf, yf, "fmnist59_img.pt", None
+            m, acc = torch.jit.load(path), None
         elif arch == "wcnn":
             m = WideCNN()
             acc = pretrain(m, xp, yp, 2, 1e-3)
-            x, y, data = xf, yf, "fmnist59_img.pt"
         elif arch == "resbn":
             m = ResBN()
             acc = pretrain(m, xp, yp, 2, 2e-3)
-            x, y, data = xf, yf, "fmnist59_img.pt"
         elif arch == "wmlp":
             m = WideMLP()
             acc = pretrain(m, xp.reshape(-1, 784), yp, 3, 1e-3)
-            x, y, data = xf.reshape(-1, 784), yf, "fmnist59_flat.pt"
         elif arch == "tmlp":
             m = TanhMLP()
             acc = pretrain(m, xdp, ydp, 30, 1e-3, batch=32)
-            x, y, data = xd, yd, "digits59.pt"
         else:
             m = Transformer()
             acc = pretrain(m, xp.reshape(-1, 28, 28), yp, 3, 1e-3)
-            x, y, data = xf.reshape(-1, 28, 28), yf, "fmnist59_seq.pt"
         if arch != "cnn" and not committed:
             save_script(m, path, x[:64])
             m = torch.jit.load(path)
