@@ -116,8 +116,26 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   const int64_t ne = int64_t(eval_pos.size());
   for (int64_t p : eval_pos)
     if (p < 0 || p >= n) throw std::invalid_argument("finetune: tracked position out of range");
+  // The wide evaluation: the evaluated samples first, then the wide ones.
+  std::vector<int64_t> wide_pos;
+  if (!opt.wide.empty()) {
+    wide_pos = eval_pos;
+    for (int64_t p : opt.wide) {
+      if (p < 0 || p >= n) throw std::invalid_argument("finetune: wide position out of range");
+      wide_pos.push_back(p);
+    }
+  }
+  size_t next_wide = 0;  // in opt.wide_at
   // Loss and accuracy on them (in chunks); their outputs too when `f` is given.
+  // At a step of wide_at, on the wide samples too (the evaluated ones' outputs
+  // are the same forward pass).
   auto evaluate = [&](FinetuneResult& r, int64_t t, Eigen::MatrixXd* f = nullptr) {
+    const bool wide_now = t >= 0 && next_wide < opt.wide_at.size() && opt.wide_at[next_wide] == t && !wide_pos.empty();
+    if (wide_now) ++next_wide;
+    const std::vector<int64_t>& pos = wide_now ? wide_pos : eval_pos;
+    const int64_t np = int64_t(pos.size());
+    double s_all = 0;
+    int64_t ok_all = 0;
     torch::NoGradGuard ng;
     // Evaluated as model.eval() does (BatchNorm's running statistics), also when
     // training in train mode: the evaluation changes nothing.
@@ -132,17 +150,21 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     double s = 0;
     int64_t ok = 0;
     const int64_t chunk = 512;
-    for (int64_t a = 0; a < ne; a += chunk) {
-      std::vector<int64_t> rows(eval_pos.begin() + a, eval_pos.begin() + std::min(ne, a + chunk));
+    for (int64_t a = 0, b = 0; a < np; a = b) {
+      // A chunk never straddles the tracked/wide boundary: its sums go to one or the other.
+      b = a < ne ? std::min(ne, a + chunk) : std::min(np, a + chunk);
+      std::vector<int64_t> rows(pos.begin() + a, pos.begin() + b);
       std::vector<int64_t> src(rows.size());
       for (size_t k = 0; k < rows.size(); ++k) src[k] = idx[size_t(rows[k])];
       torch::Tensor out = run_forward(m, gather_x(d, src, m.device, m.dtype));
       if (t >= 0) {
         torch::Tensor tg = targets_of(targets, rows, m.device);
-        s += loss_fn(loss, out, tg, h.label_smoothing).item<double>() * double(rows.size());
-        ok += (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
+        const double ls = loss_fn(loss, out, tg, h.label_smoothing).item<double>() * double(rows.size());
+        const int64_t lok = (out.argmax(1) == tg.argmax(1)).sum().item<int64_t>();
+        s_all += ls, ok_all += lok;
+        if (a < ne) s += ls, ok += lok;
       }
-      if (f) {
+      if (f && a < ne) {
         torch::Tensor o = out.to(torch::kCPU, torch::kDouble).contiguous();
         if (f->size() == 0) f->resize(ne, o.size(1));
         auto acc = o.accessor<double, 2>();
@@ -154,6 +176,13 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     r.step.push_back(t);
     r.loss.push_back(s / double(ne));
     r.acc.push_back(double(ok) / double(ne));
+    if (wide_now) {
+      r.wide_step.push_back(t);
+      r.wide_tracked_loss.push_back(r.loss.back());
+      r.wide_tracked_acc.push_back(r.acc.back());
+      r.wide_loss.push_back(s_all / double(np));
+      r.wide_acc.push_back(double(ok_all) / double(np));
+    }
   };
   FinetuneResult r;
   const double t_start = now();
@@ -175,6 +204,7 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
     train += train_step(m, *optimizer, loss, h.label_smoothing, h.micro_batch, h.clip_norm, d, src, targets, rows, keep);
     const int64_t since = t + 1 - opt.log_from;
     bool log = opt.log_ratio > 1 ? t + 1 >= next_log : since >= 0 && since % opt.log_every == 0;
+    if (next_wide < opt.wide_at.size() && opt.wide_at[next_wide] == t + 1) log = true;
     if (log && opt.log_ratio > 1)
       next_log = std::max(t + 2, int64_t(std::ceil(double(t + 1) * opt.log_ratio - 1e-9)));
     if (log || last) evaluate(r, t + 1, opt.keep_outputs && last ? &r.f_last : nullptr);

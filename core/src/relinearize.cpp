@@ -3,6 +3,7 @@
 // network's nonlinearity), and Θ recomputed at w_K re-linearizes the rest.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <thread>
 
 #include "stages.hpp"
@@ -25,12 +26,35 @@ int64_t relinearize_steps(const Spec& s, int64_t horizon) {
 namespace {
 
 constexpr double kPrefixLogRatio = 1.15;
+constexpr int64_t kWideFactor = 4;  // the wide sample: up to 4 N0 of the pool
+
+// The N0 tracked samples are a sample of the N: their loss during training differs
+// from all N's by a sampling error that grows as the loss concentrates on fewer,
+// harder samples (10 % by the middle of a prefix is common at N0 = 500). The
+// prefix also evaluates a wider sample, the N0 and up to (kWideFactor − 1) N0
+// more of the pool, at steps 0 and K, K/2, K/4, ... (≥ 4): a few forward passes
+// that splice() corrects the curve with (docs/method.md §7).
+void wide_evaluation(FinetuneOptions& fo, const std::vector<int64_t>& idx, int64_t pool, int64_t k) {
+  const int64_t n0 = int64_t(idx.size());
+  const int64_t extra = std::min(pool - n0, (kWideFactor - 1) * n0);
+  if (extra <= 0 || k < 1) return;
+  std::vector<char> in(size_t(pool), 0);
+  for (int64_t i : idx) in[size_t(i)] = 1;
+  // The data are a stratified random draw (load_dataset): their first samples are one too.
+  for (int64_t i = 0; i < pool && int64_t(fo.wide.size()) < extra; ++i)
+    if (!in[size_t(i)]) fo.wide.push_back(i);
+  fo.wide_at.push_back(0);
+  for (double t = double(k); t >= 4 - 1e-9; t /= 2) fo.wide_at.push_back(int64_t(std::llround(t)));
+  fo.wide_at.push_back(k);
+  std::sort(fo.wide_at.begin(), fo.wide_at.end());
+  fo.wide_at.erase(std::unique(fo.wide_at.begin(), fo.wide_at.end()), fo.wide_at.end());
+}
 
 // K real steps from w0 with hyper-parameters hk (the model is left at w_K).
 // When extrapolating to N they draw their batches among all samples at hand
 // and track the N0; otherwise they train on the N0 alone.
 FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int64_t log_every, bool keep_outputs,
-                          bool extrap, double log_ratio = 0) {
+                          bool extrap, double log_ratio = 0, bool wide = false) {
   FinetuneOptions fo;
   fo.seed = job.spec.seed;
   fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
@@ -48,6 +72,7 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   std::vector<int64_t> all(static_cast<size_t>(job.pool));
   for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;
   fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
+  if (wide) wide_evaluation(fo, K.idx, job.pool, hk.steps);
   return finetune(job.model, job.data, all, job.spec.loss, job.pool_targets, hk, fo);
 }
 
@@ -123,7 +148,7 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
   // within the prefix is placed to a few % of its step, where 8 evaluations
   // evenly spaced put it late on a convex curve (up to 2x in the first interval).
   // The diagnosis alone only compares losses: about 10 evaluations, evenly spaced.
-  out.real = relinearize ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio)
+  out.real = relinearize ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio, true)
                          : real_steps(job, K, hk, std::max<int64_t>(1, k / 10), false, extrap);
   out.drift = drift_of(out.real, lin);
   if (!relinearize || !std::isfinite(out.real.loss.back())) {
@@ -191,22 +216,56 @@ static double interpolate(const std::vector<int64_t>& xs, const std::vector<doub
   return ys.back();
 }
 
+SampleCorrection::SampleCorrection(const FinetuneResult& real) {
+  for (size_t j = 0; j < real.wide_step.size(); ++j) {
+    const double lt = real.wide_tracked_loss[j], lw = real.wide_loss[j];
+    const double et = 1 - real.wide_tracked_acc[j], ew = 1 - real.wide_acc[j];
+    if (!std::isfinite(lt) || !std::isfinite(lw) || lt <= 0 || lw <= 0) continue;
+    x.push_back(std::log1p(double(real.wide_step[j])));
+    loss_ratio.push_back(std::clamp(lw / lt, 0.25, 4.0));
+    // No error among the tracked samples: nothing to scale, the ratio stays 1.
+    err_ratio.push_back(et > 0 && ew > 0 ? std::clamp(ew / et, 0.25, 4.0) : 1.0);
+  }
+}
+
+static double at_log_step(const std::vector<double>& x, const std::vector<double>& y, double t) {
+  // Linear in log(1 + t) between the points, constant beyond them.
+  const double u = std::log1p(std::max(0.0, t));
+  if (u <= x.front()) return y.front();
+  for (size_t i = 1; i < x.size(); ++i)
+    if (u <= x[i]) return y[i - 1] + (u - x[i - 1]) / (x[i] - x[i - 1]) * (y[i] - y[i - 1]);
+  return y.back();
+}
+
+double SampleCorrection::loss(double l, double t) const {
+  return x.empty() ? l : l * at_log_step(x, loss_ratio, t);
+}
+
+double SampleCorrection::accuracy(double a, double t) const {
+  return x.empty() ? a : std::clamp(1 - (1 - a) * at_log_step(x, err_ratio, t), 0.0, 1.0);
+}
+
 Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
+  // The tracked N0's curve, corrected to the wide sample's level; the tail, which
+  // continues the N0's outputs, by the correction at K.
+  const SampleCorrection c(real);
   Curves both;
   both.stride = 1;
   for (int64_t t = 0; t < k; ++t) {
     both.step.push_back(t);
-    both.loss.push_back(interpolate(real.step, real.loss, double(t)));
-    both.acc.push_back(interpolate(real.step, real.acc, double(t)));
+    both.loss.push_back(c.loss(interpolate(real.step, real.loss, double(t)), double(t)));
+    both.acc.push_back(c.accuracy(interpolate(real.step, real.acc, double(t)), double(t)));
   }
+  auto tail_loss = [&](double l) { return c.loss(l, double(k)); };
+  auto tail_acc = [&](double a) { return c.accuracy(a, double(k)); };
   both.run_loss.assign(tail.run_loss.size(), both.loss);
   both.run_acc.assign(tail.run_acc.size(), both.acc);
   both.step.insert(both.step.end(), tail.step.begin(), tail.step.end());
-  both.loss.insert(both.loss.end(), tail.loss.begin(), tail.loss.end());
-  both.acc.insert(both.acc.end(), tail.acc.begin(), tail.acc.end());
+  std::transform(tail.loss.begin(), tail.loss.end(), std::back_inserter(both.loss), tail_loss);
+  std::transform(tail.acc.begin(), tail.acc.end(), std::back_inserter(both.acc), tail_acc);
   for (size_t r = 0; r < tail.run_loss.size(); ++r) {
-    both.run_loss[r].insert(both.run_loss[r].end(), tail.run_loss[r].begin(), tail.run_loss[r].end());
-    both.run_acc[r].insert(both.run_acc[r].end(), tail.run_acc[r].begin(), tail.run_acc[r].end());
+    std::transform(tail.run_loss[r].begin(), tail.run_loss[r].end(), std::back_inserter(both.run_loss[r]), tail_loss);
+    std::transform(tail.run_acc[r].begin(), tail.run_acc[r].end(), std::back_inserter(both.run_acc[r]), tail_acc);
   }
   return both;
 }

@@ -131,7 +131,18 @@ struct Prefix {
 // model is back at w0 afterwards.
 Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& h, int64_t k, bool relinearize,
                    bool extrap, const Curves& lin, Anchors& anchors);
-// The predicted curve: the real prefix up to K, then the simulation from w_K.
+// The N0 tracked samples' sampling error, measured in the prefix against a wider
+// sample of the pool (FinetuneResult::wide_*): the wide sample's loss over the
+// N0's, and its error rate (1 − accuracy) over theirs, at those steps, linear in
+// log(1 + t) between them and constant after the last (K). None measured: 1.
+struct SampleCorrection {
+  explicit SampleCorrection(const FinetuneResult& real);
+  double loss(double l, double t) const;      // l × the loss ratio at t
+  double accuracy(double a, double t) const;  // 1 − (1 − a) × the error ratio at t
+  std::vector<double> x, loss_ratio, err_ratio;  // x = log(1 + step)
+};
+// The predicted curve: the real prefix up to K, then the simulation from w_K,
+// both corrected from the N0 to the wide sample (SampleCorrection).
 Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k);
 
 // ---- band.cpp: T and its band -------------------------------------------------

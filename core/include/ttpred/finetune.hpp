@@ -27,6 +27,11 @@ struct FinetuneOptions {
   // Positions in idx on which the loss, accuracy and outputs are evaluated
   // (training still draws its batches among all of idx); empty = all of idx.
   std::vector<int64_t> track;
+  // Positions in idx evaluated too at the steps `wide_at` (ascending; 0 allowed):
+  // a larger sample of the training set than `track`, which the curve on the
+  // tracked samples is corrected by (FinetuneResult::wide_*). Empty: none.
+  std::vector<int64_t> wide;
+  std::vector<int64_t> wide_at;
   // Intra-op threads while training (0: leave LibTorch's setting). The prediction's
   // own real steps use all cores; the ground truth and the step timing keep the
   // default, which is what the user's job gets.
@@ -37,6 +42,10 @@ struct FinetuneOptions {
 struct FinetuneResult {
   std::vector<int64_t> step;
   std::vector<double> loss, acc;  // whole training set (or the tracked samples), at `step`
+  // FinetuneOptions::wide: the loss and accuracy on the tracked samples and on
+  // tracked + wide together, at the steps of wide_at (each also in `step`).
+  std::vector<int64_t> wide_step;
+  std::vector<double> wide_tracked_loss, wide_tracked_acc, wide_loss, wide_acc;
   double seconds_total = 0, seconds_train = 0;  // all / SGD steps only (no evaluation)
   int64_t steps = 0;
   Eigen::MatrixXd f_prev, f_last;  // outputs on the (tracked) samples at steps T-1 and T (keep_outputs)

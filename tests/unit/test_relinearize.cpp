@@ -1,0 +1,130 @@
+// The real prefix (relinearize.cpp): the wide evaluation of its curve and the
+// correction of the N0 tracked samples' sampling error (docs/method.md §7).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ttpred/data.hpp"
+#include "ttpred/dynamics.hpp"
+#include "ttpred/estimate.hpp"
+#include "ttpred/finetune.hpp"
+#include "ttpred/model.hpp"
+
+#include "stages.hpp"
+
+using namespace ttpred;
+
+namespace {
+
+// mlp.pt (C = 3) on vec_train.pt (64 samples).
+Spec small_spec(const std::string& extra = "") {
+  const std::string y = "model: mlp.pt\ndata:\n  path: vec_train.pt\n" + extra +
+                        "loss: cross_entropy\n"
+                        "optimizer:\n  lr: 0.1\n  momentum: 0.9\n  batch_size: 8\n"
+                        "training:\n  steps: 40\ntarget:\n  epsilon: 0.01\n"
+                        "engine:\n  runs: 4\n  seed: 1\nhardware:\n  step_seconds: 0.25\n";
+  return parse_spec(y, "small.yaml", TEST_MODELS);
+}
+
+std::vector<int64_t> range(int64_t a, int64_t b) {
+  std::vector<int64_t> v;
+  for (int64_t i = a; i < b; ++i) v.push_back(i);
+  return v;
+}
+
+// The value logged at step t (the step must be logged).
+double at(const FinetuneResult& r, const std::vector<double>& y, int64_t t) {
+  for (size_t j = 0; j < r.step.size(); ++j)
+    if (r.step[j] == t) return y[j];
+  FAIL("step ", t, " not logged");
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("finetune's wide evaluation: the tracked samples and all of them, from one run") {
+  const Spec s = small_spec();
+  Model m(s.model, "cpu");
+  const Dataset d = load_dataset(s);
+  const auto idx = range(0, d.n);
+  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
+  Hyper h = hyper_of_spec(s, 12);
+  FinetuneOptions fo;
+  fo.seed = 3;
+  const Weights w0 = save_weights(m);
+  const FinetuneResult all = finetune(m, d, idx, s.loss, y, h, fo);  // every sample, every step
+  restore_weights(m, w0);
+  fo.track = range(0, 16);
+  fo.wide = range(16, d.n);
+  fo.wide_at = {0, 3, 7, 12};
+  fo.log_ratio = 1.5;  // 1, 2, 3, 5, 8, 12: 7 is logged for the wide evaluation alone
+  const FinetuneResult r = finetune(m, d, idx, s.loss, y, h, fo);
+  REQUIRE(r.wide_step == fo.wide_at);
+  for (size_t j = 0; j < r.wide_step.size(); ++j) {
+    const int64_t t = r.wide_step[j];
+    CAPTURE(t);
+    // Same seed, same batches: the wide sample (all 64 here) is the whole-set curve.
+    CHECK(r.wide_loss[j] == doctest::Approx(at(all, all.loss, t)).epsilon(1e-6));
+    CHECK(r.wide_acc[j] == doctest::Approx(at(all, all.acc, t)).epsilon(1e-9));
+    CHECK(r.wide_tracked_loss[j] == at(r, r.loss, t));
+    CHECK(r.wide_tracked_acc[j] == at(r, r.acc, t));
+  }
+  CHECK(r.wide_tracked_loss[0] != doctest::Approx(r.wide_loss[0]).epsilon(1e-6));  // 16 of 64 differ
+  // Out-of-range positions are refused, as tracked ones are.
+  restore_weights(m, w0);
+  fo.wide = {d.n};
+  CHECK_THROWS_AS(finetune(m, d, idx, s.loss, y, h, fo), std::invalid_argument);
+}
+
+TEST_CASE("SampleCorrection: ratios at the wide steps, linear in log(1 + t) between them, constant after K") {
+  FinetuneResult r;
+  r.wide_step = {0, 7, 15};
+  r.wide_tracked_loss = {2.0, 0.5, 0.4};
+  r.wide_loss = {2.0, 0.6, 0.5};
+  r.wide_tracked_acc = {0.5, 0.8, 1.0};  // no error left among the tracked at K
+  r.wide_acc = {0.5, 0.7, 0.95};
+  const SampleCorrection c(r);
+  CHECK(c.loss(2.0, 0) == doctest::Approx(2.0));
+  CHECK(c.loss(0.5, 7) == doctest::Approx(0.6));
+  CHECK(c.loss(0.4, 15) == doctest::Approx(0.5));
+  CHECK(c.loss(0.1, 400) == doctest::Approx(0.125));  // the tail: the ratio at K
+  // Between 7 and 15, at the midpoint in log(1 + t): the mean of the two ratios.
+  const double mid = std::exp((std::log(8.0) + std::log(16.0)) / 2) - 1;
+  CHECK(c.loss(1.0, mid) == doctest::Approx((1.2 + 1.25) / 2));
+  CHECK(c.accuracy(0.8, 7) == doctest::Approx(0.7));  // error 0.2 -> 0.3
+  CHECK(c.accuracy(0.9, 15) == doctest::Approx(0.9));  // no tracked error at K: ratio 1
+  CHECK(c.accuracy(0.0, 7) == doctest::Approx(0.0));   // clamped to [0, 1]
+  // Nothing measured: no change.
+  const SampleCorrection none{FinetuneResult{}};
+  CHECK(none.loss(0.3, 5) == 0.3);
+  CHECK(none.accuracy(0.3, 5) == 0.3);
+}
+
+TEST_CASE("extrapolating from N0 = 16 of 64: the predicted prefix is the whole set's curve at the wide steps") {
+  const Spec s = small_spec("  subset: 16\n");
+  const Prediction p = estimate(s);
+  REQUIRE(p.extrapolated);
+  REQUIRE(p.relinearized_at == 12);  // round(0.3 x 40)
+  // Real training on all 64 with the prediction's seed: the same batches as its prefix.
+  Model m(s.model, "cpu");
+  const Dataset d = load_dataset(s);
+  const auto idx = range(0, d.n);
+  FinetuneOptions fo;
+  fo.seed = s.seed;
+  Hyper h = hyper_of_spec(s, p.horizon);
+  h.steps = p.relinearized_at;
+  const FinetuneResult all = finetune(m, d, idx, s.loss, target_matrix(d, idx, 3), h, fo);
+  int compared = 0;
+  for (size_t k = 0; k < p.curve_step.size(); ++k) {
+    const int64_t t = p.curve_step[k];
+    if (t != 0 && t != 6 && t != 12) continue;  // steps 0, K and K/2 (K/4 = 3 < 4: none)
+    CAPTURE(t);
+    CHECK(p.curve_loss[k] == doctest::Approx(at(all, all.loss, t)).epsilon(1e-5));
+    ++compared;
+  }
+  CHECK(compared == 3);
+  // Without the correction the curve would be the 16 tracked samples' (they differ).
+  CHECK(p.initial_loss == doctest::Approx(at(all, all.loss, 0)).epsilon(1e-6));
+}
