@@ -276,14 +276,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
     // Stage 1: Θ at w0 on the N0 samples (once per (N, N0)).
     auto& kp = kernels[{pool, P.subset}];
     if (!kp) {
-      // The data are a stratified random draw (load_dataset): its first N0 are one
-      // too. data.draw: first keeps the file's order, and a uniform N0 subset.
-      std::vector<int64_t> idx;
-      if (s.data.draw_first)
-        idx = choose_subset(pool, P.subset, s.seed);
-      else
-        for (int64_t i = 0; i < P.subset; ++i) idx.push_back(i);
-      kp = std::make_unique<Kernel>(make_kernel(model, d, idx, s, C, opt, any_weight_decay));
+      kp = std::make_unique<Kernel>(make_kernel(model, d, draw_subset(pool, P.subset, s), s, C, opt, any_weight_decay));
     }
     Kernel& K = *kp;
     record_kernel(P, K);

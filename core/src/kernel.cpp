@@ -25,6 +25,13 @@ double top_eigenvalue(const Eigen::MatrixXd& a) {
   return lambda;
 }
 
+std::vector<int64_t> draw_subset(int64_t pool, int64_t n0, const Spec& s) {
+  if (s.data.draw_first) return choose_subset(pool, n0, s.seed);
+  std::vector<int64_t> idx(static_cast<size_t>(std::min(n0, pool)));
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = int64_t(i);
+  return idx;
+}
+
 std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed) {
   std::vector<int64_t> idx(static_cast<size_t>(pool));
   for (int64_t i = 0; i < pool; ++i) idx[size_t(i)] = i;

@@ -34,15 +34,15 @@ constexpr int64_t kWideFactor = 4;  // the wide sample: up to 4 N0 of the pool
 // prefix also evaluates a wider sample, the N0 and up to (kWideFactor − 1) N0
 // more of the pool, at steps 0 and K, K/2, K/4, ... (≥ 4): a few forward passes
 // that splice() corrects the curve with (docs/method.md §7).
-void wide_evaluation(FinetuneOptions& fo, const std::vector<int64_t>& idx, int64_t pool, int64_t k) {
+void wide_evaluation(FinetuneOptions& fo, const Spec& s, const std::vector<int64_t>& idx, int64_t pool, int64_t k) {
   const int64_t n0 = int64_t(idx.size());
-  const int64_t extra = std::min(pool - n0, (kWideFactor - 1) * n0);
-  if (extra <= 0 || k < 1) return;
+  if (n0 >= pool || k < 1) return;
+  // Drawn as the N0 were (draw_subset), which it contains: the N0 and the rest.
   std::vector<char> in(size_t(pool), 0);
   for (int64_t i : idx) in[size_t(i)] = 1;
-  // The data are a stratified random draw (load_dataset): their first samples are one too.
-  for (int64_t i = 0; i < pool && int64_t(fo.wide.size()) < extra; ++i)
+  for (int64_t i : draw_subset(pool, std::min(pool, kWideFactor * n0), s))
     if (!in[size_t(i)]) fo.wide.push_back(i);
+  if (fo.wide.empty()) return;
   fo.wide_at.push_back(0);
   for (double t = double(k); t >= 4 - 1e-9; t /= 2) fo.wide_at.push_back(int64_t(std::llround(t)));
   fo.wide_at.push_back(k);
@@ -72,7 +72,7 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   std::vector<int64_t> all(static_cast<size_t>(job.pool));
   for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;
   fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
-  if (wide) wide_evaluation(fo, K.idx, job.pool, hk.steps);
+  if (wide) wide_evaluation(fo, job.spec, K.idx, job.pool, hk.steps);
   return finetune(job.model, job.data, all, job.spec.loss, job.pool_targets, hk, fo);
 }
 

@@ -82,6 +82,10 @@ struct Kernel {
 };
 // The seeded uniform subset of N0 among the first `pool` samples (all when N0 = pool).
 std::vector<int64_t> choose_subset(int64_t pool, int64_t n0, uint64_t seed);
+// The N0 samples of a spec among the first `pool`: its first n0 (the data are a
+// stratified random draw, load_dataset), or with data.draw: first (the file's
+// order) choose_subset's. Nested: the draw of n contains the draw of any n0 < n.
+std::vector<int64_t> draw_subset(int64_t pool, int64_t n0, const Spec& s);
 GramOptions gram_options(const Spec& s, int64_t rows, const EstimateOptions& opt, bool jw0);
 double top_eigenvalue(const Eigen::MatrixXd& a);  // of a symmetric PSD matrix (power iteration)
 Kernel make_kernel(const Model& model, const Dataset& d, const std::vector<int64_t>& idx, const Spec& s, int64_t C,

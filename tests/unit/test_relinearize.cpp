@@ -2,6 +2,7 @@
 // correction of the N0 tracked samples' sampling error (docs/method.md §7).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -127,4 +128,22 @@ TEST_CASE("extrapolating from N0 = 16 of 64: the predicted prefix is the whole s
   CHECK(compared == 3);
   // Without the correction the curve would be the 16 tracked samples' (they differ).
   CHECK(p.initial_loss == doctest::Approx(at(all, all.loss, 0)).epsilon(1e-6));
+}
+
+TEST_CASE("draw_subset: the N0 and the prefix's wide sample are drawn alike, the wider containing the N0") {
+  for (bool draw_first : {false, true}) {
+    CAPTURE(draw_first);
+    Spec s = small_spec();
+    s.data.draw_first = draw_first;
+    s.seed = 11;
+    const auto n0 = draw_subset(2000, 500, s), w4 = draw_subset(2000, 1600, s);
+    REQUIRE(n0.size() == 500);
+    REQUIRE(w4.size() == 1600);
+    CHECK(draw_subset(2000, 2000, s).size() == 2000);
+    for (int64_t i : n0) CHECK(std::binary_search(w4.begin(), w4.end(), i));
+    // data.draw: first keeps the file's order, which may be sorted by class: both
+    // draws are then uniform over the pool, not its first samples.
+    if (draw_first) CHECK(w4.back() > 1800);
+    else CHECK(w4.back() == 1599);
+  }
 }
