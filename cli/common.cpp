@@ -106,7 +106,7 @@ void Overrides::add_estimator(CLI::App& app) {
       ->check(non_negative_int());
   app.add_option("--relinearize", relinearize,
                  "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default 0.3 T, at most "
-                 "150; 0: off)")
+                 "300; 0: off)")
       ->check(non_negative_int());
   app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
       ->check(non_negative_int());

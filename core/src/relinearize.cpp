@@ -15,10 +15,12 @@ namespace ttpred {
 
 int64_t relinearize_steps(const Spec& s, int64_t horizon) {
   // Default (measured on bench/users' development half, docs/accuracy.md):
-  // K = round(0.3 T), at most 150 so the cost stays bounded on long horizons.
+  // K = round(0.3 T), at most 300 so the cost stays bounded on long horizons.
   // The network keeps moving its kernel after w_K: the later the re-linearization,
   // the less of the run rests on a frozen kernel (K = T/10, at most 50, had a
   // development median of 9.6 % and a 95th percentile of 35 %; 0.3 T: 8.0 %, 23 %).
+  // The cap was 150 until session 11: on the development jobs it bound (horizons
+  // 800-1200), 300 moved T by -22 -> -5 %, -9 -> -11 %, -3 -> -2 %.
   if (s.relinearize >= 0) return s.relinearize;
   return std::clamp<int64_t>(int64_t(std::llround(kRelinearizeFraction * double(horizon))), 1, kRelinearizeCap);
 }

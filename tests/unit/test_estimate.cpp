@@ -334,7 +334,7 @@ TEST_CASE("drift diagnosis on a nonlinear model at a large learning rate widens 
   }
 }
 
-TEST_CASE("defaults: re-linearize after round(0.3 T) real steps (at most 150); --no-training means none") {
+TEST_CASE("defaults: re-linearize after round(0.3 T) real steps (at most 300); --no-training means none") {
   Spec s = small_spec();  // T = 40
   Prediction p = estimate(s);
   CHECK(p.relinearized_at == 12);

@@ -147,3 +147,17 @@ TEST_CASE("draw_subset: the N0 and the prefix's wide sample are drawn alike, the
     else CHECK(w4.back() == 1599);
   }
 }
+
+TEST_CASE("relinearize_steps: K = round(0.3 T), at least 1, at most 300; engine.relinearize overrides it") {
+  Spec s;
+  CHECK(relinearize_steps(s, 1) == 1);
+  CHECK(relinearize_steps(s, 40) == 12);
+  CHECK(relinearize_steps(s, 500) == 150);
+  CHECK(relinearize_steps(s, 800) == 240);
+  CHECK(relinearize_steps(s, 1000) == 300);
+  CHECK(relinearize_steps(s, 2000) == 300);  // the cap bounds the real steps of long fine-tunes
+  s.relinearize = 600;
+  CHECK(relinearize_steps(s, 2000) == 600);
+  s.relinearize = 0;
+  CHECK(relinearize_steps(s, 2000) == 0);
+}

@@ -622,7 +622,7 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   CHECK_FALSE(s.extrapolate);
   CHECK(parse_spec(kBase, "spec.yaml", "/tmp").extrapolate);  // on by default
   CHECK(s.trace_ntk == 4);
-  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.3 T), at most 150
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.3 T), at most 300
   check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");
   check_spec_error(kBase + "engine:\n  trace_ntk: -1\n", 17, "engine.trace_ntk");
   check_spec_error(kBase + "engine:\n  relinearize: -2\n", 17, "engine.relinearize");
