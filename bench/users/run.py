@@ -215,6 +215,7 @@ def score(sc, ft, est, wall, meas, flag, value, mode):
             "drift": est.get("drift"), "relinearized_at": est.get("relinearized_at"),
             "diverged": bool(est.get("diverged", False)), "reached": est.get("reached"),
             "pred_final_loss": est["final_loss"], "meas_final_loss": ft["final_loss"],
+            "extrapolation": est.get("extrapolation"),
             "warnings": est["warnings"], "cost_s": wall, "timing": est["timing"],
             "finetune_one_seed_s": ft["seconds_train"]}
 

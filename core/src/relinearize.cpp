@@ -207,14 +207,12 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
   return out;
 }
 
-// Value of a piecewise-linear curve (xs ascending) at x.
-static double interpolate(const std::vector<int64_t>& xs, const std::vector<double>& ys, double x) {
-  if (x <= double(xs.front())) return ys.front();
+// Value at x of the piecewise-linear curve through (xs, ys), xs ascending;
+// constant beyond its ends.
+static double piecewise_linear(const std::vector<double>& xs, const std::vector<double>& ys, double x) {
+  if (x <= xs.front()) return ys.front();
   for (size_t i = 1; i < xs.size(); ++i)
-    if (x <= double(xs[i])) {
-      const double a = (x - double(xs[i - 1])) / double(xs[i] - xs[i - 1]);
-      return ys[i - 1] + a * (ys[i] - ys[i - 1]);
-    }
+    if (x <= xs[i]) return ys[i - 1] + (x - xs[i - 1]) / (xs[i] - xs[i - 1]) * (ys[i] - ys[i - 1]);
   return ys.back();
 }
 
@@ -230,36 +228,36 @@ SampleCorrection::SampleCorrection(const FinetuneResult& real) {
   }
 }
 
-static double at_log_step(const std::vector<double>& x, const std::vector<double>& y, double t) {
-  // Linear in log(1 + t) between the points, constant beyond them.
-  const double u = std::log1p(std::max(0.0, t));
-  if (u <= x.front()) return y.front();
-  for (size_t i = 1; i < x.size(); ++i)
-    if (u <= x[i]) return y[i - 1] + (u - x[i - 1]) / (x[i] - x[i - 1]) * (y[i] - y[i - 1]);
-  return y.back();
+// The ratios are linear in log(1 + t) between the wide evaluations, constant beyond them.
+double SampleCorrection::loss_factor(double t) const {
+  return x.empty() ? 1.0 : piecewise_linear(x, loss_ratio, std::log1p(std::max(0.0, t)));
 }
 
-double SampleCorrection::loss(double l, double t) const {
-  return x.empty() ? l : l * at_log_step(x, loss_ratio, t);
+double SampleCorrection::error_factor(double t) const {
+  return x.empty() ? 1.0 : piecewise_linear(x, err_ratio, std::log1p(std::max(0.0, t)));
 }
+
+double SampleCorrection::loss(double l, double t) const { return l * loss_factor(t); }
 
 double SampleCorrection::accuracy(double a, double t) const {
-  return x.empty() ? a : std::clamp(1 - (1 - a) * at_log_step(x, err_ratio, t), 0.0, 1.0);
+  return x.empty() ? a : std::clamp(1 - (1 - a) * error_factor(t), 0.0, 1.0);
 }
 
 Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
   // The tracked N0's curve, corrected to the wide sample's level; the tail, which
   // continues the N0's outputs, by the correction at K.
   const SampleCorrection c(real);
+  const std::vector<double> steps(real.step.begin(), real.step.end());
   Curves both;
   both.stride = 1;
   for (int64_t t = 0; t < k; ++t) {
     both.step.push_back(t);
-    both.loss.push_back(c.loss(interpolate(real.step, real.loss, double(t)), double(t)));
-    both.acc.push_back(c.accuracy(interpolate(real.step, real.acc, double(t)), double(t)));
+    both.loss.push_back(c.loss(piecewise_linear(steps, real.loss, double(t)), double(t)));
+    both.acc.push_back(c.accuracy(piecewise_linear(steps, real.acc, double(t)), double(t)));
   }
-  auto tail_loss = [&](double l) { return c.loss(l, double(k)); };
-  auto tail_acc = [&](double a) { return c.accuracy(a, double(k)); };
+  const double loss_k = c.loss_factor(double(k)), error_k = c.error_factor(double(k));
+  auto tail_loss = [loss_k](double l) { return l * loss_k; };
+  auto tail_acc = [&c, error_k](double a) { return c.x.empty() ? a : std::clamp(1 - (1 - a) * error_k, 0.0, 1.0); };
   both.run_loss.assign(tail.run_loss.size(), both.loss);
   both.run_acc.assign(tail.run_acc.size(), both.acc);
   both.step.insert(both.step.end(), tail.step.begin(), tail.step.end());

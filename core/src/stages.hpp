@@ -141,8 +141,10 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
 // log(1 + t) between them and constant after the last (K). None measured: 1.
 struct SampleCorrection {
   explicit SampleCorrection(const FinetuneResult& real);
-  double loss(double l, double t) const;      // l × the loss ratio at t
-  double accuracy(double a, double t) const;  // 1 − (1 − a) × the error ratio at t
+  double loss_factor(double t) const;         // the wide sample's loss over the N0's at step t
+  double error_factor(double t) const;        // the same for the error rate 1 − accuracy
+  double loss(double l, double t) const;      // l × loss_factor(t)
+  double accuracy(double a, double t) const;  // 1 − (1 − a) × error_factor(t), in [0, 1]
   std::vector<double> x, loss_ratio, err_ratio;  // x = log(1 + step)
 };
 // The predicted curve: the real prefix up to K, then the simulation from w_K,

@@ -210,3 +210,27 @@ TEST_CASE("gradient clipping on an extrapolated kernel reads the batch's norm fr
   CHECK(std::fabs(pred - truth) / truth < 0.15);
   CHECK(std::fabs(pred - truth) < std::fabs(from_ext - truth));
 }
+
+TEST_CASE("the self-check's correction: the log-ratio rule, its clamp, and the stretched curve") {
+  // N1 = 125 -> N0 = 500 -> N = 2000: the same ratio twice, so the exponent is 1.
+  Check c;
+  c.from = 125;
+  c.direct = 130;  // 30 steps after t0 = 100 on all N0
+  c.steps = 120;   // 20 after t0 extrapolated from N1: too fast by 1.5
+  CHECK(extrapolation_correction(c, 100, 2000, 500, 400) == doctest::Approx(1.5));
+  CHECK(extrapolation_correction(c, 100, 8000, 500, 400) == doctest::Approx(2.0));  // 1.5^2 = 2.25, clamped
+  c.steps = 101;  // one step after t0: the ratio 30 is clamped too
+  CHECK(extrapolation_correction(c, 100, 2000, 500, 400) == doctest::Approx(2.0));
+  CHECK(extrapolation_correction(Check{}, 100, 2000, 500, 400) == 1.0);  // no check
+  c.direct = 400;                                                         // not reached within the horizon
+  CHECK(extrapolation_correction(c, 100, 2000, 500, 400) == 1.0);
+  // time_warp: after t0 the curve is L(t0 + (t - t0)/c), the last value held past the horizon.
+  Curves cv;
+  for (int64_t t = 0; t <= 10; ++t) cv.step.push_back(t), cv.loss.push_back(double(10 - t)), cv.acc.push_back(0.1 * double(t));
+  const Curves w = time_warp(cv, 4, 2.0);
+  CHECK(w.loss[4] == doctest::Approx(6.0));
+  CHECK(w.loss[8] == doctest::Approx(4.0));   // t0 + 4/2 = 6
+  CHECK(w.loss[10] == doctest::Approx(3.0));  // t0 + 6/2 = 7: a stretch raises the final value
+  CHECK(w.acc[10] == doctest::Approx(0.7));
+  CHECK(time_warp(cv, 4, 1.0).loss == cv.loss);
+}

@@ -621,6 +621,10 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   CHECK(s.diagnose_steps == 7);
   CHECK_FALSE(s.extrapolate);
   CHECK(parse_spec(kBase, "spec.yaml", "/tmp").extrapolate);  // on by default
+  // The self-check's stretch: off by default since session 12 (docs/method.md §5), available on request.
+  CHECK_FALSE(parse_spec(kBase, "spec.yaml", "/tmp").extrapolation_correction);
+  CHECK(parse_spec(kBase + "engine:\n  extrapolation_correction: true\n", "spec.yaml", "/tmp").extrapolation_correction);
+  check_spec_error(kBase + "engine:\n  extrapolation_correction: 2\n", 17, "engine.extrapolation_correction");
   CHECK(s.trace_ntk == 4);
   CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.3 T), at most 300
   check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");

@@ -86,7 +86,7 @@ struct Spec {
   bool extrapolate = true;           // N0 < N: extrapolate Θ to N (engine.extrapolate; extrapolate.hpp)
   int64_t relinearize = -1;          // K real steps, then Θ again at w_K (-1 = auto: clamp(round(0.3 T), 1, 300); 0 = off)
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
-  bool extrapolation_correction = true;  // stretch the extrapolated curve by its self-check (engine.extrapolation_correction)
+  bool extrapolation_correction = false;  // stretch the extrapolated curve by its self-check (engine.extrapolation_correction; off since session 12)
   bool kernel_growth = false;        // after re-linearizing, the kernel keeps changing with the progress (engine.kernel_growth)
   // engine.relinearize_with: Θ at w_K from K real steps with these optimizer
   // values instead of the job's own (the job's own K steps still give the
