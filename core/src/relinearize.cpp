@@ -239,9 +239,11 @@ double SampleCorrection::error_factor(double t) const {
 
 double SampleCorrection::loss(double l, double t) const { return l * loss_factor(t); }
 
-double SampleCorrection::accuracy(double a, double t) const {
-  return x.empty() ? a : std::clamp(1 - (1 - a) * error_factor(t), 0.0, 1.0);
+double SampleCorrection::scaled_accuracy(double a, double factor) const {
+  return x.empty() ? a : std::clamp(1 - (1 - a) * factor, 0.0, 1.0);
 }
+
+double SampleCorrection::accuracy(double a, double t) const { return scaled_accuracy(a, error_factor(t)); }
 
 Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
   // The tracked N0's curve, corrected to the wide sample's level; the tail, which
@@ -257,7 +259,7 @@ Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
   }
   const double loss_k = c.loss_factor(double(k)), error_k = c.error_factor(double(k));
   auto tail_loss = [loss_k](double l) { return l * loss_k; };
-  auto tail_acc = [&c, error_k](double a) { return c.x.empty() ? a : std::clamp(1 - (1 - a) * error_k, 0.0, 1.0); };
+  auto tail_acc = [&c, error_k](double a) { return c.scaled_accuracy(a, error_k); };
   both.run_loss.assign(tail.run_loss.size(), both.loss);
   both.run_acc.assign(tail.run_acc.size(), both.acc);
   both.step.insert(both.step.end(), tail.step.begin(), tail.step.end());

@@ -144,7 +144,9 @@ struct SampleCorrection {
   double loss_factor(double t) const;         // the wide sample's loss over the N0's at step t
   double error_factor(double t) const;        // the same for the error rate 1 − accuracy
   double loss(double l, double t) const;      // l × loss_factor(t)
-  double accuracy(double a, double t) const;  // 1 − (1 − a) × error_factor(t), in [0, 1]
+  double accuracy(double a, double t) const;  // scaled_accuracy(a, error_factor(t))
+  // 1 − (1 − a) × factor, in [0, 1]; a itself when nothing was measured.
+  double scaled_accuracy(double a, double factor) const;
   std::vector<double> x, loss_ratio, err_ratio;  // x = log(1 + step)
 };
 // The predicted curve: the real prefix up to K, then the simulation from w_K,
