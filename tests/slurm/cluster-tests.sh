@@ -91,7 +91,22 @@ expect_limit() { # jobid expected what
 expect_err() { grep -qF -- "$1" "$err" || fail "sbatch stderr lacks: $1"; }
 expect_no_err() { ! grep -qF -- "$1" "$err" || fail "sbatch stderr unexpectedly has: $1"; }
 ctld_log_has() { grep -qF -- "$1" "$dir/log/slurmctld.log"; }
-ctld_pid() { cat "$dir/slurmctld.pid"; }
+# The controller's pid: its pidfile's, or, when that names no live process, the process
+# started with this cluster's slurm.conf (Slurm 24.11 re-executes slurmctld on
+# `scontrol reconfigure`, and the pidfile can be left stale or removed meanwhile).
+ctld_pid() {
+  local p f
+  p=$(cat "$dir/slurmctld.pid" 2>/dev/null)
+  if [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null; then echo "$p"; return 0; fi
+  for f in /proc/[0-9]*/cmdline; do
+    if tr '\0' ' ' < "$f" 2>/dev/null | grep -qF "slurmctld -f $dir/slurm.conf "; then
+      p=${f#/proc/}
+      echo "${p%/cmdline}"
+      return 0
+    fi
+  done
+  return 1
+}
 # The policy is reloaded at the first ttpred job submitted at least one second
 # after the reconfigure (slurm_conf.last_update has a one-second resolution).
 reconfigure() { scontrol reconfigure || fail "scontrol reconfigure failed"; sleep 1.1; }
