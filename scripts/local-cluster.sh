@@ -60,9 +60,31 @@ pid_of() { # pidfile -> pid if the process is alive
   [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null && echo "$p"
 }
 
+# The pidfile's process if alive, else the process whose command line holds PATTERN.
+# Slurm 24.11's slurmctld re-executes itself on `scontrol reconfigure` and the pidfile
+# can name the old process, while the controller keeps serving under a new pid.
+daemon_pid() { # pidfile [pattern]
+  local f p
+  pid_of "$1" && return 0
+  [ -n "${2:-}" ] || return 1
+  for f in /proc/[0-9]*/cmdline; do
+    p=${f#/proc/}; p=${p%/cmdline}
+    [ "$p" = $$ ] && continue
+    if tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "$2"; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+# The command-line pattern of a daemon of this cluster (empty: the pidfile only).
+daemon_pattern() { # name
+  case $1 in
+    slurmctld | slurmd) echo "$1 -f $dir/slurm.conf " ;;
+    *) echo "" ;;
+  esac
+}
+
 stop_pidfile() { # pidfile name
   local f=$1 name=$2 p i
-  p=$(pid_of "$f") || return 0
+  p=$(daemon_pid "$f" "$(daemon_pattern "$name")") || return 0
   kill -TERM "$p" 2>/dev/null || true
   for i in $(seq 1 100); do
     kill -0 "$p" 2>/dev/null || { log "stopped $name ($p)"; return 0; }
@@ -207,7 +229,7 @@ start() {
   [ "$(id -u)" = 0 ] || die "must run as root (slurmctld/slurmd run as root here)"
   for b in munged slurmctld slurmd; do [ -x "$SBIN/$b" ] || die "$SBIN/$b missing (apt-get install munge slurmctld slurmd)"; done
   command -v scontrol >/dev/null || die "scontrol missing (apt-get install slurm-client)"
-  if [ -e "$dir/slurm.conf" ] && pid_of "$dir/slurmctld.pid" >/dev/null; then
+  if [ -e "$dir/slurm.conf" ] && daemon_pid "$dir/slurmctld.pid" "$(daemon_pattern slurmctld)" >/dev/null; then
     die "a cluster is already running in $dir (stop it first)"
   fi
   local plugdir est timeout device policy parts port host cpus slurm_plugdir dbd_port=""
@@ -365,7 +387,7 @@ EOF
 
 stop() {
   [ -d "$dir" ] || { log "$dir does not exist"; return 0; }
-  if pid_of "$dir/slurmctld.pid" >/dev/null; then
+  if daemon_pid "$dir/slurmctld.pid" "$(daemon_pattern slurmctld)" >/dev/null; then
     local ids
     ids=$(SLURM_CONF="$dir/slurm.conf" timeout 10 squeue -h -o %i 2>/dev/null || true)
     if [ -n "$ids" ]; then
@@ -389,7 +411,7 @@ status() {
     f="$dir/$name.pid"
     [ $name = munged ] && f="$dir/munge/munged.pid"
     [ $name = mariadbd ] && f="$dir/mysql/mysqld.pid"
-    if p=$(pid_of "$f"); then echo "$name: running (pid $p)"; else echo "$name: stopped"; rc=3; fi
+    if p=$(daemon_pid "$f" "$(daemon_pattern $name)"); then echo "$name: running (pid $p)"; else echo "$name: stopped"; rc=3; fi
   done
   if [ $rc = 0 ]; then
     SLURM_CONF="$dir/slurm.conf" scontrol ping || rc=3

@@ -99,7 +99,7 @@ ctld_pid() {
   p=$(cat "$dir/slurmctld.pid" 2>/dev/null)
   if [[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null; then echo "$p"; return 0; fi
   for f in /proc/[0-9]*/cmdline; do
-    if tr '\0' ' ' < "$f" 2>/dev/null | grep -qF "slurmctld -f $dir/slurm.conf "; then
+    if tr '\0' ' ' 2>/dev/null < "$f" | grep -qF "slurmctld -f $dir/slurm.conf "; then
       p=${f#/proc/}
       echo "${p%/cmdline}"
       return 0
@@ -143,7 +143,7 @@ t_cleanup() {
   [ -s "$TTPRED_CLUSTER_STATE" ] || skip "no cluster"
   dir=$(cat "$TTPRED_CLUSTER_STATE")
   local alive=1
-  kill -0 "$(cat "$dir/slurmctld.pid" 2>/dev/null)" 2>/dev/null || alive=0
+  ctld_pid >/dev/null || alive=0
   "$TTPRED_REPO/scripts/local-cluster.sh" stop "$dir"
   mkdir -p "$(dirname "$TTPRED_CLUSTER_STATE")/cluster-logs"
   cp "$dir"/log/*.log "$dir/munge/munged.log" "$(dirname "$TTPRED_CLUSTER_STATE")/cluster-logs/" 2>/dev/null
@@ -334,6 +334,23 @@ t_broken_policy() {
   trap - EXIT
   ctld_alive || fail "slurmctld not responding"
   pass "broken/missing policy: slurmctld up, jobs pass, fixed policy reloaded"
+}
+
+# scripts/local-cluster.sh finds its daemons when a pidfile names no live process
+# (Slurm 24.11 re-executes slurmctld on reconfigure): status reports them, stop would
+# otherwise leave the controller running.
+t_stale_pidfile() {
+  load_cluster stale_pidfile
+  local real out
+  real=$(ctld_pid) || fail "no slurmctld"
+  cp "$dir/slurmctld.pid" "$work/slurmctld.pid"
+  trap 'cp "$work/slurmctld.pid" "$dir/slurmctld.pid"' EXIT
+  echo 999999999 > "$dir/slurmctld.pid"
+  out=$("$TTPRED_REPO/scripts/local-cluster.sh" status "$dir" 2>&1) || fail "status failed with a stale pidfile: $out"
+  grep -q "^slurmctld: running (pid $real)" <<<"$out" || fail "status did not find slurmctld $real: $out"
+  cp "$work/slurmctld.pid" "$dir/slurmctld.pid"
+  trap - EXIT
+  pass "local-cluster.sh status finds slurmctld ($real) past a stale pidfile"
 }
 
 t_real_estimator() {
@@ -1140,7 +1157,7 @@ case "${1:-}" in
   setup) t_setup ;;
   cleanup) t_cleanup ;;
   plugins_loaded|time_limit_fake|sbatch_directive|converge_account|warn|reject|estimator_fails|\
-  estimator_hangs|forged_env|broken_policy|real_estimator|stress|budget_policy|budget_forged|\
+  estimator_hangs|forged_env|broken_policy|stale_pidfile|real_estimator|stress|budget_policy|budget_forged|\
   acct_setup|acct_cleanup|acct_budget_shown|acct_budget_warn|acct_budget_reject|acct_user_limit|\
   acct_usage|trust_forged_marker|trust_rejected|trust_band|trust_step_seconds|trust_update|\
   trust_array|trust_flood|trust_misc|acct_trust_rejected|job_mode|job_mode_fails|job_mode_cancel|\
