@@ -119,6 +119,12 @@ void Overrides::add_estimator(CLI::App& app) {
   app.add_option("--extrapolation-correction", extrapolation_correction,
                  "Stretch the extrapolated curve by its own self-check's error (true/false; "
                  "engine.extrapolation_correction)");
+  app.add_option("--tail-subset", tail_subset,
+                 "N0 < N, re-linearized: simulate the rest on N0 samples drawn at w_K stratified by class and loss "
+                 "(stratified) or on the N0 drawn at w0 (tracked) (engine.tail_subset)")
+      ->check(CLI::IsMember({"stratified", "tracked"}));
+  app.add_option("--tail-parts", tail_parts, "Disjoint draws of N0 for the rest, averaged (1-4; engine.tail_parts)")
+      ->check(in_range(1, 4, false, true));
   app.add_flag("--no-extrapolate", no_extrapolate,
                "N0 < N: predict for the N0 samples themselves (engine.extrapolate: false)");
   app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")->check(positive());
@@ -149,6 +155,8 @@ void Overrides::apply(Spec& s) const {
   if (no_extrapolate) s.extrapolate = false;
   if (kernel_growth) s.kernel_growth = *kernel_growth;
   if (extrapolation_correction) s.extrapolation_correction = *extrapolation_correction;
+  if (!tail_subset.empty()) s.tail_stratified = tail_subset == "stratified";
+  if (tail_parts) s.tail_parts = int(*tail_parts);
 }
 
 namespace {

@@ -157,7 +157,11 @@ void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey,
       }
       Hyper h2 = h;
       h2.t0 = relin;
-      cv = splice(pre.real, simulate_adam(p2, k2, h2, so), relin);
+      cv = splice(pre.real, simulate_adam(p2, k2, h2, so), relin, pre.anchor->stratified);
+      if (extrap) {
+        P.tail_subset = pre.anchor->stratified ? "stratified" : "tracked";
+        P.tail_parts = 1;
+      }
       P.relinearized_at = relin;
     }
   }
@@ -344,10 +348,6 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
       if (A) {
         // Stage 3 + 4 from w_K: Θ there (extrapolated to N when N0 < N) and
         // J·w0, from this job's own outputs and velocity after its K steps.
-        Problem p2 = extrapolated(A->extrapolated, A->raw);
-        p2.f0 = pre.real.f_last;
-        // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
-        p2.u0 = (pre.real.f_prev - pre.real.f_last) / h.lr_at(kdiag - 1);  // h's horizon is P.horizon
         Hyper h2 = h;
         h2.t0 = kdiag;
         if (s.kernel_growth && A->progress > 0) {
@@ -360,7 +360,26 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
           h2.max_scale = std::clamp(0.9 / std::max(stab, 1e-12), 1.0, 4.0);
           P.kernel_growth = A->growth;
         }
-        cv = splice(pre.real, simulate(p2, h2, so), kdiag);
+        // Each tail part from this job's own outputs and velocity at w_K; the parts
+        // share the runs and their curves are averaged (merge_tails).
+        const int parts = 1 + int(A->more.size());
+        std::vector<Curves> tails;
+        for (int q = 0; q < parts; ++q) {
+          AnchorKernel& part = q == 0 ? *A : *A->more[size_t(q - 1)];
+          Problem p2 = extrapolated(part.extrapolated, part.raw);
+          p2.f0 = select_rows(pre.real.f_last, part.rows);
+          // J v_k in function space, from the last real step: F_k = F_{k-1} - η J v_k.
+          p2.u0 = (select_rows(pre.real.f_prev, part.rows) - p2.f0) / h.lr_at(kdiag - 1);  // h's horizon is P.horizon
+          SimOptions sq = so;
+          sq.runs = std::max(1, so.runs / parts);
+          sq.seed = so.seed + uint64_t(q) * 0x9E3779B97F4A7C15ULL;
+          tails.push_back(splice(pre.real, simulate(p2, h2, sq), kdiag, part.stratified));
+        }
+        cv = merge_tails(tails);
+        if (extrap) {
+          P.tail_subset = A->stratified ? "stratified" : "tracked";
+          P.tail_parts = parts;
+        }
         P.relinearized_at = kdiag;
       }
     }

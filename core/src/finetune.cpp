@@ -132,7 +132,10 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   auto evaluate = [&](FinetuneResult& r, int64_t t, Eigen::MatrixXd* f = nullptr) {
     const bool wide_now = t >= 0 && next_wide < opt.wide_at.size() && opt.wide_at[next_wide] == t && !wide_pos.empty();
     if (wide_now) ++next_wide;
-    const std::vector<int64_t>& pos = wide_now ? wide_pos : eval_pos;
+    // Outputs of the wide samples too: their forward pass (at K − 1 it is one of its own).
+    const bool wide_f = f && opt.wide_outputs && !wide_pos.empty();
+    const std::vector<int64_t>& pos = wide_now || wide_f ? wide_pos : eval_pos;
+    const int64_t nf = wide_f ? int64_t(wide_pos.size()) : ne;  // rows of f
     const int64_t np = int64_t(pos.size());
     double s_all = 0;
     int64_t ok_all = 0;
@@ -164,9 +167,9 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
         s_all += ls, ok_all += lok;
         if (a < ne) s += ls, ok += lok;
       }
-      if (f && a < ne) {
+      if (f && a < nf) {
         torch::Tensor o = out.to(torch::kCPU, torch::kDouble).contiguous();
-        if (f->size() == 0) f->resize(ne, o.size(1));
+        if (f->size() == 0) f->resize(nf, o.size(1));
         auto acc = o.accessor<double, 2>();
         for (int64_t q = 0; q < o.size(0); ++q)
           for (int64_t c = 0; c < o.size(1); ++c) (*f)(a + q, c) = acc[q][c];

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <random>
+#include <string>
 #include <thread>
 
 #include "stages.hpp"
@@ -25,6 +27,79 @@ int64_t relinearize_steps(const Spec& s, int64_t horizon) {
   return std::clamp<int64_t>(int64_t(std::llround(kRelinearizeFraction * double(horizon))), 1, kRelinearizeCap);
 }
 
+Eigen::MatrixXd select_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>& rows) {
+  Eigen::MatrixXd out(int64_t(rows.size()), f.cols());
+  for (size_t i = 0; i < rows.size(); ++i) out.row(int64_t(i)) = f.row(rows[i]);
+  return out;
+}
+
+// A sample's loss from its outputs (only its rank within its class is used).
+static double sample_loss(const Eigen::RowVectorXd& f, const Eigen::RowVectorXd& y, Loss loss) {
+  if (loss != Loss::cross_entropy) return (f - y).squaredNorm();
+  const double m = f.maxCoeff();
+  return (m + std::log((f.array() - m).exp().sum())) * y.sum() - f.dot(y);
+}
+
+// The loss at the end of a run sits on few hard samples, and how many of them a
+// uniform draw of N0 holds is the largest part of the prediction's spread over
+// seeds (docs/accuracy.md, session 13): the tail's samples are drawn stratified.
+std::vector<std::vector<int64_t>> stratified_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>& ids,
+                                                  const Eigen::MatrixXd& pool_targets, Loss loss, int64_t n0,
+                                                  uint64_t seed, int parts) {
+  const int64_t m = f.rows(), C = f.cols();
+  if (parts < 1 || n0 < 1 || n0 * parts > m) throw std::invalid_argument("stratified_rows: needs 1 <= n0 x parts <= rows");
+  std::vector<std::vector<std::pair<double, int64_t>>> by_class(static_cast<size_t>(C));
+  for (int64_t r = 0; r < m; ++r) {
+    Eigen::RowVectorXd y = pool_targets.row(ids[size_t(r)]);
+    int64_t c = 0;
+    y.maxCoeff(&c);
+    by_class[size_t(c)].emplace_back(sample_loss(f.row(r), y, loss), r);
+  }
+  // Each class its share of n0, the remainder to the largest fractions.
+  std::vector<int64_t> take(static_cast<size_t>(C));
+  std::vector<std::pair<double, int64_t>> rem;
+  int64_t given = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double share = double(n0) * double(by_class[size_t(c)].size()) / double(m);
+    take[size_t(c)] = int64_t(std::floor(share));
+    given += take[size_t(c)];
+    rem.emplace_back(-(share - std::floor(share)), c);
+  }
+  std::sort(rem.begin(), rem.end());
+  for (size_t j = 0; given < n0 && j < rem.size(); ++j) {
+    const size_t c = size_t(rem[j].second);
+    if ((take[c] + 1) * parts > int64_t(by_class[c].size())) continue;  // the class cannot give every part one more
+    ++take[c], ++given;
+  }
+  // Systematic draws along each class's losses, sorted, from one seeded offset per
+  // class; part q at offset (q + u) / parts. A row taken already (rounding of the
+  // shares) gives way to the nearest free one of the class.
+  std::mt19937_64 rng = run_rng(seed, -3);
+  std::uniform_real_distribution<double> u01(0, 1);
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(parts));
+  for (int64_t c = 0; c < C; ++c) {
+    auto& v = by_class[size_t(c)];
+    std::sort(v.begin(), v.end());
+    const int64_t mc = int64_t(v.size()), nc = take[size_t(c)];
+    std::vector<char> used(static_cast<size_t>(mc), 0);
+    const double u = u01(rng);
+    for (int q = 0; q < parts; ++q)
+      for (int64_t j = 0; j < nc; ++j) {
+        int64_t at = std::min<int64_t>(mc - 1, int64_t(std::floor((double(j) + (q + u) / parts) * double(mc) / double(nc))));
+        for (int64_t d = 0; used[size_t(at)] && d < mc; ++d) {
+          const int64_t lo = at - d, hi = at + d;
+          if (hi < mc && !used[size_t(hi)]) at = hi;
+          else if (lo >= 0 && !used[size_t(lo)]) at = lo;
+        }
+        if (used[size_t(at)]) continue;  // the class is exhausted (cannot happen when n0 x parts <= m)
+        used[size_t(at)] = 1;
+        out[size_t(q)].push_back(v[size_t(at)].second);
+      }
+  }
+  for (auto& rows : out) std::sort(rows.begin(), rows.end());
+  return out;
+}
+
 namespace {
 
 constexpr double kPrefixLogRatio = 1.15;
@@ -36,14 +111,22 @@ constexpr int64_t kWideFactor = 4;  // the wide sample: up to 4 N0 of the pool
 // prefix also evaluates a wider sample, the N0 and up to (kWideFactor − 1) N0
 // more of the pool, at steps 0 and K, K/2, K/4, ... (≥ 4): a few forward passes
 // that splice() corrects the curve with (docs/method.md §7).
-void wide_evaluation(FinetuneOptions& fo, const Spec& s, const std::vector<int64_t>& idx, int64_t pool, int64_t k) {
+// The wide sample beyond the N0: drawn as the N0 were (draw_subset), which it
+// contains; the ids of the pool not among the N0, in draw order.
+std::vector<int64_t> wide_rest(const Spec& s, const std::vector<int64_t>& idx, int64_t pool) {
+  std::vector<int64_t> rest;
   const int64_t n0 = int64_t(idx.size());
-  if (n0 >= pool || k < 1) return;
-  // Drawn as the N0 were (draw_subset), which it contains: the N0 and the rest.
+  if (n0 >= pool) return rest;
   std::vector<char> in(size_t(pool), 0);
   for (int64_t i : idx) in[size_t(i)] = 1;
   for (int64_t i : draw_subset(pool, std::min(pool, kWideFactor * n0), s))
-    if (!in[size_t(i)]) fo.wide.push_back(i);
+    if (!in[size_t(i)]) rest.push_back(i);
+  return rest;
+}
+
+void wide_evaluation(FinetuneOptions& fo, const Spec& s, const std::vector<int64_t>& idx, int64_t pool, int64_t k) {
+  if (k < 1) return;
+  fo.wide = wide_rest(s, idx, pool);
   if (fo.wide.empty()) return;
   fo.wide_at.push_back(0);
   for (double t = double(k); t >= 4 - 1e-9; t /= 2) fo.wide_at.push_back(int64_t(std::llround(t)));
@@ -56,7 +139,7 @@ void wide_evaluation(FinetuneOptions& fo, const Spec& s, const std::vector<int64
 // When extrapolating to N they draw their batches among all samples at hand
 // and track the N0; otherwise they train on the N0 alone.
 FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int64_t log_every, bool keep_outputs,
-                          bool extrap, double log_ratio = 0, bool wide = false) {
+                          bool extrap, double log_ratio = 0, bool wide = false, bool wide_outputs = false) {
   FinetuneOptions fo;
   fo.seed = job.spec.seed;
   fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
@@ -75,6 +158,7 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;
   fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
   if (wide) wide_evaluation(fo, job.spec, K.idx, job.pool, hk.steps);
+  fo.wide_outputs = wide && wide_outputs && keep_outputs;
   return finetune(job.model, job.data, all, job.spec.loss, job.pool_targets, hk, fo);
 }
 
@@ -94,14 +178,14 @@ double drift_of(const FinetuneResult& real, const Curves& lin) {
 // first moment's image J P m_K, read off the last real step (w_K − w_{K−1} =
 // −η_{K−1} (m̂_K / (√v̂_K + ε) + [AdamW] λ w_{K−1})).
 Preconditioned adam_state_at(const Job& job, const Kernel& K, const Prediction& P, const Hyper& h,
-                             const FinetuneResult& at, const AnchorKernel& a) {
+                             const FinetuneResult& at, const Eigen::MatrixXd& f_prev, const AnchorKernel& a) {
   const Spec& s = job.spec;
   const int64_t k = h.steps;
-  Preconditioned pk = adam_kernel_after(job.model, job.data, K.idx, smoothed_targets(a.raw.y, s.label_smoothing), s.loss,
+  Preconditioned pk = adam_kernel_after(job.model, job.data, a.idx, smoothed_targets(a.raw.y, s.label_smoothing), s.loss,
                                         s.global_batch(), P.size, h, at.adam_v, k, P.horizon,
                                         gram_options(s, K.rows, job.opt, true));
   const double lr = h.lr_at(k - 1);
-  Eigen::MatrixXd step = at.f_prev - at.f_last;
+  Eigen::MatrixXd step = f_prev - a.raw.f0;
   if (h.optimizer == Optimizer::adamw && h.weight_decay > 0) step -= lr * h.weight_decay * a.raw.jw0;
   // The last step used v̂_K's preconditioner, the kernel holds P_mix's and the simulation
   // starts with P_mix · √(v_level / v_start): μ_0 = J P_K m_K over that factor.
@@ -127,6 +211,39 @@ Hyper anchor_hyper(const Spec& s, const Prediction& P, const Hyper& hk, bool anc
   return ha;
 }
 
+
+// One tail part: Θ at w_K on the samples `idx` (rows `rows` of the prefix's outputs).
+void fill_part(AnchorKernel& a, const Job& job, const Kernel& K, const Prediction& P, const Hyper& h, const Hyper& ha,
+               const FinetuneResult& at, std::vector<int64_t> rows, std::vector<int64_t> idx, bool other) {
+  const Spec& s = job.spec;
+  a.rows = std::move(rows);
+  a.idx = std::move(idx);
+  a.stratified = other;
+  Gram ga = compute_gram(job.model, job.data, a.idx, gram_options(s, K.rows, job.opt, K.jw0));
+  a.raw = K.prob;
+  if (other) a.raw.y = target_matrix(job.data, a.idx, K.prob.classes(), &a.raw.labels);
+  a.raw.theta = std::move(ga.theta);
+  a.raw.jw0 = std::move(ga.jw0);
+  a.raw.f0 = select_rows(at.f_last, a.rows);
+  // J v_K in function space, from the last real step: F_K = F_{K-1} - η J v_K.
+  const Eigen::MatrixXd f_prev = select_rows(at.f_prev, a.rows);
+  a.raw.u0 = (f_prev - a.raw.f0) / ha.lr_at(ha.steps - 1);
+  a.after = h;
+  a.after.lr = ha.lr;
+  a.after.momentum = ha.momentum;
+  a.after.weight_decay = ha.weight_decay;
+  a.after.batch_size = ha.batch_size;
+  a.after.steps = ha.horizon;
+  a.after.t0 = ha.steps;
+  a.steps = ha.steps;
+  const Eigen::VectorXd g = loss_gradient(a.raw, a.raw.f0);
+  const double e0 = other ? 0 : g.dot(K.prob.theta * g), ek = g.dot(a.raw.theta * g);
+  a.growth = e0 > 0 && std::isfinite(ek) ? ek / e0 - 1 : 0;
+  a.progress = at.loss.front() - at.loss.back();
+  a.lambda_max = top_eigenvalue(a.raw.theta);
+  if (s.optimizer != Optimizer::sgd) a.adam = std::make_shared<Preconditioned>(adam_state_at(job, K, P, ha, at, f_prev, a));
+}
+
 }  // namespace
 
 Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& h, int64_t k, bool relinearize,
@@ -150,7 +267,15 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
   // within the prefix is placed to a few % of its step, where 8 evaluations
   // evenly spaced put it late on a convex curve (up to 2x in the first interval).
   // The diagnosis alone only compares losses: about 10 evaluations, evenly spaced.
-  out.real = relinearize ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio, true)
+  // The tail on N0 of the wide sample stratified at w_K (engine.tail_subset), which
+  // needs the wide sample's outputs there; kernel_growth compares Θ_K with Θ_0 on the N0.
+  const bool stratify = relinearize && extrap && s.tail_stratified && !s.kernel_growth;
+  // (Adam simulates one part: its state at w_K is per part.)
+  const int tail_parts = relinearize && extrap && !s.kernel_growth && s.optimizer == Optimizer::sgd
+                             ? std::max(1, s.tail_parts)
+                             : 1;
+  const bool wide_out = stratify || tail_parts > 1;
+  out.real = relinearize ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio, true, wide_out)
                          : real_steps(job, K, hk, std::max<int64_t>(1, k / 10), false, extrap);
   out.drift = drift_of(out.real, lin);
   if (!relinearize || !std::isfinite(out.real.loss.back())) {
@@ -172,36 +297,42 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
     FinetuneResult ra;
     if (anchored) {
       restore_weights(job.model, w0);
-      ra = real_steps(job, K, ha, ha.steps, true, extrap);  // only w_K, f_K and f_{K-1} are used
+      ra = real_steps(job, K, ha, ha.steps, true, extrap, 0, wide_out, wide_out);  // only w_K, f_K and f_{K-1} are used
     }
     const FinetuneResult& at = anchored ? ra : out.real;
     AnchorKernel* a = slot.get();
     a->failed = !std::isfinite(at.loss.back());
     if (!a->failed) {
-      Gram ga = compute_gram(job.model, job.data, K.idx, gram_options(s, K.rows, job.opt, K.jw0));
-      a->raw = K.prob;
-      a->raw.theta = std::move(ga.theta);
-      a->raw.jw0 = std::move(ga.jw0);
-      a->raw.f0 = at.f_last;
-      // J v_K in function space, from the last real step: F_K = F_{K-1} - η J v_K.
-      a->raw.u0 = (at.f_prev - at.f_last) / ha.lr_at(ha.steps - 1);
-      a->after = h;
-      a->after.lr = ha.lr;
-      a->after.momentum = ha.momentum;
-      a->after.weight_decay = ha.weight_decay;
-      a->after.batch_size = ha.batch_size;
-      a->after.steps = ha.horizon;
-      a->after.t0 = ha.steps;
-      a->steps = ha.steps;
-      const Eigen::VectorXd g = loss_gradient(a->raw, a->raw.f0);
-      const double e0 = g.dot(K.prob.theta * g), ek = g.dot(a->raw.theta * g);
-      a->growth = e0 > 0 && std::isfinite(ek) ? ek / e0 - 1 : 0;
-      a->progress = at.loss.front() - at.loss.back();
-      a->lambda_max = top_eigenvalue(a->raw.theta);
-      if (s.optimizer != Optimizer::sgd) a->adam = std::make_shared<Preconditioned>(adam_state_at(job, K, P, ha, at, *a));
+      const int64_t n0 = int64_t(K.idx.size());
+      std::vector<int64_t> ids = K.idx, rest = wide_rest(s, K.idx, job.pool);
+      ids.insert(ids.end(), rest.begin(), rest.end());
+      const bool wide_f = at.f_last.rows() == int64_t(ids.size()) && int64_t(ids.size()) > n0;
+      const int parts = wide_f ? std::clamp<int>(int(int64_t(ids.size()) / n0), 1, tail_parts) : 1;
+      const std::vector<std::vector<int64_t>> drawn =
+          stratify && wide_f ? stratified_rows(at.f_last, ids, job.pool_targets, s.loss, n0, s.seed, parts)
+                             : std::vector<std::vector<int64_t>>{};
+      for (int q = 0; q < parts; ++q) {
+        std::vector<int64_t> rows(static_cast<size_t>(n0)), idx(static_cast<size_t>(n0));
+        if (!drawn.empty()) {
+          rows = drawn[size_t(q)];
+        } else {
+          for (int64_t i = 0; i < n0; ++i) rows[size_t(i)] = q * n0 + i;  // the N0, then the rest of the draw
+        }
+        for (int64_t i = 0; i < n0; ++i) idx[size_t(i)] = ids[size_t(rows[size_t(i)])];
+        AnchorKernel* part = a;
+        if (q > 0) {
+          a->more.push_back(std::make_unique<AnchorKernel>());
+          part = a->more.back().get();
+        }
+        fill_part(*part, job, K, P, h, ha, at, rows, idx, q > 0 || (stratify && wide_f));
+      }
     }
   }
   out.anchor = slot && !slot->failed ? slot.get() : nullptr;
+  if (out.anchor) {
+    out.f_last = select_rows(out.real.f_last, out.anchor->rows);
+    out.f_prev = select_rows(out.real.f_prev, out.anchor->rows);
+  }
   if (out.anchor && anchored) P.relinearized_with_steps = out.anchor->steps;
   out.seconds = now() - t0;
   return out;
@@ -245,7 +376,7 @@ double SampleCorrection::scaled_accuracy(double a, double factor) const {
 
 double SampleCorrection::accuracy(double a, double t) const { return scaled_accuracy(a, error_factor(t)); }
 
-Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
+Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool stratified) {
   // The tracked N0's curve, corrected to the wide sample's level; the tail, which
   // continues the N0's outputs, by the correction at K.
   const SampleCorrection c(real);
@@ -257,7 +388,15 @@ Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
     both.loss.push_back(c.loss(piecewise_linear(steps, real.loss, double(t)), double(t)));
     both.acc.push_back(c.accuracy(piecewise_linear(steps, real.acc, double(t)), double(t)));
   }
-  const double loss_k = c.loss_factor(double(k)), error_k = c.error_factor(double(k));
+  double loss_k = c.loss_factor(double(k)), error_k = c.error_factor(double(k));
+  // A stratified tail starts from other samples: the wide sample's level at K over its own.
+  const auto at_k = std::find(real.wide_step.begin(), real.wide_step.end(), k);
+  if (stratified && at_k != real.wide_step.end() && !tail.loss.empty()) {
+    const size_t j = size_t(at_k - real.wide_step.begin());
+    const double lt = tail.loss.front(), et = 1 - tail.acc.front(), ew = 1 - real.wide_acc[j];
+    if (std::isfinite(lt) && lt > 0 && real.wide_loss[j] > 0) loss_k = std::clamp(real.wide_loss[j] / lt, 0.25, 4.0);
+    error_k = et > 0 && ew > 0 ? std::clamp(ew / et, 0.25, 4.0) : 1.0;
+  }
   auto tail_loss = [loss_k](double l) { return l * loss_k; };
   auto tail_acc = [&c, error_k](double a) { return c.scaled_accuracy(a, error_k); };
   both.run_loss.assign(tail.run_loss.size(), both.loss);
@@ -270,6 +409,26 @@ Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k) {
     std::transform(tail.run_acc[r].begin(), tail.run_acc[r].end(), std::back_inserter(both.run_acc[r]), tail_acc);
   }
   return both;
+}
+
+Curves merge_tails(const std::vector<Curves>& parts) {
+  if (parts.size() == 1) return parts.front();
+  Curves out;
+  out.step = parts.front().step;
+  out.stride = parts.front().stride;
+  for (const Curves& c : parts) {
+    out.run_loss.insert(out.run_loss.end(), c.run_loss.begin(), c.run_loss.end());
+    out.run_acc.insert(out.run_acc.end(), c.run_acc.begin(), c.run_acc.end());
+  }
+  const size_t m = out.step.size(), runs = out.run_loss.size();
+  out.loss.assign(m, 0.0);
+  out.acc.assign(m, 0.0);
+  for (size_t r = 0; r < runs; ++r)
+    for (size_t j = 0; j < m; ++j) {
+      out.loss[j] += out.run_loss[r][j] / double(runs);
+      out.acc[j] += out.run_acc[r][j] / double(runs);
+    }
+  return out;
 }
 
 }  // namespace ttpred

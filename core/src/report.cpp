@@ -76,6 +76,10 @@ std::string to_json(const Prediction& p) {
   j["drift_steps"] = p.drift_steps;
   j["relinearized_at"] = p.relinearized_at;
   j["kernel_growth"] = p.kernel_growth;
+  if (p.tail_subset.empty())
+    j["tail"] = nullptr;
+  else
+    j["tail"] = {{"subset", p.tail_subset}, {"parts", p.tail_parts}};
   j["method_band"] = {p.method_lo, p.method_hi};
   if (p.relinearized_with_steps > 0) {
     const Spec::Anchor& a = s.relinearize_with;

@@ -111,7 +111,23 @@ struct AnchorKernel {
   double lambda_max = 0;  // of Θ_K
   // Adam/AdamW: Θ_P at w_K with the real second moment, and the optimizer's state there.
   std::shared_ptr<Preconditioned> adam;
+  // The tail's samples: rows of the prefix's outputs (FinetuneResult::f_last, the
+  // tracked N0 then the wide sample) that `raw` holds, and their sample ids. The
+  // tracked N0 themselves (0 … N0 − 1), or N0 drawn from the wide sample stratified
+  // by class and by their loss at w_K (tail_subset).
+  std::vector<int64_t> rows, idx;
+  bool stratified = false;  // other samples than the tracked N0
+  // More tail parts: disjoint draws of N0 from the wide sample, simulated too and averaged.
+  std::vector<std::unique_ptr<AnchorKernel>> more;
 };
+Eigen::MatrixXd select_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>& rows);
+// `parts` disjoint draws of n0 rows of f (outputs at w_K of the samples `ids`,
+// targets pool_targets.row(id)), each stratified: every class its share of n0
+// (largest remainders), drawn systematically along the class's losses sorted from
+// a seeded offset, the parts interleaved. Rows ascending. Needs n0 × parts ≤ rows.
+std::vector<std::vector<int64_t>> stratified_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>& ids,
+                                                  const Eigen::MatrixXd& pool_targets, Loss loss, int64_t n0,
+                                                  uint64_t seed, int parts = 1);
 // pool, N0, extrapolating, lr, momentum, weight decay, batch, K, horizon
 using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
 using Anchors = std::map<AnchorKey, std::unique_ptr<AnchorKernel>>;
@@ -125,6 +141,7 @@ int64_t relinearize_steps(const Spec& s, int64_t horizon);
 struct Prefix {
   FinetuneResult real;          // the K real steps (the model is back at w0 afterwards)
   AnchorKernel* anchor = nullptr;  // Θ at w_K to simulate the rest from (null: none)
+  Eigen::MatrixXd f_prev, f_last;  // this run's outputs at K − 1 and K on the anchor's tail samples
   double drift = 0;
   int64_t steps = 0;            // K
   double seconds = 0;           // wall-clock, extrapolation excluded
@@ -151,7 +168,11 @@ struct SampleCorrection {
 };
 // The predicted curve: the real prefix up to K, then the simulation from w_K,
 // both corrected from the N0 to the wide sample (SampleCorrection).
-Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k);
+// With `stratified`, the tail simulates other samples than the tracked N0: it is
+// corrected by the wide sample's loss at K over the tail's own (its first point).
+Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool stratified = false);
+// Curves of the same steps, their runs pooled: the mean over all runs.
+Curves merge_tails(const std::vector<Curves>& parts);
 
 // ---- band.cpp: T and its band -------------------------------------------------
 // Sets P.steps, reached, the band, the final loss, the warnings on them and the

@@ -161,3 +161,118 @@ TEST_CASE("relinearize_steps: K = round(0.3 T), at least 1, at most 300; engine.
   s.relinearize = 0;
   CHECK(relinearize_steps(s, 2000) == 0);
 }
+
+TEST_CASE("finetune's wide outputs: f_prev and f_last hold the tracked samples, then the wide ones") {
+  const Spec s = small_spec();
+  Model m(s.model, "cpu");
+  const Dataset d = load_dataset(s);
+  const auto idx = range(0, d.n);
+  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
+  Hyper h = hyper_of_spec(s, 10);
+  FinetuneOptions fo;
+  fo.seed = 5;
+  fo.keep_outputs = true;
+  const Weights w0 = save_weights(m);
+  const FinetuneResult all = finetune(m, d, idx, s.loss, y, h, fo);  // outputs of all 64
+  restore_weights(m, w0);
+  fo.track = range(0, 16);
+  fo.wide = range(16, d.n);
+  fo.wide_at = {0, 10};
+  fo.wide_outputs = true;
+  const FinetuneResult r = finetune(m, d, idx, s.loss, y, h, fo);
+  REQUIRE(r.f_last.rows() == d.n);
+  REQUIRE(r.f_prev.rows() == d.n);
+  CHECK((r.f_last - all.f_last).cwiseAbs().maxCoeff() < 1e-5);  // same batches, tracked + wide = all, in order
+  CHECK((r.f_prev - all.f_prev).cwiseAbs().maxCoeff() < 1e-5);
+  CHECK(r.loss.back() == doctest::Approx(r.wide_tracked_loss.back()));  // the curve is still the tracked 16's
+  restore_weights(m, w0);
+  fo.wide_outputs = false;
+  CHECK(finetune(m, d, idx, s.loss, y, h, fo).f_last.rows() == 16);
+}
+
+TEST_CASE("stratified_rows: disjoint parts, each class its share, each part spanning the losses") {
+  // 3 classes of 40, 30 and 50 samples; sample r has loss growing with r within its class.
+  const int64_t m = 120, C = 3;
+  Eigen::MatrixXd targets = Eigen::MatrixXd::Zero(m, C), f = Eigen::MatrixXd::Zero(m, C);
+  std::vector<int64_t> ids(static_cast<size_t>(m)), cls(static_cast<size_t>(m));
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t c = r < 40 ? 0 : r < 70 ? 1 : 2;
+    cls[size_t(r)] = c;
+    ids[size_t(r)] = m - 1 - r;  // ids need not be rows
+    targets(m - 1 - r, c) = 1;
+    f(r, c) = 5.0 - 0.05 * double(r);  // the own class's logit falls: the loss rises with r
+  }
+  for (Loss loss : {Loss::cross_entropy, Loss::mse})
+    for (int parts : {1, 2, 3}) {
+      CAPTURE(parts);
+      const auto drawn = stratified_rows(f, ids, targets, loss, 30, 7, parts);
+      REQUIRE(drawn.size() == size_t(parts));
+      std::vector<int> seen(static_cast<size_t>(m), 0);
+      for (const auto& rows : drawn) {
+        REQUIRE(rows.size() == 30);
+        CHECK(std::is_sorted(rows.begin(), rows.end()));
+        int64_t per[3] = {0, 0, 0};
+        double lo[3] = {1e9, 1e9, 1e9}, hi[3] = {-1, -1, -1}, sum[3] = {0, 0, 0};
+        for (int64_t r : rows) {
+          ++seen[size_t(r)];
+          const int64_t c = cls[size_t(r)];
+          ++per[c];
+          const double rank = double(r - (c == 0 ? 0 : c == 1 ? 40 : 70)) / double(c == 0 ? 40 : c == 1 ? 30 : 50);
+          lo[c] = std::min(lo[c], rank), hi[c] = std::max(hi[c], rank), sum[c] += rank;
+        }
+        CHECK(per[0] == 10);  // 30 x 40/120
+        CHECK(per[1] == 8);   // 7.5 -> 8 (largest remainder, tied with class 2)
+        CHECK(per[2] == 12);  // 12.5 -> 12
+        for (int c = 0; c < 3; ++c) {
+          CHECK(lo[c] < 0.25);  // from the class's easiest quarter ...
+          CHECK(hi[c] > 0.75);  // ... to its hardest, ...
+          CHECK(std::fabs(sum[c] / double(per[c]) - 0.5) < 0.1);  // ... centred (a uniform draw's mean rank)
+        }
+      }
+      for (int v : seen) CHECK(v <= 1);  // disjoint
+    }
+  CHECK_THROWS_AS(stratified_rows(f, ids, targets, Loss::cross_entropy, 31, 7, 4), std::invalid_argument);
+  // Seeded: the same draw for a seed.
+  CHECK(stratified_rows(f, ids, targets, Loss::cross_entropy, 30, 7, 2) ==
+        stratified_rows(f, ids, targets, Loss::cross_entropy, 30, 7, 2));
+}
+
+TEST_CASE("merge_tails: the runs pooled, the mean over all of them") {
+  Curves a, b;
+  a.step = b.step = {10, 11, 12};
+  a.run_loss = {{1, 2, 3}};
+  a.run_acc = {{0.1, 0.2, 0.3}};
+  b.run_loss = {{3, 2, 1}, {5, 5, 5}};
+  b.run_acc = {{0.3, 0.2, 0.1}, {0.5, 0.5, 0.5}};
+  a.loss = a.run_loss[0], a.acc = a.run_acc[0];
+  const Curves c = merge_tails({a, b});
+  CHECK(c.step == a.step);
+  REQUIRE(c.run_loss.size() == 3);
+  CHECK(c.loss[0] == doctest::Approx(3.0));
+  CHECK(c.loss[2] == doctest::Approx(3.0));
+  CHECK(c.acc[1] == doctest::Approx(0.3));
+  CHECK(merge_tails({a}).loss == a.loss);
+}
+
+TEST_CASE("engine.tail_subset and tail_parts: the tail's samples after w_K, reported") {
+  const Prediction st = estimate(small_spec("  subset: 16\n"));  // the default: stratified, 1 part
+  REQUIRE(st.relinearized_at == 12);
+  CHECK(st.tail_subset == "stratified");
+  CHECK(st.tail_parts == 1);
+  Spec s1 = small_spec("  subset: 16\n");
+  s1.tail_stratified = false;
+  const Prediction tr = estimate(s1);
+  CHECK(tr.tail_subset == "tracked");
+  Spec s2 = small_spec("  subset: 16\n");
+  s2.tail_parts = 2;
+  const Prediction two = estimate(s2);
+  CHECK(two.tail_parts == 2);
+  CHECK(two.tail_subset == "stratified");
+  // Both start the tail from the wide sample's real loss at K (here all 64 samples).
+  for (const Prediction* p : {&st, &tr, &two}) {
+    for (size_t k = 0; k < p->curve_step.size(); ++k)
+      if (p->curve_step[k] == 12) CHECK(p->curve_loss[k] == doctest::Approx(st.curve_loss[k]).epsilon(1e-5));
+  }
+  // N0 = N: nothing to draw from, no tail report.
+  CHECK(estimate(small_spec()).tail_subset.empty());
+}

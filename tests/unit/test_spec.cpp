@@ -625,6 +625,13 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   CHECK_FALSE(parse_spec(kBase, "spec.yaml", "/tmp").extrapolation_correction);
   CHECK(parse_spec(kBase + "engine:\n  extrapolation_correction: true\n", "spec.yaml", "/tmp").extrapolation_correction);
   check_spec_error(kBase + "engine:\n  extrapolation_correction: 2\n", 17, "engine.extrapolation_correction");
+  // The tail's samples after w_K (docs/method.md §7): stratified at w_K by default, in one part.
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").tail_stratified);
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").tail_parts == 1);
+  CHECK_FALSE(parse_spec(kBase + "engine:\n  tail_subset: tracked\n", "spec.yaml", "/tmp").tail_stratified);
+  CHECK(parse_spec(kBase + "engine:\n  tail_parts: 3\n", "spec.yaml", "/tmp").tail_parts == 3);
+  check_spec_error(kBase + "engine:\n  tail_subset: random\n", 17, "engine.tail_subset");
+  check_spec_error(kBase + "engine:\n  tail_parts: 5\n", 17, "engine.tail_parts");
   CHECK(s.trace_ntk == 4);
   CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.3 T), at most 300
   check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");

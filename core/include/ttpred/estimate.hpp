@@ -45,6 +45,11 @@ struct Prediction {
   int64_t drift_steps = 0;    // real SGD steps compared (0: no diagnosis)
   int64_t relinearized_at = 0;  // > 0: Θ recomputed at the weights after this many real steps
   double kernel_growth = 0;     // engine.kernel_growth: gᵀΘ_K g / gᵀΘ_0 g - 1 over the prefix
+  // The tail's samples after w_K (engine.tail_subset / tail_parts): "stratified" (drawn at
+  // w_K by class and loss from the wide sample), "tracked" (the N0 drawn at w0); empty:
+  // not re-linearized with N0 < N. tail_parts: disjoint draws simulated and averaged.
+  std::string tail_subset;
+  int tail_parts = 0;
   // > 0: that Θ came from this many real steps with spec.relinearize_with's
   // optimizer values (a sweep's shared kernel), not the job's own.
   int64_t relinearized_with_steps = 0;

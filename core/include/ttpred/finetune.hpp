@@ -32,6 +32,9 @@ struct FinetuneOptions {
   // tracked samples is corrected by (FinetuneResult::wide_*). Empty: none.
   std::vector<int64_t> wide;
   std::vector<int64_t> wide_at;
+  // keep_outputs with `wide`: f_prev / f_last hold the tracked samples' outputs,
+  // then the wide ones' (in `wide`'s order).
+  bool wide_outputs = false;
   // Intra-op threads while training (0: leave LibTorch's setting). The prediction's
   // own real steps use all cores; the ground truth and the step timing keep the
   // default, which is what the user's job gets.
@@ -48,7 +51,7 @@ struct FinetuneResult {
   std::vector<double> wide_tracked_loss, wide_tracked_acc, wide_loss, wide_acc;
   double seconds_total = 0, seconds_train = 0;  // all / SGD steps only (no evaluation)
   int64_t steps = 0;
-  Eigen::MatrixXd f_prev, f_last;  // outputs on the (tracked) samples at steps T-1 and T (keep_outputs)
+  Eigen::MatrixXd f_prev, f_last;  // outputs on the (tracked [+ wide]) samples at steps T-1 and T (keep_outputs)
   // keep_adam_moments: exp_avg_sq after the last step, one entry per trainable
   // weight (flattened in parameter order), the gradient as Adam saw it (clipped,
   // with Adam's L2 term); and the squared norm of that gradient at each step.

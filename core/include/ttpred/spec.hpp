@@ -88,6 +88,11 @@ struct Spec {
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
   bool extrapolation_correction = false;  // stretch the extrapolated curve by its self-check (engine.extrapolation_correction; off since session 12)
   bool kernel_growth = false;        // after re-linearizing, the kernel keeps changing with the progress (engine.kernel_growth)
+  // engine.tail_subset: after re-linearizing at w_K with N0 < N, the tail is simulated on N0
+  // samples of the wide sample drawn stratified by class and by their loss at w_K
+  // (true, "stratified"), or on the tracked N0 drawn at w0 ("tracked").
+  bool tail_stratified = true;
+  int tail_parts = 1;                // engine.tail_parts: disjoint draws of N0 for the tail, averaged (1..4)
   // engine.relinearize_with: Θ at w_K from K real steps with these optimizer
   // values instead of the job's own (the job's own K steps still give the
   // outputs the rest is simulated from). A sweep sets it to the spec's own
