@@ -227,6 +227,17 @@ Eigen::MatrixXd smoothed_targets(const Eigen::MatrixXd& y, double alpha) {
   return ((1 - alpha) * y.array() + alpha / double(y.cols())).matrix();
 }
 
+void average_runs(Curves& cv) {
+  const size_t m = cv.step.size(), runs = cv.run_loss.size();
+  cv.loss.assign(m, 0.0);
+  cv.acc.assign(m, 0.0);
+  for (size_t r = 0; r < runs; ++r)
+    for (size_t j = 0; j < m; ++j) {
+      cv.loss[j] += cv.run_loss[r][j] / double(runs);
+      cv.acc[j] += cv.run_acc[r][j] / double(runs);
+    }
+}
+
 namespace {
 
 // Runs `one(run, stride, L, A)` for every run on a pool of threads and averages the curves.
@@ -257,14 +268,7 @@ Curves many_runs(const Problem& p, const Hyper& h, const SimOptions& opt, OneRun
   for (int k = 1; k < threads; ++k) pool.emplace_back(worker);
   worker();
   for (auto& t : pool) t.join();
-  const size_t m = cv.step.size();
-  cv.loss.assign(m, 0.0);
-  cv.acc.assign(m, 0.0);
-  for (int r = 0; r < runs; ++r)
-    for (size_t j = 0; j < m; ++j) {
-      cv.loss[j] += cv.run_loss[size_t(r)][j] / runs;
-      cv.acc[j] += cv.run_acc[size_t(r)][j] / runs;
-    }
+  average_runs(cv);
   return cv;
 }
 

@@ -312,13 +312,14 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
           stratify && wide_f ? stratified_rows(at.f_last, ids, job.pool_targets, s.loss, n0, s.seed, parts)
                              : std::vector<std::vector<int64_t>>{};
       for (int q = 0; q < parts; ++q) {
-        std::vector<int64_t> rows(static_cast<size_t>(n0)), idx(static_cast<size_t>(n0));
+        std::vector<int64_t> rows;  // a stratified part may hold fewer than n0 (stratified_rows)
         if (!drawn.empty()) {
           rows = drawn[size_t(q)];
         } else {
-          for (int64_t i = 0; i < n0; ++i) rows[size_t(i)] = q * n0 + i;  // the N0, then the rest of the draw
+          for (int64_t i = 0; i < n0; ++i) rows.push_back(q * n0 + i);  // the N0, then the rest of the draw
         }
-        for (int64_t i = 0; i < n0; ++i) idx[size_t(i)] = ids[size_t(rows[size_t(i)])];
+        std::vector<int64_t> idx;
+        for (int64_t r : rows) idx.push_back(ids[size_t(r)]);
         AnchorKernel* part = a;
         if (q > 0) {
           a->more.push_back(std::make_unique<AnchorKernel>());
@@ -329,10 +330,6 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
     }
   }
   out.anchor = slot && !slot->failed ? slot.get() : nullptr;
-  if (out.anchor) {
-    out.f_last = select_rows(out.real.f_last, out.anchor->rows);
-    out.f_prev = select_rows(out.real.f_prev, out.anchor->rows);
-  }
   if (out.anchor && anchored) P.relinearized_with_steps = out.anchor->steps;
   out.seconds = now() - t0;
   return out;
@@ -390,8 +387,8 @@ Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool st
   }
   double loss_k = c.loss_factor(double(k)), error_k = c.error_factor(double(k));
   // A stratified tail starts from other samples: the wide sample's level at K over its own.
-  const auto at_k = std::find(real.wide_step.begin(), real.wide_step.end(), k);
-  if (stratified && at_k != real.wide_step.end() && !tail.loss.empty()) {
+  const auto at_k = stratified ? std::find(real.wide_step.begin(), real.wide_step.end(), k) : real.wide_step.end();
+  if (at_k != real.wide_step.end() && !tail.loss.empty()) {
     const size_t j = size_t(at_k - real.wide_step.begin());
     const double lt = tail.loss.front(), et = 1 - tail.acc.front(), ew = 1 - real.wide_acc[j];
     if (std::isfinite(lt) && lt > 0 && real.wide_loss[j] > 0) loss_k = std::clamp(real.wide_loss[j] / lt, 0.25, 4.0);
@@ -420,14 +417,7 @@ Curves merge_tails(const std::vector<Curves>& parts) {
     out.run_loss.insert(out.run_loss.end(), c.run_loss.begin(), c.run_loss.end());
     out.run_acc.insert(out.run_acc.end(), c.run_acc.begin(), c.run_acc.end());
   }
-  const size_t m = out.step.size(), runs = out.run_loss.size();
-  out.loss.assign(m, 0.0);
-  out.acc.assign(m, 0.0);
-  for (size_t r = 0; r < runs; ++r)
-    for (size_t j = 0; j < m; ++j) {
-      out.loss[j] += out.run_loss[r][j] / double(runs);
-      out.acc[j] += out.run_acc[r][j] / double(runs);
-    }
+  average_runs(out);
   return out;
 }
 

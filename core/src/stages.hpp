@@ -125,6 +125,8 @@ Eigen::MatrixXd select_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>
 // targets pool_targets.row(id)), each stratified: every class its share of n0
 // (largest remainders), drawn systematically along the class's losses sorted from
 // a seeded offset, the parts interleaved. Rows ascending. Needs n0 × parts ≤ rows.
+// A part holds fewer than n0 rows when no class can give every part one more
+// (e.g. 4 parts of 500 from classes of 401, 399 and 3 × 400: 499 each).
 std::vector<std::vector<int64_t>> stratified_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>& ids,
                                                   const Eigen::MatrixXd& pool_targets, Loss loss, int64_t n0,
                                                   uint64_t seed, int parts = 1);
@@ -141,7 +143,6 @@ int64_t relinearize_steps(const Spec& s, int64_t horizon);
 struct Prefix {
   FinetuneResult real;          // the K real steps (the model is back at w0 afterwards)
   AnchorKernel* anchor = nullptr;  // Θ at w_K to simulate the rest from (null: none)
-  Eigen::MatrixXd f_prev, f_last;  // this run's outputs at K − 1 and K on the anchor's tail samples
   double drift = 0;
   int64_t steps = 0;            // K
   double seconds = 0;           // wall-clock, extrapolation excluded

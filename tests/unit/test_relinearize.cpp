@@ -232,6 +232,26 @@ TEST_CASE("stratified_rows: disjoint parts, each class its share, each part span
       for (int v : seen) CHECK(v <= 1);  // disjoint
     }
   CHECK_THROWS_AS(stratified_rows(f, ids, targets, Loss::cross_entropy, 31, 7, 4), std::invalid_argument);
+  {
+    // 4 parts of 500 from classes of 401, 399, 400, 400 and 400: no class can give every
+    // part one more than its floor share, so each part holds 499, still disjoint.
+    const int64_t sizes[5] = {401, 399, 400, 400, 400};
+    Eigen::MatrixXd t2 = Eigen::MatrixXd::Zero(2000, 5), f2 = Eigen::MatrixXd::Zero(2000, 5);
+    std::vector<int64_t> ids2;
+    for (int64_t c = 0, r = 0; c < 5; ++c)
+      for (int64_t j = 0; j < sizes[c]; ++j, ++r) {
+        t2(r, c) = 1;
+        f2(r, c) = 0.01 * double(j);
+        ids2.push_back(r);
+      }
+    const auto drawn = stratified_rows(f2, ids2, t2, Loss::cross_entropy, 500, 3, 4);
+    std::vector<int> seen(2000, 0);
+    for (const auto& rows : drawn) {
+      CHECK(rows.size() == 499);
+      for (int64_t r : rows) ++seen[size_t(r)];
+    }
+    for (int v : seen) CHECK(v <= 1);
+  }
   // Seeded: the same draw for a seed.
   CHECK(stratified_rows(f, ids, targets, Loss::cross_entropy, 30, 7, 2) ==
         stratified_rows(f, ids, targets, Loss::cross_entropy, 30, 7, 2));

@@ -84,6 +84,8 @@ struct Curves {
   std::vector<std::vector<double>> run_loss, run_acc;
   int64_t stride = 1;
 };
+// Sets loss and acc to the mean of run_loss and run_acc at each recorded step.
+void average_runs(Curves& cv);
 
 // Targets of nn.CrossEntropyLoss(label_smoothing=α): (1 − α) y + α / C (y itself when α = 0).
 Eigen::MatrixXd smoothed_targets(const Eigen::MatrixXd& y, double alpha);
