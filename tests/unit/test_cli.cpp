@@ -329,6 +329,12 @@ TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own
   CHECK(has(estimate({"--batch-size", "0"}).err, "--batch-size: must be > 0 (got 0)"));
   CHECK(has(estimate({"--batch-size", "2.5"}).err, "--batch-size: must be an integer > 0 (got '2.5')"));
   CHECK(has(estimate({"--momentum", "1"}).err, "--momentum: must be in [0, 1) (got 1)"));
+  Result tp = estimate({"--tail-parts", "5"});
+  check_error(tp, 2);
+  CHECK(has(tp.err, "--tail-parts: must be in [1, 4] (got 5)"));
+  Result ts = estimate({"--tail-subset", "random"});
+  check_error(ts, 2);
+  CHECK(has(ts.err, "--tail-subset: random not in {stratified,tracked}"));
   // ttpred-finetune's own ranges (--stop-after, --log-from): one line, exit 2.
   Result sa = run(FINETUNE_BIN, {"--stop-after", "0"});
   check_error(sa, 2, "ttpred-finetune");
