@@ -125,6 +125,10 @@ void Overrides::add_estimator(CLI::App& app) {
       ->check(CLI::IsMember({"stratified", "tracked"}));
   app.add_option("--tail-parts", tail_parts, "Disjoint draws of N0 for the rest, averaged (1-4; engine.tail_parts)")
       ->check(in_range(1, 4, false, true));
+  app.add_option("--prefix-runs", prefix_runs,
+                 "Re-linearized: run the real prefix this many times with other batches and average its curve "
+                 "(1-4, default 1; engine.prefix_runs)")
+      ->check(in_range(1, 4, false, true));
   app.add_flag("--no-extrapolate", no_extrapolate,
                "N0 < N: predict for the N0 samples themselves (engine.extrapolate: false)");
   app.add_option("--step-seconds", step_seconds, "Seconds per SGD step (skip timing real steps)")->check(positive());
@@ -157,6 +161,7 @@ void Overrides::apply(Spec& s) const {
   if (extrapolation_correction) s.extrapolation_correction = *extrapolation_correction;
   if (!tail_subset.empty()) s.tail_stratified = tail_subset == "stratified";
   if (tail_parts) s.tail_parts = int(*tail_parts);
+  if (prefix_runs) s.prefix_runs = int(*prefix_runs);
 }
 
 namespace {

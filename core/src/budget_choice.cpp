@@ -60,8 +60,10 @@ double predicted_seconds(const CostModel& cm, const std::vector<Spec>& specs, in
     int64_t k = relin > 0 ? relin : s.diagnose_steps >= 0 ? s.diagnose_steps : std::clamp<int64_t>(horizon / 10, 10, 50);
     k = std::min(k, horizon - 1);
     if (k > 0 && horizon <= 20000) {
-      total += double(k) * (step_at(cm, b) + 0.5 * step_at(cm, n));  // the step and the N0's outputs after it
-      if (relin > 0) total += theta;                                  // Θ again at w_K
+      // The step and the N0's outputs after it; re-linearized, engine.prefix_runs runs of them.
+      const double runs_k = relin > 0 ? double(std::max(1, s.prefix_runs)) : 1.0;
+      total += runs_k * double(k) * (step_at(cm, b) + 0.5 * step_at(cm, n));
+      if (relin > 0) total += theta;  // Θ again at w_K
     }
     if (n < size && s.extrapolate) total += 4.0 * cm.eig_per_flop * M * M * M;  // extrapolations and their check
     if (s.step_seconds <= 0) total += double((s.calibrate_steps > 0 ? s.calibrate_steps : 5) + 1) * step_at(cm, s.batch_size);

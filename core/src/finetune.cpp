@@ -130,8 +130,9 @@ FinetuneResult finetune(Model& model, const Dataset& d, const std::vector<int64_
   // At a step of wide_at, on the wide samples too (the evaluated ones' outputs
   // are the same forward pass).
   auto evaluate = [&](FinetuneResult& r, int64_t t, Eigen::MatrixXd* f = nullptr) {
-    const bool wide_now = t >= 0 && next_wide < opt.wide_at.size() && opt.wide_at[next_wide] == t && !wide_pos.empty();
-    if (wide_now) ++next_wide;
+    const bool at_wide = t >= 0 && next_wide < opt.wide_at.size() && opt.wide_at[next_wide] == t;
+    if (at_wide) ++next_wide;
+    const bool wide_now = at_wide && !wide_pos.empty();
     // Outputs of the wide samples too: their forward pass (at K − 1 it is one of its own).
     const bool wide_f = f && opt.wide_outputs && !wide_pos.empty();
     const std::vector<int64_t>& pos = wide_now || wide_f ? wide_pos : eval_pos;

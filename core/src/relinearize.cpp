@@ -124,6 +124,10 @@ std::vector<int64_t> wide_rest(const Spec& s, const std::vector<int64_t>& idx, i
   return rest;
 }
 
+// How a prefix run treats the wide sample: not at all; only its steps logged (a run
+// averaged with another's, average_prefixes); evaluated there.
+enum class Wide { none, steps, evaluated };
+
 void wide_evaluation(FinetuneOptions& fo, const Spec& s, const std::vector<int64_t>& idx, int64_t pool, int64_t k) {
   if (k < 1) return;
   fo.wide = wide_rest(s, idx, pool);
@@ -137,11 +141,13 @@ void wide_evaluation(FinetuneOptions& fo, const Spec& s, const std::vector<int64
 
 // K real steps from w0 with hyper-parameters hk (the model is left at w_K).
 // When extrapolating to N they draw their batches among all samples at hand
-// and track the N0; otherwise they train on the N0 alone.
+// and track the N0; otherwise they train on the N0 alone. Prefix run q (its batch
+// seed), the pos-th of `of` runs in one "sgd steps" progress phase.
 FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int64_t log_every, bool keep_outputs,
-                          bool extrap, double log_ratio = 0, bool wide = false, bool wide_outputs = false) {
+                          bool extrap, double log_ratio = 0, Wide wide = Wide::none, bool wide_outputs = false,
+                          int q = 0, int pos = 0, int of = 1) {
   FinetuneOptions fo;
-  fo.seed = job.spec.seed;
+  fo.seed = prefix_seed(job.spec.seed, q);
   fo.threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
   fo.log_every = log_every;
   fo.log_ratio = log_ratio;
@@ -152,13 +158,16 @@ FinetuneResult real_steps(const Job& job, const Kernel& K, const Hyper& hk, int6
   // ttpred-finetune, and Θ at w_K is the eval-mode network's, with those statistics.
   fo.train_mode = job.spec.batchnorm_train;
   if (job.opt.progress)
-    fo.progress = [&job](const char*, int64_t done, int64_t total) { job.opt.progress("sgd steps", done, total); };
+    fo.progress = [&job, pos, of](const char*, int64_t done, int64_t total) {
+      job.opt.progress("sgd steps", pos * total + done, of * total);
+    };
   if (!extrap) return finetune(job.model, job.data, K.idx, job.spec.loss, K.prob.y, hk, fo);
   std::vector<int64_t> all(static_cast<size_t>(job.pool));
   for (int64_t i = 0; i < job.pool; ++i) all[size_t(i)] = i;
   fo.track = K.idx;  // idx holds sample ids < pool, which are their positions in `all`
-  if (wide) wide_evaluation(fo, job.spec, K.idx, job.pool, hk.steps);
-  fo.wide_outputs = wide && wide_outputs && keep_outputs;
+  if (wide != Wide::none) wide_evaluation(fo, job.spec, K.idx, job.pool, hk.steps);
+  if (wide == Wide::steps) fo.wide.clear();
+  fo.wide_outputs = wide == Wide::evaluated && wide_outputs && keep_outputs;
   return finetune(job.model, job.data, all, job.spec.loss, job.pool_targets, hk, fo);
 }
 
@@ -275,9 +284,20 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
                              ? std::max(1, s.tail_parts)
                              : 1;
   const bool wide_out = stratify || tail_parts > 1;
-  out.real = relinearize ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio, true, wide_out)
-                         : real_steps(job, K, hk, std::max<int64_t>(1, k / 10), false, extrap);
+  // engine.prefix_runs: the other runs first (other batches, the same steps logged, the
+  // wide sample not evaluated), so that the model ends at w_K of run 0, the one whose
+  // batches the simulation's run 0 shares (the drift) and whose w_K gives Θ_K.
+  const int runs = relinearize ? std::max(1, s.prefix_runs) : 1;
+  std::vector<FinetuneResult> others;
+  for (int q = 1; q < runs; ++q) {
+    others.push_back(real_steps(job, K, hk, 1, false, extrap, kPrefixLogRatio, Wide::steps, false, q, q - 1, runs));
+    restore_weights(job.model, w0);
+  }
+  out.real = relinearize
+                 ? real_steps(job, K, hk, 1, true, extrap, kPrefixLogRatio, Wide::evaluated, wide_out, 0, runs - 1, runs)
+                 : real_steps(job, K, hk, std::max<int64_t>(1, k / 10), false, extrap);
   out.drift = drift_of(out.real, lin);
+  out.runs = average_prefixes(out.real, others);
   if (!relinearize || !std::isfinite(out.real.loss.back())) {
     out.seconds = now() - t0;
     return out;
@@ -297,7 +317,8 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
     FinetuneResult ra;
     if (anchored) {
       restore_weights(job.model, w0);
-      ra = real_steps(job, K, ha, ha.steps, true, extrap, 0, wide_out, wide_out);  // only w_K, f_K and f_{K-1} are used
+      ra = real_steps(job, K, ha, ha.steps, true, extrap, 0, wide_out ? Wide::evaluated : Wide::none,
+                      wide_out);  // only w_K, f_K and f_{K-1} are used
     }
     const FinetuneResult& at = anchored ? ra : out.real;
     AnchorKernel* a = slot.get();
@@ -333,6 +354,37 @@ Prefix real_prefix(const Job& job, const Kernel& K, Prediction& P, const Hyper& 
   if (out.anchor && anchored) P.relinearized_with_steps = out.anchor->steps;
   out.seconds = now() - t0;
   return out;
+}
+
+uint64_t prefix_seed(uint64_t seed, int q) { return q == 0 ? seed : seed + uint64_t(q) * 0x2545F4914F6CDD1DULL; }
+
+int average_prefixes(FinetuneResult& real, const std::vector<FinetuneResult>& others) {
+  if (real.loss.empty() || !std::isfinite(real.loss.back())) return 1;
+  std::vector<const FinetuneResult*> ok;
+  for (const FinetuneResult& o : others)
+    if (o.step == real.step && o.loss.size() == real.loss.size() && std::isfinite(o.loss.back())) ok.push_back(&o);
+  if (ok.empty()) return 1;
+  const double n = double(ok.size() + 1);
+  for (size_t j = 0; j < real.loss.size(); ++j) {
+    double l = real.loss[j], a = real.acc[j];
+    for (const FinetuneResult* o : ok) l += o->loss[j], a += o->acc[j];
+    real.loss[j] = l / n;
+    real.acc[j] = a / n;
+  }
+  // The wide sample was evaluated in `real` only: its ratio to the tracked samples
+  // (their sampling error) is kept, at the mean level.
+  for (size_t j = 0; j < real.wide_step.size(); ++j) {
+    const auto at = std::find(real.step.begin(), real.step.end(), real.wide_step[j]);
+    if (at == real.step.end()) continue;
+    const size_t i = size_t(at - real.step.begin());
+    const double lt = real.wide_tracked_loss[j], et = 1 - real.wide_tracked_acc[j];
+    const double lm = real.loss[i], em = 1 - real.acc[i];
+    if (std::isfinite(lt) && lt > 0) real.wide_loss[j] *= lm / lt;
+    if (et > 0) real.wide_acc[j] = std::clamp(1 - (1 - real.wide_acc[j]) * em / et, 0.0, 1.0);
+    real.wide_tracked_loss[j] = lm;
+    real.wide_tracked_acc[j] = real.acc[i];
+  }
+  return int(ok.size()) + 1;
 }
 
 // Value at x of the piecewise-linear curve through (xs, ys), xs ascending;
@@ -373,7 +425,7 @@ double SampleCorrection::scaled_accuracy(double a, double factor) const {
 
 double SampleCorrection::accuracy(double a, double t) const { return scaled_accuracy(a, error_factor(t)); }
 
-Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool stratified) {
+Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool level_at_k) {
   // The tracked N0's curve, corrected to the wide sample's level; the tail, which
   // continues the N0's outputs, by the correction at K.
   const SampleCorrection c(real);
@@ -386,12 +438,17 @@ Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool st
     both.acc.push_back(c.accuracy(piecewise_linear(steps, real.acc, double(t)), double(t)));
   }
   double loss_k = c.loss_factor(double(k)), error_k = c.error_factor(double(k));
-  // A stratified tail starts from other samples: the wide sample's level at K over its own.
-  const auto at_k = stratified ? std::find(real.wide_step.begin(), real.wide_step.end(), k) : real.wide_step.end();
-  if (at_k != real.wide_step.end() && !tail.loss.empty()) {
-    const size_t j = size_t(at_k - real.wide_step.begin());
-    const double lt = tail.loss.front(), et = 1 - tail.acc.front(), ew = 1 - real.wide_acc[j];
-    if (std::isfinite(lt) && lt > 0 && real.wide_loss[j] > 0) loss_k = std::clamp(real.wide_loss[j] / lt, 0.25, 4.0);
+  // A tail that starts from another level than its own (other samples, or a prefix
+  // averaged over runs): the wide sample's level at K, else the prefix's, over its own.
+  if (level_at_k && !tail.loss.empty() && !real.step.empty() && real.step.back() == k) {
+    double lw = real.loss.back(), ew = 1 - real.acc.back();
+    const auto at_k = std::find(real.wide_step.begin(), real.wide_step.end(), k);
+    if (at_k != real.wide_step.end()) {
+      const size_t j = size_t(at_k - real.wide_step.begin());
+      lw = real.wide_loss[j], ew = 1 - real.wide_acc[j];
+    }
+    const double lt = tail.loss.front(), et = 1 - tail.acc.front();
+    if (std::isfinite(lt) && lt > 0 && lw > 0) loss_k = std::clamp(lw / lt, 0.25, 4.0);
     error_k = et > 0 && ew > 0 ? std::clamp(ew / et, 0.25, 4.0) : 1.0;
   }
   auto tail_loss = [loss_k](double l) { return l * loss_k; };

@@ -75,6 +75,7 @@ std::string to_json(const Prediction& p) {
   j["drift"] = num(p.drift);
   j["drift_steps"] = p.drift_steps;
   j["relinearized_at"] = p.relinearized_at;
+  j["prefix_runs"] = p.prefix_runs;
   j["kernel_growth"] = p.kernel_growth;
   if (p.tail_subset.empty())
     j["tail"] = nullptr;

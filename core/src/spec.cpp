@@ -400,13 +400,14 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     Reader e(s, top.map("engine"), "engine.");
     e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate",
              "trace_ntk", "relinearize_with", "sweep_kernel", "kernel_growth", "extrapolation_correction",
-             "max_seconds", "tail_subset", "tail_parts"});
+             "max_seconds", "tail_subset", "tail_parts", "prefix_runs"});
     if (e.has("tail_subset")) {
       const std::string v = e.string("tail_subset");
       if (v != "stratified" && v != "tracked") s.fail("engine.tail_subset", "must be stratified or tracked (got '" + v + "')");
       s.tail_stratified = v == "stratified";
     }
     if (e.has("tail_parts")) s.tail_parts = static_cast<int>(e.integer_in("tail_parts", 1, 4));
+    if (e.has("prefix_runs")) s.prefix_runs = static_cast<int>(e.integer_in("prefix_runs", 1, 4));
     if (e.has("max_seconds")) {
       s.max_seconds = e.number("max_seconds");
       if (!(s.max_seconds > 0)) s.fail("engine.max_seconds", "must be > 0 seconds");

@@ -145,8 +145,17 @@ struct Prefix {
   AnchorKernel* anchor = nullptr;  // Θ at w_K to simulate the rest from (null: none)
   double drift = 0;
   int64_t steps = 0;            // K
+  int runs = 1;                 // real prefixes averaged into `real` (engine.prefix_runs)
   double seconds = 0;           // wall-clock, extrapolation excluded
 };
+// The batch seed of real prefix q (0: the spec's seed, the simulation's run 0).
+uint64_t prefix_seed(uint64_t seed, int q);
+// Averages the curves of other real prefixes into `real` (the same steps logged):
+// the tracked samples' loss and accuracy at every step; the wide sample's at the
+// wide steps keeps `real`'s ratio to its tracked samples (the N0's sampling error).
+// `real`'s outputs and weights are unchanged. Runs that diverged or logged other
+// steps are left out; returns the number averaged.
+int average_prefixes(FinetuneResult& real, const std::vector<FinetuneResult>& others);
 // Runs k real SGD steps from w0 with the batches of simulated run 0 (`lin`: the
 // linearized run 0 over them), measures the drift and, when relinearizing,
 // provides Θ at w_K (from `anchors` when another prediction computed it). The
@@ -169,9 +178,11 @@ struct SampleCorrection {
 };
 // The predicted curve: the real prefix up to K, then the simulation from w_K,
 // both corrected from the N0 to the wide sample (SampleCorrection).
-// With `stratified`, the tail simulates other samples than the tracked N0: it is
-// corrected by the wide sample's loss at K over the tail's own (its first point).
-Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool stratified = false);
+// With `level_at_k`, the tail starts from another level than its own first point:
+// it simulates other samples than the tracked N0 (stratified), or the prefix is the
+// mean of several runs and the tail continues the first; it is scaled to start
+// where the corrected prefix ends (the wide sample's loss at K, else the prefix's).
+Curves splice(const FinetuneResult& real, const Curves& tail, int64_t k, bool level_at_k = false);
 // Curves of the same steps, their runs pooled: the mean over all runs.
 Curves merge_tails(const std::vector<Curves>& parts);
 

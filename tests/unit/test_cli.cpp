@@ -332,6 +332,9 @@ TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own
   Result tp = estimate({"--tail-parts", "5"});
   check_error(tp, 2);
   CHECK(has(tp.err, "--tail-parts: must be in [1, 4] (got 5)"));
+  Result pr = estimate({"--prefix-runs", "0"});
+  check_error(pr, 2);
+  CHECK(has(pr.err, "--prefix-runs: must be in [1, 4] (got 0)"));
   Result ts = estimate({"--tail-subset", "random"});
   check_error(ts, 2);
   CHECK(has(ts.err, "--tail-subset: random not in {stratified,tracked}"));

@@ -20,12 +20,12 @@ using namespace ttpred;
 namespace {
 
 // mlp.pt (C = 3) on vec_train.pt (64 samples).
-Spec small_spec(const std::string& extra = "") {
+Spec small_spec(const std::string& extra = "", const std::string& engine = "") {
   const std::string y = "model: mlp.pt\ndata:\n  path: vec_train.pt\n" + extra +
                         "loss: cross_entropy\n"
                         "optimizer:\n  lr: 0.1\n  momentum: 0.9\n  batch_size: 8\n"
                         "training:\n  steps: 40\ntarget:\n  epsilon: 0.01\n"
-                        "engine:\n  runs: 4\n  seed: 1\nhardware:\n  step_seconds: 0.25\n";
+                        "engine:\n  runs: 4\n  seed: 1\n" + engine + "hardware:\n  step_seconds: 0.25\n";
   return parse_spec(y, "small.yaml", TEST_MODELS);
 }
 
@@ -104,7 +104,7 @@ TEST_CASE("SampleCorrection: ratios at the wide steps, linear in log(1 + t) betw
 }
 
 TEST_CASE("extrapolating from N0 = 16 of 64: the predicted prefix is the whole set's curve at the wide steps") {
-  const Spec s = small_spec("  subset: 16\n");
+  const Spec s = small_spec("  subset: 16\n");  // one real prefix (several averaged: below)
   const Prediction p = estimate(s);
   REQUIRE(p.extrapolated);
   REQUIRE(p.relinearized_at == 12);  // round(0.3 x 40)
@@ -295,4 +295,107 @@ TEST_CASE("engine.tail_subset and tail_parts: the tail's samples after w_K, repo
   }
   // N0 = N: nothing to draw from, no tail report.
   CHECK(estimate(small_spec()).tail_subset.empty());
+}
+
+TEST_CASE("average_prefixes: the tracked curve averaged, the wide sample's ratio to it kept; bad runs left out") {
+  FinetuneResult a;
+  a.step = {0, 5, 10};
+  a.loss = {2.0, 1.0, 0.5};
+  a.acc = {0.5, 0.7, 0.9};
+  a.wide_step = {0, 10};
+  a.wide_tracked_loss = {2.0, 0.5};
+  a.wide_tracked_acc = {0.5, 0.9};
+  a.wide_loss = {2.2, 0.6};  // ratio 1.1, then 1.2
+  a.wide_acc = {0.45, 0.8};  // error ratio 1.1, then 2
+  FinetuneResult b = a;
+  b.loss = {2.0, 1.2, 0.7};
+  b.acc = {0.5, 0.6, 0.8};
+  FinetuneResult other_steps = b, diverged = b;
+  other_steps.step = {0, 4, 10};
+  diverged.loss.back() = std::nan("");
+  FinetuneResult r = a;
+  CHECK(average_prefixes(r, {b, other_steps, diverged}) == 2);
+  CHECK(r.step == a.step);
+  CHECK(r.loss[1] == doctest::Approx(1.1));
+  CHECK(r.loss[2] == doctest::Approx(0.6));
+  CHECK(r.acc[2] == doctest::Approx(0.85));
+  CHECK(r.wide_tracked_loss[1] == doctest::Approx(0.6));
+  CHECK(r.wide_loss[1] == doctest::Approx(0.72));           // 1.2 × the mean 0.6
+  CHECK(r.wide_acc[1] == doctest::Approx(1 - 2 * 0.15));    // error 0.15, twice
+  CHECK(r.wide_loss[0] == doctest::Approx(2.2));
+  const SampleCorrection c(r);
+  CHECK(c.loss(r.loss[2], 10) == doctest::Approx(0.72));
+  // Nothing to average with: unchanged.
+  FinetuneResult one = a;
+  CHECK(average_prefixes(one, {}) == 1);
+  CHECK(one.loss == a.loss);
+  CHECK(one.wide_loss == a.wide_loss);
+}
+
+TEST_CASE("engine.prefix_runs: the real prefix averaged over runs with other batches; the tail starts at the mean") {
+  // N0 = N = 64: the curve over the prefix is the mean of the runs' losses, at K too.
+  Spec s = small_spec("", "  prefix_runs: 2\n");
+  const Prediction p = estimate(s);
+  REQUIRE(p.relinearized_at == 12);
+  CHECK(p.prefix_runs == 2);
+  Model m(s.model, "cpu");
+  const Dataset d = load_dataset(s);
+  const auto idx = range(0, d.n);
+  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
+  Hyper h = hyper_of_spec(s, p.horizon);
+  h.steps = p.relinearized_at;
+  const Weights w0 = save_weights(m);
+  std::vector<FinetuneResult> run;
+  for (int q = 0; q < 2; ++q) {
+    FinetuneOptions fo;
+    fo.seed = prefix_seed(s.seed, q);
+    restore_weights(m, w0);
+    run.push_back(finetune(m, d, idx, s.loss, y, h, fo));
+  }
+  CHECK(run[0].loss[6] != doctest::Approx(run[1].loss[6]).epsilon(1e-3));  // other batches
+  int compared = 0;
+  for (size_t k = 0; k < p.curve_step.size(); ++k) {
+    const int64_t t = p.curve_step[k];
+    if (t > 6 && t != 12) continue;  // evaluated at every step up to 6 (then geometric), and at K: the tail's start
+    CAPTURE(t);
+    CHECK(p.curve_loss[k] == doctest::Approx((at(run[0], run[0].loss, t) + at(run[1], run[1].loss, t)) / 2).epsilon(1e-5));
+    ++compared;
+  }
+  CHECK(compared == 8);
+  CHECK(estimate(small_spec()).prefix_runs == 1);  // the default
+  s.relinearize = 0;
+  CHECK(estimate(s).prefix_runs == 0);
+
+  // N0 = 16 of 64: at the wide steps, the wide sample's loss of run 0 (all 64) times
+  // the tracked 16's mean over the runs over theirs in run 0.
+  Spec e = small_spec("  subset: 16\n", "  prefix_runs: 2\n");
+  const Prediction pe = estimate(e);
+  REQUIRE(pe.extrapolated);
+  CHECK(pe.prefix_runs == 2);
+  const std::vector<int64_t> n0 = draw_subset(d.n, 16, e);
+  std::vector<char> in(size_t(d.n), 0);
+  for (int64_t i : n0) in[size_t(i)] = 1;
+  std::vector<FinetuneResult> wide;
+  for (int q = 0; q < 2; ++q) {
+    FinetuneOptions fo;
+    fo.seed = prefix_seed(e.seed, q);
+    fo.track = n0;
+    for (int64_t i = 0; i < d.n; ++i)
+      if (!in[size_t(i)]) fo.wide.push_back(i);
+    fo.wide_at = {0, 6, 12};
+    restore_weights(m, w0);
+    wide.push_back(finetune(m, d, idx, e.loss, y, h, fo));
+  }
+  compared = 0;
+  for (size_t k = 0; k < pe.curve_step.size(); ++k) {
+    const int64_t t = pe.curve_step[k];
+    if (t != 0 && t != 6 && t != 12) continue;
+    CAPTURE(t);
+    const size_t j = size_t(std::find(wide[0].wide_step.begin(), wide[0].wide_step.end(), t) - wide[0].wide_step.begin());
+    REQUIRE(j < wide[0].wide_step.size());
+    const double mean = (wide[0].wide_tracked_loss[j] + wide[1].wide_tracked_loss[j]) / 2;
+    CHECK(pe.curve_loss[k] == doctest::Approx(wide[0].wide_loss[j] * mean / wide[0].wide_tracked_loss[j]).epsilon(1e-5));
+    ++compared;
+  }
+  CHECK(compared == 3);
 }

@@ -632,6 +632,11 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   CHECK(parse_spec(kBase + "engine:\n  tail_parts: 3\n", "spec.yaml", "/tmp").tail_parts == 3);
   check_spec_error(kBase + "engine:\n  tail_subset: random\n", 17, "engine.tail_subset");
   check_spec_error(kBase + "engine:\n  tail_parts: 5\n", 17, "engine.tail_parts");
+  // One real prefix by default; more are averaged (docs/method.md §7).
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").prefix_runs == 1);
+  CHECK(parse_spec(kBase + "engine:\n  prefix_runs: 2\n", "spec.yaml", "/tmp").prefix_runs == 2);
+  check_spec_error(kBase + "engine:\n  prefix_runs: 0\n", 17, "engine.prefix_runs");
+  check_spec_error(kBase + "engine:\n  prefix_runs: 5\n", 17, "engine.prefix_runs");
   CHECK(s.trace_ntk == 4);
   CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.3 T), at most 300
   check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");

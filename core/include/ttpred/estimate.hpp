@@ -44,6 +44,7 @@ struct Prediction {
   double drift = 0;           // max |L_real - L_lin| over the first drift_steps, / the loss decrease
   int64_t drift_steps = 0;    // real SGD steps compared (0: no diagnosis)
   int64_t relinearized_at = 0;  // > 0: Θ recomputed at the weights after this many real steps
+  int prefix_runs = 0;          // re-linearized: real prefixes averaged (engine.prefix_runs); 0: none
   double kernel_growth = 0;     // engine.kernel_growth: gᵀΘ_K g / gᵀΘ_0 g - 1 over the prefix
   // The tail's samples after w_K (engine.tail_subset / tail_parts): "stratified" (drawn at
   // w_K by class and loss from the wide sample), "tracked" (the N0 drawn at w0); empty:

@@ -29,7 +29,8 @@ struct FinetuneOptions {
   std::vector<int64_t> track;
   // Positions in idx evaluated too at the steps `wide_at` (ascending; 0 allowed):
   // a larger sample of the training set than `track`, which the curve on the
-  // tracked samples is corrected by (FinetuneResult::wide_*). Empty: none.
+  // tracked samples is corrected by (FinetuneResult::wide_*). Empty: none; the
+  // steps of wide_at are then still logged (another run's wide steps, to average with).
   std::vector<int64_t> wide;
   std::vector<int64_t> wide_at;
   // keep_outputs with `wide`: f_prev / f_last hold the tracked samples' outputs,

@@ -93,6 +93,9 @@ struct Spec {
   // (true, "stratified"), or on the tracked N0 drawn at w0 ("tracked").
   bool tail_stratified = true;
   int tail_parts = 1;                // engine.tail_parts: disjoint draws of N0 for the tail, averaged (1..4)
+  // engine.prefix_runs: re-linearized, the real prefix is run this many times with
+  // different batches and its curve averaged (1..4; Θ at w_K from the first run).
+  int prefix_runs = 1;
   // engine.relinearize_with: Θ at w_K from K real steps with these optimizer
   // values instead of the job's own (the job's own K steps still give the
   // outputs the rest is simulated from). A sweep sets it to the spec's own
