@@ -157,7 +157,7 @@ void adam_prediction(Prediction& P, const Job& job, Kernel& K, std::map<AdamKey,
       }
       Hyper h2 = h;
       h2.t0 = relin;
-      cv = splice(pre.real, simulate_adam(p2, k2, h2, so), relin, pre.anchor->stratified || pre.runs > 1);
+      cv = splice(pre.real, simulate_adam(p2, k2, h2, so), relin, pre.tail_level_differs(*pre.anchor));
       if (extrap) {
         P.tail_subset = pre.anchor->stratified ? "stratified" : "tracked";
         P.tail_parts = 1;
@@ -374,7 +374,7 @@ std::vector<Prediction> estimate_all(const std::vector<Spec>& specs, const Estim
           SimOptions sq = so;
           sq.runs = std::max(1, so.runs / parts);
           sq.seed = so.seed + uint64_t(q) * 0x9E3779B97F4A7C15ULL;
-          tails.push_back(splice(pre.real, simulate(p2, h2, sq), kdiag, part.stratified || pre.runs > 1));
+          tails.push_back(splice(pre.real, simulate(p2, h2, sq), kdiag, pre.tail_level_differs(part)));
         }
         cv = merge_tails(tails);
         if (extrap) {

@@ -147,6 +147,9 @@ struct Prefix {
   int64_t steps = 0;            // K
   int runs = 1;                 // real prefixes averaged into `real` (engine.prefix_runs)
   double seconds = 0;           // wall-clock, extrapolation excluded
+  // Whether the tail simulated on `part` starts from another level than the corrected
+  // prefix ends at (splice's level_at_k): other samples, or an averaged prefix.
+  bool tail_level_differs(const AnchorKernel& part) const { return part.stratified || runs > 1; }
 };
 // The batch seed of real prefix q (0: the spec's seed, the simulation's run 0).
 uint64_t prefix_seed(uint64_t seed, int q);
