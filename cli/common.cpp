@@ -108,6 +108,13 @@ void Overrides::add_estimator(CLI::App& app) {
                  "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default 0.3 T, at most "
                  "300; 0: off)")
       ->check(non_negative_int());
+  app.add_option("--relinearize-fraction", relinearize_fraction,
+                 "The automatic K as a fraction of the horizon T (0 < f <= 1, default 0.3; "
+                 "engine.relinearize_fraction)")
+      ->check(number_check("in (0, 1]", [](double v) { return v > 0 && v <= 1; }, false));
+  app.add_option("--relinearize-cap", relinearize_cap,
+                 "The automatic K's cap in real steps (default 300; engine.relinearize_cap)")
+      ->check(positive_int());
   app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
       ->check(non_negative_int());
   app.add_option("--trace-ntk", trace_ntk, "Trace-NTK with K output projections (Θ ≈ K ⊗ I_C; 0: off)")
@@ -153,6 +160,8 @@ void Overrides::apply(Spec& s) const {
   if (seed) s.seed = uint64_t(*seed);
   if (step_seconds) s.step_seconds = *step_seconds;
   if (relinearize) s.relinearize = *relinearize;
+  if (relinearize_fraction) s.relinearize_fraction = *relinearize_fraction;
+  if (relinearize_cap) s.relinearize_cap = *relinearize_cap;
   if (diagnose_steps) s.diagnose_steps = *diagnose_steps;
   if (no_training) s.relinearize = 0, s.diagnose_steps = 0;
   if (trace_ntk) s.trace_ntk = *trace_ntk;

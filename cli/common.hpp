@@ -13,9 +13,10 @@ namespace ttpred::cli {
 // Command-line values that override the spec's.
 struct Overrides {
   std::string device;
-  std::optional<double> lr, momentum, weight_decay, epochs, epsilon, target_loss, target_accuracy, step_seconds;
+  std::optional<double> lr, momentum, weight_decay, epochs, epsilon, target_loss, target_accuracy, step_seconds,
+      relinearize_fraction;
   std::optional<int64_t> batch_size, subset, size, steps, projection_dim, runs, seed, relinearize, diagnose_steps,
-      trace_ntk, tail_parts, prefix_runs;
+      trace_ntk, tail_parts, prefix_runs, relinearize_cap;
   std::string projection, tail_subset;
   bool no_training = false, no_extrapolate = false;
   std::optional<bool> kernel_growth, extrapolation_correction;

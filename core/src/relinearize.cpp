@@ -23,8 +23,10 @@ int64_t relinearize_steps(const Spec& s, int64_t horizon) {
   // development median of 9.6 % and a 95th percentile of 35 %; 0.3 T: 8.0 %, 23 %).
   // The cap was 150 until session 11: on the development jobs it bound (horizons
   // 800-1200), 300 moved T by -22 -> -5 %, -9 -> -11 %, -3 -> -2 %.
+  // engine.relinearize_fraction and engine.relinearize_cap set f and the cap.
   if (s.relinearize >= 0) return s.relinearize;
-  return std::clamp<int64_t>(int64_t(std::llround(kRelinearizeFraction * double(horizon))), 1, kRelinearizeCap);
+  return std::clamp<int64_t>(int64_t(std::llround(s.relinearize_fraction * double(horizon))), 1,
+                             std::max<int64_t>(1, s.relinearize_cap));
 }
 
 Eigen::MatrixXd select_rows(const Eigen::MatrixXd& f, const std::vector<int64_t>& rows) {

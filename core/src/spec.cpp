@@ -400,7 +400,7 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     Reader e(s, top.map("engine"), "engine.");
     e.allow({"device", "projection", "projection_dim", "runs", "seed", "relinearize", "diagnose_steps", "extrapolate",
              "trace_ntk", "relinearize_with", "sweep_kernel", "kernel_growth", "extrapolation_correction",
-             "max_seconds", "tail_subset", "tail_parts", "prefix_runs"});
+             "max_seconds", "tail_subset", "tail_parts", "prefix_runs", "relinearize_fraction", "relinearize_cap"});
     if (e.has("tail_subset")) {
       const std::string v = e.string("tail_subset");
       if (v != "stratified" && v != "tracked") s.fail("engine.tail_subset", "must be stratified or tracked (got '" + v + "')");
@@ -433,6 +433,12 @@ Spec parse_spec(const std::string& text, const std::string& file, const std::str
     if (e.has("extrapolation_correction"))
       s.extrapolation_correction = e.get<bool>("extrapolation_correction", "true or false");
     if (e.has("relinearize")) s.relinearize = e.integer_in("relinearize", 0, 100000000);
+    if (e.has("relinearize_fraction")) {
+      s.relinearize_fraction = e.number("relinearize_fraction");
+      if (!(s.relinearize_fraction > 0 && s.relinearize_fraction <= 1))
+        s.fail("engine.relinearize_fraction", "must be > 0 and <= 1 (a fraction of the horizon)");
+    }
+    if (e.has("relinearize_cap")) s.relinearize_cap = e.integer_in("relinearize_cap", 1, 100000000);
     if (e.has("diagnose_steps")) s.diagnose_steps = e.integer_in("diagnose_steps", 0, 100000000);
     if (e.has("device")) s.device = e.string("device");
     if (e.has("projection")) s.projection = e.string("projection");

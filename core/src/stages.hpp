@@ -135,8 +135,6 @@ using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int
 using Anchors = std::map<AnchorKey, std::unique_ptr<AnchorKernel>>;
 
 // K = clamp(round(0.3 T), 1, 300) unless the spec sets engine.relinearize (docs/method.md §7).
-constexpr double kRelinearizeFraction = 0.3;
-constexpr int64_t kRelinearizeCap = 300;
 int64_t relinearize_steps(const Spec& s, int64_t horizon);
 
 // The real prefix: its curve on the N0 and the drift against linearized run 0.

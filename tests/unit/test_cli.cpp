@@ -335,6 +335,9 @@ TEST_CASE("command-line conventions: ranges, missing values, -V, each tool's own
   Result pr = estimate({"--prefix-runs", "0"});
   check_error(pr, 2);
   CHECK(has(pr.err, "--prefix-runs: must be in [1, 4] (got 0)"));
+  Result rf = estimate({"--relinearize-fraction", "0"});
+  check_error(rf, 2);
+  CHECK(has(rf.err, "--relinearize-fraction: must be in (0, 1] (got 0)"));
   Result ts = estimate({"--tail-subset", "random"});
   check_error(ts, 2);
   CHECK(has(ts.err, "--tail-subset: random not in {stratified,tracked}"));

@@ -156,6 +156,13 @@ TEST_CASE("relinearize_steps: K = round(0.3 T), at least 1, at most 300; engine.
   CHECK(relinearize_steps(s, 800) == 240);
   CHECK(relinearize_steps(s, 1000) == 300);
   CHECK(relinearize_steps(s, 2000) == 300);  // the cap bounds the real steps of long fine-tunes
+  Spec f = s;  // engine.relinearize_fraction and engine.relinearize_cap move the rule
+  f.relinearize_fraction = 0.5, f.relinearize_cap = 500;
+  CHECK(relinearize_steps(f, 40) == 20);
+  CHECK(relinearize_steps(f, 800) == 400);
+  CHECK(relinearize_steps(f, 2000) == 500);
+  f.relinearize_fraction = 0.001;
+  CHECK(relinearize_steps(f, 100) == 1);  // at least one real step
   s.relinearize = 600;
   CHECK(relinearize_steps(s, 2000) == 600);
   s.relinearize = 0;

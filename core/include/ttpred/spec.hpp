@@ -84,7 +84,9 @@ struct Spec {
   int64_t trace_ntk = 0;             // > 0: trace-NTK Θ ≈ K ⊗ I_C from this many output projections
   int runs = 0;                      // simulated SGD runs (0 = default)
   bool extrapolate = true;           // N0 < N: extrapolate Θ to N (engine.extrapolate; extrapolate.hpp)
-  int64_t relinearize = -1;          // K real steps, then Θ again at w_K (-1 = auto: clamp(round(0.3 T), 1, 300); 0 = off)
+  int64_t relinearize = -1;          // K real steps, then Θ again at w_K (-1 = auto: clamp(round(f T), 1, cap); 0 = off)
+  double relinearize_fraction = 0.3;  // engine.relinearize_fraction: f of the automatic K (0 < f <= 1)
+  int64_t relinearize_cap = 300;      // engine.relinearize_cap: the automatic K's cap (>= 1)
   int64_t diagnose_steps = -1;       // real steps compared with the linearized run (-1 = auto, 0 = off)
   bool extrapolation_correction = false;  // stretch the extrapolated curve by its self-check (engine.extrapolation_correction; off since session 12)
   bool kernel_growth = false;        // after re-linearizing, the kernel keeps changing with the progress (engine.kernel_growth)
