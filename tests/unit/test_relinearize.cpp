@@ -35,6 +35,24 @@ std::vector<int64_t> range(int64_t a, int64_t b) {
   return v;
 }
 
+// The spec's model at w0 and its 64 samples, to train for real as the prefix does.
+struct Real {
+  explicit Real(const Spec& spec)
+      : s(spec), m(s.model, "cpu"), d(load_dataset(s)), idx(range(0, d.n)), y(target_matrix(d, idx, 3)),
+        w0(save_weights(m)) {}
+  Spec s;
+  Model m;
+  Dataset d;
+  std::vector<int64_t> idx;  // all 64
+  Eigen::MatrixXd y;
+  Weights w0;
+  // The steps of h from w0 with these options.
+  FinetuneResult train(const Hyper& h, const FinetuneOptions& fo) {
+    restore_weights(m, w0);
+    return finetune(m, d, idx, s.loss, y, h, fo);
+  }
+};
+
 // The value logged at step t (the step must be logged).
 double at(const FinetuneResult& r, const std::vector<double>& y, int64_t t) {
   for (size_t j = 0; j < r.step.size(); ++j)
@@ -46,22 +64,16 @@ double at(const FinetuneResult& r, const std::vector<double>& y, int64_t t) {
 }  // namespace
 
 TEST_CASE("finetune's wide evaluation: the tracked samples and all of them, from one run") {
-  const Spec s = small_spec();
-  Model m(s.model, "cpu");
-  const Dataset d = load_dataset(s);
-  const auto idx = range(0, d.n);
-  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
-  Hyper h = hyper_of_spec(s, 12);
+  Real real(small_spec());
+  const Hyper h = hyper_of_spec(real.s, 12);
   FinetuneOptions fo;
   fo.seed = 3;
-  const Weights w0 = save_weights(m);
-  const FinetuneResult all = finetune(m, d, idx, s.loss, y, h, fo);  // every sample, every step
-  restore_weights(m, w0);
+  const FinetuneResult all = real.train(h, fo);  // every sample, every step
   fo.track = range(0, 16);
-  fo.wide = range(16, d.n);
+  fo.wide = range(16, real.d.n);
   fo.wide_at = {0, 3, 7, 12};
   fo.log_ratio = 1.5;  // 1, 2, 3, 5, 8, 12: 7 is logged for the wide evaluation alone
-  const FinetuneResult r = finetune(m, d, idx, s.loss, y, h, fo);
+  const FinetuneResult r = real.train(h, fo);
   REQUIRE(r.wide_step == fo.wide_at);
   for (size_t j = 0; j < r.wide_step.size(); ++j) {
     const int64_t t = r.wide_step[j];
@@ -74,9 +86,8 @@ TEST_CASE("finetune's wide evaluation: the tracked samples and all of them, from
   }
   CHECK(r.wide_tracked_loss[0] != doctest::Approx(r.wide_loss[0]).epsilon(1e-6));  // 16 of 64 differ
   // Out-of-range positions are refused, as tracked ones are.
-  restore_weights(m, w0);
-  fo.wide = {d.n};
-  CHECK_THROWS_AS(finetune(m, d, idx, s.loss, y, h, fo), std::invalid_argument);
+  fo.wide = {real.d.n};
+  CHECK_THROWS_AS(real.train(h, fo), std::invalid_argument);
 }
 
 TEST_CASE("SampleCorrection: ratios at the wide steps, linear in log(1 + t) between them, constant after K") {
@@ -109,14 +120,12 @@ TEST_CASE("extrapolating from N0 = 16 of 64: the predicted prefix is the whole s
   REQUIRE(p.extrapolated);
   REQUIRE(p.relinearized_at == 12);  // round(0.3 x 40)
   // Real training on all 64 with the prediction's seed: the same batches as its prefix.
-  Model m(s.model, "cpu");
-  const Dataset d = load_dataset(s);
-  const auto idx = range(0, d.n);
+  Real real(s);
   FinetuneOptions fo;
   fo.seed = s.seed;
   Hyper h = hyper_of_spec(s, p.horizon);
   h.steps = p.relinearized_at;
-  const FinetuneResult all = finetune(m, d, idx, s.loss, target_matrix(d, idx, 3), h, fo);
+  const FinetuneResult all = real.train(h, fo);
   int compared = 0;
   for (size_t k = 0; k < p.curve_step.size(); ++k) {
     const int64_t t = p.curve_step[k];
@@ -170,31 +179,24 @@ TEST_CASE("relinearize_steps: K = round(0.3 T), at least 1, at most 300; engine.
 }
 
 TEST_CASE("finetune's wide outputs: f_prev and f_last hold the tracked samples, then the wide ones") {
-  const Spec s = small_spec();
-  Model m(s.model, "cpu");
-  const Dataset d = load_dataset(s);
-  const auto idx = range(0, d.n);
-  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
-  Hyper h = hyper_of_spec(s, 10);
+  Real real(small_spec());
+  const Hyper h = hyper_of_spec(real.s, 10);
   FinetuneOptions fo;
   fo.seed = 5;
   fo.keep_outputs = true;
-  const Weights w0 = save_weights(m);
-  const FinetuneResult all = finetune(m, d, idx, s.loss, y, h, fo);  // outputs of all 64
-  restore_weights(m, w0);
+  const FinetuneResult all = real.train(h, fo);  // outputs of all 64
   fo.track = range(0, 16);
-  fo.wide = range(16, d.n);
+  fo.wide = range(16, real.d.n);
   fo.wide_at = {0, 10};
   fo.wide_outputs = true;
-  const FinetuneResult r = finetune(m, d, idx, s.loss, y, h, fo);
-  REQUIRE(r.f_last.rows() == d.n);
-  REQUIRE(r.f_prev.rows() == d.n);
+  const FinetuneResult r = real.train(h, fo);
+  REQUIRE(r.f_last.rows() == real.d.n);
+  REQUIRE(r.f_prev.rows() == real.d.n);
   CHECK((r.f_last - all.f_last).cwiseAbs().maxCoeff() < 1e-5);  // same batches, tracked + wide = all, in order
   CHECK((r.f_prev - all.f_prev).cwiseAbs().maxCoeff() < 1e-5);
   CHECK(r.loss.back() == doctest::Approx(r.wide_tracked_loss.back()));  // the curve is still the tracked 16's
-  restore_weights(m, w0);
   fo.wide_outputs = false;
-  CHECK(finetune(m, d, idx, s.loss, y, h, fo).f_last.rows() == 16);
+  CHECK(real.train(h, fo).f_last.rows() == 16);
 }
 
 TEST_CASE("stratified_rows: disjoint parts, each class its share, each part spanning the losses") {
@@ -345,19 +347,14 @@ TEST_CASE("engine.prefix_runs: the real prefix averaged over runs with other bat
   const Prediction p = estimate(s);
   REQUIRE(p.relinearized_at == 12);
   CHECK(p.prefix_runs == 2);
-  Model m(s.model, "cpu");
-  const Dataset d = load_dataset(s);
-  const auto idx = range(0, d.n);
-  const Eigen::MatrixXd y = target_matrix(d, idx, 3);
+  Real real(s);
   Hyper h = hyper_of_spec(s, p.horizon);
   h.steps = p.relinearized_at;
-  const Weights w0 = save_weights(m);
   std::vector<FinetuneResult> run;
   for (int q = 0; q < 2; ++q) {
     FinetuneOptions fo;
     fo.seed = prefix_seed(s.seed, q);
-    restore_weights(m, w0);
-    run.push_back(finetune(m, d, idx, s.loss, y, h, fo));
+    run.push_back(real.train(h, fo));
   }
   CHECK(run[0].loss[6] != doctest::Approx(run[1].loss[6]).epsilon(1e-3));  // other batches
   int compared = 0;
@@ -379,19 +376,18 @@ TEST_CASE("engine.prefix_runs: the real prefix averaged over runs with other bat
   const Prediction pe = estimate(e);
   REQUIRE(pe.extrapolated);
   CHECK(pe.prefix_runs == 2);
-  const std::vector<int64_t> n0 = draw_subset(d.n, 16, e);
-  std::vector<char> in(size_t(d.n), 0);
+  const std::vector<int64_t> n0 = draw_subset(real.d.n, 16, e);
+  std::vector<char> in(size_t(real.d.n), 0);
   for (int64_t i : n0) in[size_t(i)] = 1;
   std::vector<FinetuneResult> wide;
   for (int q = 0; q < 2; ++q) {
     FinetuneOptions fo;
     fo.seed = prefix_seed(e.seed, q);
     fo.track = n0;
-    for (int64_t i = 0; i < d.n; ++i)
+    for (int64_t i = 0; i < real.d.n; ++i)
       if (!in[size_t(i)]) fo.wide.push_back(i);
     fo.wide_at = {0, 6, 12};
-    restore_weights(m, w0);
-    wide.push_back(finetune(m, d, idx, e.loss, y, h, fo));
+    wide.push_back(real.train(h, fo));  // e's model, data and loss are s's
   }
   compared = 0;
   for (size_t k = 0; k < pe.curve_step.size(); ++k) {
