@@ -105,15 +105,15 @@ void Overrides::add_estimator(CLI::App& app) {
   app.add_option("--seed", seed, "Seed for the draw of N and N0, the projection and the simulated batches")
       ->check(non_negative_int());
   app.add_option("--relinearize", relinearize,
-                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default 0.3 T, at most "
-                 "300; 0: off)")
+                 "Run K real SGD steps, recompute the Gram matrix there, simulate the rest (default 0.5 T, at most "
+                 "500; 0: off)")
       ->check(non_negative_int());
   app.add_option("--relinearize-fraction", relinearize_fraction,
-                 "The automatic K as a fraction of the horizon T (0 < f <= 1, default 0.3; "
+                 "The automatic K as a fraction of the horizon T (0 < f <= 1, default 0.5; "
                  "engine.relinearize_fraction)")
       ->check(number_check("in (0, 1]", [](double v) { return v > 0 && v <= 1; }, false));
   app.add_option("--relinearize-cap", relinearize_cap,
-                 "The automatic K's cap in real steps (default 300; engine.relinearize_cap)")
+                 "The automatic K's cap in real steps (default 500; engine.relinearize_cap)")
       ->check(positive_int());
   app.add_option("--diagnose-steps", diagnose_steps, "Real SGD steps compared with the linearized run (0: off)")
       ->check(non_negative_int());

@@ -25,7 +25,8 @@ constexpr double kDriftWarn = 0.1;  // docs/json.md: drift above this warns
 // bench/users (docs/accuracy.md, docs/method.md §8) at the split-conformal ranks
 // of a two-sided 90 % band (the ⌊0.05(n+1)⌋-th and ⌈0.95(n+1)⌉-th smallest of n
 // ratios; with n < 19 the extremes), by `bench/users/calibrate.py`.
-// Re-linearized (the default, K = 0.3 T): from all n = 42 scored jobs of both
+// Re-linearized (calibrated at K = 0.3 T, the default of sessions 6-14; not
+// refitted for 0.5 T, session 15): from all n = 42 scored jobs of both
 // halves (session 6, refined truth; `calibrate.py DEV.json VAL.json --all`). The
 // development-only factors, x[0.92, 1.34] from n = 20, held the truth in 82 % of
 // the validation jobs with the top below it in 14 %: 20 jobs do not show the tail

@@ -17,13 +17,12 @@ namespace ttpred {
 
 int64_t relinearize_steps(const Spec& s, int64_t horizon) {
   // Default (measured on bench/users' development half, docs/accuracy.md):
-  // K = round(0.3 T), at most 300 so the cost stays bounded on long horizons.
-  // The network keeps moving its kernel after w_K: the later the re-linearization,
-  // the less of the run rests on a frozen kernel (K = T/10, at most 50, had a
-  // development median of 9.6 % and a 95th percentile of 35 %; 0.3 T: 8.0 %, 23 %).
-  // The cap was 150 until session 11: on the development jobs it bound (horizons
-  // 800-1200), 300 moved T by -22 -> -5 %, -9 -> -11 %, -3 -> -2 %.
-  // engine.relinearize_fraction and engine.relinearize_cap set f and the cap.
+  // K = round(f T), f = 0.5, at most 500 real steps so the cost stays bounded on long
+  // horizons (engine.relinearize_fraction, engine.relinearize_cap). The network keeps
+  // moving its kernel after w_K: the later the re-linearization, the less of the run
+  // rests on a frozen kernel. Development half, 3 estimator seeds (session 15):
+  // f = 0.3 (cap 300, the default of sessions 6-14) mean |ln| 0.091, p95 27 %;
+  // 0.4 (400) 0.087, 29 %; 0.5 (500) 0.083, 20 %.
   if (s.relinearize >= 0) return s.relinearize;
   return std::clamp<int64_t>(int64_t(std::llround(s.relinearize_fraction * double(horizon))), 1,
                              std::max<int64_t>(1, s.relinearize_cap));

@@ -134,7 +134,7 @@ std::vector<std::vector<int64_t>> stratified_rows(const Eigen::MatrixXd& f, cons
 using AnchorKey = std::tuple<int64_t, int64_t, bool, double, double, double, int64_t, int64_t, int64_t>;
 using Anchors = std::map<AnchorKey, std::unique_ptr<AnchorKernel>>;
 
-// K = clamp(round(0.3 T), 1, 300) unless the spec sets engine.relinearize (docs/method.md §7).
+// K = clamp(round(0.5 T), 1, 500) unless the spec sets engine.relinearize (docs/method.md §7).
 int64_t relinearize_steps(const Spec& s, int64_t horizon);
 
 // The real prefix: its curve on the N0 and the drift against linearized run 0.

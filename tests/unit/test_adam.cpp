@@ -271,12 +271,13 @@ Job adam_job(const std::string& model, const std::string& optimizer) {
 }  // namespace
 
 TEST_CASE("Adam re-linearized after real steps: the optimizer's state carried, closer to real training") {
-  // T: 90 % of the way down real training's mean curve (4 seeds); K = 0.3 T = 36.
-  // Measured: the MLP (nonlinear) +25 % re-linearized against +76 % training-free,
-  // its curve after K 0.27 from the real one against 0.95. On the linear model the
-  // training-free prediction is already exact up to the diagonal preconditioner
-  // (+4 %, +1 %); re-linearized +9 %, +5 %, its curve after K 2-4 % from the real
-  // mean: the prefix is one real run (64 samples, batches of 8), the truth a mean of 4.
+  // T: 90 % of the way down real training's mean curve (4 seeds); K = 0.5 T = 60.
+  // Measured: the MLP (nonlinear) +6 % re-linearized against +76 % training-free,
+  // its curve after K 0.11 from the real one against 1.15 (with K = 0.3 T = 36 until
+  // session 14: +25 %, 0.27 against 0.95). On the linear model the training-free
+  // prediction is already exact up to the diagonal preconditioner (+4 %, +1 %);
+  // re-linearized +9 %, +5 %, its curve after K 2-4 % from the real mean: the prefix
+  // is one real run (64 samples, batches of 8), the truth a mean of 4.
   struct Row {
     const char* model;
     const char* optimizer;
@@ -296,12 +297,12 @@ TEST_CASE("Adam re-linearized after real steps: the optimizer's state carried, c
     const double e_relin = double(relin.steps) / double(j.t_real) - 1, e_free = double(fresh.steps) / double(j.t_real) - 1;
     const double d_relin = tail_distance(relin, j.mean, relin.relinearized_at);
     const double d_free = tail_distance(fresh, j.mean, relin.relinearized_at);
-    INFO(r.model << " " << r.optimizer << ": T real " << j.t_real << ", re-linearized at " << relin.relinearized_at << " "
+    INFO(std::string(r.model) << " " << std::string(r.optimizer) << ": T real " << j.t_real << ", re-linearized at " << relin.relinearized_at << " "
                  << relin.steps << " (" << 100 * e_relin << " %), training-free " << fresh.steps << " (" << 100 * e_free
                  << " %); curve after K " << d_relin << " vs " << d_free);
-    CHECK(relin.relinearized_at == 36);
+    CHECK(relin.relinearized_at == 60);
     CHECK(fresh.relinearized_at == 0);
-    CHECK(relin.drift_steps == 36);
+    CHECK(relin.drift_steps == 60);
     CHECK(std::fabs(e_relin) <= 0.3);
     if (r.nonlinear) {
       CHECK(std::fabs(e_relin) < std::fabs(e_free));
@@ -310,7 +311,7 @@ TEST_CASE("Adam re-linearized after real steps: the optimizer's state carried, c
       CHECK(d_relin < 0.06);
     }
     bool said = false;
-    for (const auto& w : relin.warnings) said |= w.find("re-linearized after 36 real steps") != std::string::npos;
+    for (const auto& w : relin.warnings) said |= w.find("re-linearized after 60 real steps") != std::string::npos;
     CHECK(said);
     // The prefix is real Adam training with the spec's seed (every step evaluated up to 6);
     // with engine.prefix_runs: 2, the mean of two runs, the second with other batches.

@@ -236,12 +236,12 @@ TEST_CASE("a sweep's shared kernel: Θ at w_K once, from the spec's own values; 
     CHECK(rows[i].curve_loss == one.curve_loss);
     CHECK(rows[i].relinearized_with_steps == one.relinearized_with_steps);
   }
-  // Anchored at lr 0.1, batch 8: K = round(0.3 x 2 epochs x 25 steps) = 15 steps.
-  CHECK(rows[0].relinearized_with_steps == 15);
+  // Anchored at lr 0.1, batch 8: K = round(0.5 x 2 epochs x 25 steps) = 25 steps.
+  CHECK(rows[0].relinearized_with_steps == 25);
   auto j = nlohmann::json::parse(to_json(rows[0]));
   CHECK(j["relinearized_with"]["lr"] == 0.1);
   CHECK(j["relinearized_with"]["batch_size"] == 8);
-  CHECK(j["relinearized_with"]["steps"] == 15);
+  CHECK(j["relinearized_with"]["steps"] == 25);
   CHECK(nlohmann::json::parse(to_json(rows[2]))["relinearized_with"].is_null());
   CHECK(to_table(rows[0]).find("engine.relinearize_with") != std::string::npos);
   CHECK(sweep_table(rows, 1.0).find("shared kernel") != std::string::npos);
@@ -337,11 +337,11 @@ TEST_CASE("drift diagnosis on a nonlinear model at a large learning rate widens 
   }
 }
 
-TEST_CASE("defaults: re-linearize after round(0.3 T) real steps (at most 300); --no-training means none") {
+TEST_CASE("defaults: re-linearize after round(0.5 T) real steps (at most 500); --no-training means none") {
   Spec s = small_spec();  // T = 40
   Prediction p = estimate(s);
-  CHECK(p.relinearized_at == 12);
-  CHECK(p.drift_steps == 12);
+  CHECK(p.relinearized_at == 20);
+  CHECK(p.drift_steps == 20);
   s.relinearize = 0;
   s.diagnose_steps = 0;
   Prediction q = estimate(s);
@@ -372,13 +372,13 @@ TEST_CASE("AdamW through estimate(): re-linearized after real steps, or training
   Spec free_spec = linear_spec("  name: adamw\n  lr: 0.01\n  betas: [0.9, 0.99]\n  weight_decay: 0.01\n"
                                "  batch_size: 8\n");
   const Prediction relin = estimate(free_spec);
-  CHECK(relin.relinearized_at == 24);  // K = 0.3 T
-  CHECK(relin.drift_steps == 24);
+  CHECK(relin.relinearized_at == 40);  // K = 0.5 T
+  CHECK(relin.drift_steps == 40);
   CHECK(std::isfinite(relin.drift));
   CHECK(relin.final_loss < relin.initial_loss);
-  CHECK(nlohmann::json::parse(to_json(relin))["relinearized_at"] == 24);
+  CHECK(nlohmann::json::parse(to_json(relin))["relinearized_at"] == 40);
   bool relin_said = false;
-  for (const auto& w : relin.warnings) relin_said |= w.find("AdamW: re-linearized after 24 real steps") != std::string::npos;
+  for (const auto& w : relin.warnings) relin_said |= w.find("AdamW: re-linearized after 40 real steps") != std::string::npos;
   CHECK(relin_said);
   free_spec.relinearize = 0;  // --no-training
   Prediction p = estimate(free_spec);

@@ -115,10 +115,10 @@ TEST_CASE("SampleCorrection: ratios at the wide steps, linear in log(1 + t) betw
 }
 
 TEST_CASE("extrapolating from N0 = 16 of 64: the predicted prefix is the whole set's curve at the wide steps") {
-  const Spec s = small_spec("  subset: 16\n");  // one real prefix (several averaged: below)
+  const Spec s = small_spec("  subset: 16\n", "  relinearize: 12\n");  // one real prefix (several averaged: below)
   const Prediction p = estimate(s);
   REQUIRE(p.extrapolated);
-  REQUIRE(p.relinearized_at == 12);  // round(0.3 x 40)
+  REQUIRE(p.relinearized_at == 12);
   // Real training on all 64 with the prediction's seed: the same batches as its prefix.
   Real real(s);
   FinetuneOptions fo;
@@ -157,19 +157,19 @@ TEST_CASE("draw_subset: the N0 and the prefix's wide sample are drawn alike, the
   }
 }
 
-TEST_CASE("relinearize_steps: K = round(0.3 T), at least 1, at most 300; engine.relinearize overrides it") {
+TEST_CASE("relinearize_steps: K = round(0.5 T), at least 1, at most 500; engine.relinearize overrides it") {
   Spec s;
   CHECK(relinearize_steps(s, 1) == 1);
-  CHECK(relinearize_steps(s, 40) == 12);
-  CHECK(relinearize_steps(s, 500) == 150);
-  CHECK(relinearize_steps(s, 800) == 240);
-  CHECK(relinearize_steps(s, 1000) == 300);
-  CHECK(relinearize_steps(s, 2000) == 300);  // the cap bounds the real steps of long fine-tunes
-  Spec f = s;  // engine.relinearize_fraction and engine.relinearize_cap move the rule
-  f.relinearize_fraction = 0.5, f.relinearize_cap = 500;
-  CHECK(relinearize_steps(f, 40) == 20);
-  CHECK(relinearize_steps(f, 800) == 400);
-  CHECK(relinearize_steps(f, 2000) == 500);
+  CHECK(relinearize_steps(s, 40) == 20);
+  CHECK(relinearize_steps(s, 375) == 188);  // the embedded default job
+  CHECK(relinearize_steps(s, 800) == 400);
+  CHECK(relinearize_steps(s, 1000) == 500);
+  CHECK(relinearize_steps(s, 2000) == 500);  // the cap bounds the real steps of long fine-tunes
+  Spec f = s;  // engine.relinearize_fraction and engine.relinearize_cap move the rule (sessions 6-14: 0.3, 300)
+  f.relinearize_fraction = 0.3, f.relinearize_cap = 300;
+  CHECK(relinearize_steps(f, 40) == 12);
+  CHECK(relinearize_steps(f, 800) == 240);
+  CHECK(relinearize_steps(f, 2000) == 300);
   f.relinearize_fraction = 0.001;
   CHECK(relinearize_steps(f, 100) == 1);  // at least one real step
   s.relinearize = 600;
@@ -285,7 +285,7 @@ TEST_CASE("merge_tails: the runs pooled, the mean over all of them") {
 
 TEST_CASE("engine.tail_subset and tail_parts: the tail's samples after w_K, reported") {
   const Prediction st = estimate(small_spec("  subset: 16\n"));  // the default: stratified, 1 part
-  REQUIRE(st.relinearized_at == 12);
+  REQUIRE(st.relinearized_at == 20);
   CHECK(st.tail_subset == "stratified");
   CHECK(st.tail_parts == 1);
   Spec s1 = small_spec("  subset: 16\n");
@@ -343,7 +343,7 @@ TEST_CASE("average_prefixes: the tracked curve averaged, the wide sample's ratio
 
 TEST_CASE("engine.prefix_runs: the real prefix averaged over runs with other batches; the tail starts at the mean") {
   // N0 = N = 64: the curve over the prefix is the mean of the runs' losses, at K too.
-  Spec s = small_spec("", "  prefix_runs: 2\n");
+  Spec s = small_spec("", "  prefix_runs: 2\n  relinearize: 12\n");
   const Prediction p = estimate(s);
   REQUIRE(p.relinearized_at == 12);
   CHECK(p.prefix_runs == 2);
@@ -372,7 +372,7 @@ TEST_CASE("engine.prefix_runs: the real prefix averaged over runs with other bat
 
   // N0 = 16 of 64: at the wide steps, the wide sample's loss of run 0 (all 64) times
   // the tracked 16's mean over the runs over theirs in run 0.
-  Spec e = small_spec("  subset: 16\n", "  prefix_runs: 2\n");
+  Spec e = small_spec("  subset: 16\n", "  prefix_runs: 2\n  relinearize: 12\n");
   const Prediction pe = estimate(e);
   REQUIRE(pe.extrapolated);
   CHECK(pe.prefix_runs == 2);

@@ -637,16 +637,16 @@ TEST_CASE("engine keys of the later stages: values and errors") {
   CHECK(parse_spec(kBase + "engine:\n  prefix_runs: 2\n", "spec.yaml", "/tmp").prefix_runs == 2);
   check_spec_error(kBase + "engine:\n  prefix_runs: 0\n", 17, "engine.prefix_runs");
   check_spec_error(kBase + "engine:\n  prefix_runs: 5\n", 17, "engine.prefix_runs");
-  // The automatic K's rule: round(0.3 T), at most 300, both settable.
-  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize_fraction == 0.3);
-  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize_cap == 300);
+  // The automatic K's rule: round(0.5 T), at most 500, both settable.
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize_fraction == 0.5);
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize_cap == 500);
   CHECK(parse_spec(kBase + "engine:\n  relinearize_fraction: 0.5\n", "spec.yaml", "/tmp").relinearize_fraction == 0.5);
   CHECK(parse_spec(kBase + "engine:\n  relinearize_cap: 500\n", "spec.yaml", "/tmp").relinearize_cap == 500);
   check_spec_error(kBase + "engine:\n  relinearize_fraction: 0\n", 17, "engine.relinearize_fraction");
   check_spec_error(kBase + "engine:\n  relinearize_fraction: 1.5\n", 17, "engine.relinearize_fraction");
   check_spec_error(kBase + "engine:\n  relinearize_cap: 0\n", 17, "engine.relinearize_cap");
   CHECK(s.trace_ntk == 4);
-  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.3 T), at most 300
+  CHECK(parse_spec(kBase, "spec.yaml", "/tmp").relinearize == -1);  // auto: round(0.5 T), at most 500
   check_spec_error(kBase + "engine:\n  extrapolate: maybe\n", 17, "engine.extrapolate");
   check_spec_error(kBase + "engine:\n  trace_ntk: -1\n", 17, "engine.trace_ntk");
   check_spec_error(kBase + "engine:\n  relinearize: -2\n", 17, "engine.relinearize");
