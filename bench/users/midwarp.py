@@ -14,12 +14,18 @@ of the prefix. If the tail after K errs the same way, 1 / r would track meas / p
 prediction. Session 15 (docs/accuracy.md): it does not.
 """
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+# bench/users/run.py under another name: its own `from run import` is bench/accuracy/run.py.
+_spec = importlib.util.spec_from_file_location("users_run", os.path.join(HERE, "run.py"))
+_users_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_users_run)
+crossing = _users_run.crossing
 
 
 def interp(c, t):
@@ -30,14 +36,8 @@ def interp(c, t):
 
 
 def first_below(c, level, t0):
-    for (a, x), (b, y) in zip(c, c[1:]):
-        if b <= t0:
-            continue
-        if y <= level:
-            if x <= level:
-                return max(a, t0)
-            return a + (b - a) * (x - level) / (x - y)
-    return None
+    """First t >= t0 where the curve c reaches level (run.py's crossing())."""
+    return crossing([(t0, interp(c, t0) - level)] + [(t, v - level) for t, v in c if t > t0], True)
 
 
 def main():
